@@ -27,6 +27,13 @@
 //! goes back to its huge node and merges there. A huge node that becomes
 //! wholly free is kept (up to [`KEEP_WHOLE_NODES`] per shard) or handed back.
 //!
+//! # Deferred coalescing
+//!
+//! Frees of chunks up to 2 KiB first go to the shard's bounded quick cache
+//! (see `quick_cache`) and are served again to allocations of the same
+//! size; the cache is flushed — merged for real — before the pool grows,
+//! before an allocation fails, and on `Pool::collect`.
+//!
 //! Invariant: `whole_free` equals the number of extents of exactly
 //! `HUGE_GRANULES` on the TLSF lists.
 
@@ -248,7 +255,7 @@ impl Heap {
     }
 
     /// Finds a huge-level extent that can hold `g` granules at `align`.
-    fn find_large(&self, segs: &Segments, g: usize, align: usize) -> Option<(*mut FreeHdr, usize)> {
+    fn find_large(&self, g: usize, align: usize) -> Option<(*mut FreeHdr, usize)> {
         let need = g + align_extra(align);
         if let Some(idx) = tlsf_search_index(need).and_then(|i| self.large.find_ge(i)) {
             let hdr = self.large.head(idx);
@@ -274,7 +281,6 @@ impl Heap {
                 hdr = unsafe { (*hdr).next };
             }
         }
-        let _ = segs;
         None
     }
 
@@ -290,7 +296,7 @@ impl Heap {
         len: usize,
         align: usize,
     ) -> Option<NonNull<u8>> {
-        let (hdr, e) = self.find_large(segs, g, align)?;
+        let (hdr, e) = self.find_large(g, align)?;
         // SAFETY: `hdr` is a free extent of `e` granules that holds the request.
         Some(unsafe { self.carve(segs, c, hdr, e, g, len, align, false) })
     }
@@ -310,7 +316,7 @@ impl Heap {
     /// # Safety
     /// The caller holds the shard.
     unsafe fn new_page_node(&mut self, segs: &Segments, c: &Counters) -> bool {
-        let Some((hdr, e)) = self.find_large(segs, PAGE_GRANULES, PAGE_NODE_BYTES) else { return false };
+        let Some((hdr, e)) = self.find_large(PAGE_GRANULES, PAGE_NODE_BYTES) else { return false };
         // SAFETY: `hdr` is a huge-level free extent that holds an aligned page.
         unsafe {
             self.unlink(hdr, e, false);
