@@ -90,6 +90,8 @@ unsafe impl GlobalAlloc for NtaGlobal {
                     if let Some(c) = thread_cache::alloc(p, layout.size()) {
                         return c.as_ptr();
                     }
+                    let c = thread_cache::alloc_refill(p, || PoolRef::Static(p), layout.size());
+                    return c.map_or(ptr::null_mut(), NonNull::as_ptr);
                 }
                 return p.alloc(layout.size(), layout.align().max(GRANULE)).map_or(ptr::null_mut(), NonNull::as_ptr);
             }

@@ -57,20 +57,22 @@ pub struct Config {
     pub checked: bool,
     pub retain_bytes: usize,
     pub exportable: bool,
+    pub premap: bool,
 }
 
 impl Config {
     /// The defaults: capacity = physical memory, one shard per CPU, try
-    /// hugepages, unchecked (unless the `checked` feature is on), keep 4 MiB
-    /// of free segments mapped, exportable memfd segments.
+    /// hugepages, unchecked (unless the `checked` feature is on), keep 64 MiB
+    /// of wholly free segments mapped for reuse, exportable memfd segments.
     pub fn default_for_machine() -> Config {
         Config {
             capacity: sys::phys_mem_bytes(),
             shards: sys::cpu_count(),
             hugepages: HugePages::Try,
             checked: cfg!(feature = "checked"),
-            retain_bytes: 4 << 20,
+            retain_bytes: 64 << 20,
             exportable: true,
+            premap: false,
         }
     }
 }
@@ -99,11 +101,24 @@ impl PoolInner {
         if count >= u32::MAX as usize {
             return Err(Error::InvalidConfig("capacity too large"));
         }
-        let segs = Segments::new(count, cfg.hugepages, cfg.exportable, cfg.retain_bytes)?;
+        let retain = if cfg.premap { count * HUGE_NODE_BYTES } else { cfg.retain_bytes };
+        let segs = Segments::new(count, cfg.hugepages, cfg.exportable, retain)?;
         let shards = MetaArray::new(cfg.shards, |_| Shard::default())?;
         let slots = MetaArray::new(SLOTS, |_| ThreadSlot::default())?;
         let inner = PoolInner { segs, shards, slots, checked: cfg.checked || cfg!(feature = "checked") };
-        if cfg.hugepages == HugePages::Require {
+        if cfg.premap {
+            // Map every segment now and park it, so the whole range stays
+            // mapped for the pool's life (io_uring buffer registration).
+            // Fresh slots are handed out in order, so segments 0..taken are
+            // the ones acquired here.
+            let taken = (0..count).take_while(|_| inner.segs.acquire(0).is_some()).count();
+            for seg in 0..taken {
+                inner.segs.release(seg, false);
+            }
+            if taken < count {
+                return Err(Error::Io(std::io::Error::other("could not map every segment of a premapped pool")));
+            }
+        } else if cfg.hugepages == HugePages::Require {
             let seg = inner.segs.acquire(0).ok_or(Error::HugePagesUnavailable)?;
             debug_assert_eq!(inner.segs.backing(seg), Some(Backing::Hugetlb));
             inner.segs.release(seg, false);
@@ -156,11 +171,13 @@ impl PoolInner {
     pub fn alloc(&self, len: usize, align: usize) -> Option<NonNull<u8>> {
         let idx = self.current_shard();
         let shard = &self.shards[idx];
-        if len <= MAX_ALLOC_BYTES && align <= MAX_ALIGN && shard.remote.is_empty() {
+        if len <= MAX_ALLOC_BYTES && align <= MAX_ALIGN && align.is_power_of_two() {
             if let Some(mut g) = shard.try_lock() {
-                // SAFETY: we hold the shard; len and align are in range
-                // (align's power-of-two-ness is the caller's contract,
-                // checked in alloc_slow's debug build and by Pool).
+                // The owner merges remote frees in a batch on its next alloc.
+                if !shard.remote.is_empty() {
+                    self.drain(&mut g);
+                }
+                // SAFETY: we hold the shard; len and align are in range.
                 if let Some(p) = unsafe { g.heap().alloc_fast(&self.segs, &shard.counters, len, align) } {
                     return Some(p);
                 }
@@ -332,6 +349,65 @@ impl PoolInner {
         }
         // SAFETY: forwarded from the caller.
         unsafe { self.free_slow(loc, owner, ptr, len) }
+    }
+
+    /// Frees chunks of `granules` each (from a thread cache that overflowed)
+    /// under one acquisition of the current shard; chunks of other shards go
+    /// to their owners' remote queues.
+    ///
+    /// # Safety
+    /// Every pointer must be a live chunk of this pool of `granules`, given up.
+    pub(crate) unsafe fn free_batch(&self, chunks: &[*mut u8], granules: usize) {
+        let idx = self.current_shard();
+        let Some(mut g) = self.shards[idx].try_lock() else {
+            for &p in chunks {
+                // SAFETY: forwarded from the caller.
+                unsafe { self.free(NonNull::new_unchecked(p), Some(granules * GRANULE)) };
+            }
+            return;
+        };
+        for &p in chunks {
+            let (loc, owner) = self.locate(p);
+            if owner == idx {
+                self.free_in_shard(&mut g, loc, p, Some(granules * GRANULE));
+            } else {
+                // SAFETY: the caller gives the live chunk up.
+                unsafe { self.shards[owner].remote.push(p, granules * GRANULE) };
+            }
+        }
+        self.drain(&mut g);
+    }
+
+    /// Allocates `len` bytes (granule alignment) and, under the same shard
+    /// acquisition, up to `extra.len()` more chunks of the same granule count
+    /// from the free lists only (never growing the pool for them). Returns
+    /// the chunk and how many extras were stored. The extras are accounted
+    /// as allocated with their full granule length.
+    pub(crate) fn alloc_batch(&self, len: usize, extra: &mut [*mut u8]) -> Option<(NonNull<u8>, usize)> {
+        let idx = self.current_shard();
+        let shard = &self.shards[idx];
+        let Some(mut g) = shard.try_lock() else { return self.alloc(len, GRANULE).map(|p| (p, 0)) };
+        if !shard.remote.is_empty() {
+            self.drain(&mut g);
+        }
+        // SAFETY: we hold the shard; len is within the small range.
+        let Some(first) = (unsafe { g.heap().alloc_fast(&self.segs, &shard.counters, len, GRANULE) }) else {
+            drop(g);
+            return self.alloc_slow(idx, len, GRANULE).map(|p| (p, 0));
+        };
+        let full = granules_for(len) * GRANULE;
+        let mut n = 0;
+        while n < extra.len() {
+            // SAFETY: as above.
+            match unsafe { g.heap().alloc_fast(&self.segs, &shard.counters, full, GRANULE) } {
+                Some(p) => {
+                    extra[n] = p.as_ptr();
+                    n += 1;
+                }
+                None => break,
+            }
+        }
+        Some((first, n))
     }
 
     /// A free that cannot merge right here: checked-mode validation, a busy
@@ -513,7 +589,8 @@ impl PoolInner {
         st.mapped_bytes = self.segs.mapped_bytes() as u64;
         st.free_bytes = st.mapped_bytes.saturating_sub(st.in_use_bytes);
         st.largest_free_bytes = largest as u64;
-        st.metadata_bytes = self.segs.metadata_bytes() as u64;
+        st.metadata_bytes =
+            (self.segs.metadata_bytes() + self.shards.mapped_bytes() + self.slots.mapped_bytes()) as u64;
         let (h, t, s) = self.segs.backing_counts();
         st.segments_hugetlb = h as u64;
         st.segments_thp = t as u64;
@@ -571,7 +648,8 @@ impl PoolBuilder {
         self
     }
     /// Wholly free segments kept mapped for reuse; beyond this, freed
-    /// segments go back to the OS (default 4 MiB).
+    /// segments go back to the OS (default 64 MiB: a packet pool that cycles
+    /// through its memory should not fault it back in on every burst).
     pub fn retain_bytes(mut self, bytes: usize) -> Self {
         self.cfg.retain_bytes = bytes;
         self
@@ -582,7 +660,16 @@ impl PoolBuilder {
         self.cfg.exportable = on;
         self
     }
-    /// Builds the pool. Nothing is mapped until the first allocation.
+    /// Maps the whole capacity at build time and never releases it (the
+    /// retain watermark becomes the capacity), so `Pool::memory_range` stays
+    /// valid memory for the pool's life — what registering the pool with
+    /// io_uring (`register_buffers`) or an RDMA device needs. Default false.
+    pub fn premap(mut self, on: bool) -> Self {
+        self.cfg.premap = on;
+        self
+    }
+    /// Builds the pool. Nothing is mapped until the first allocation, unless
+    /// [`PoolBuilder::premap`] is set.
     pub fn build(self) -> Result<Pool, Error> {
         Ok(Pool { inner: Arc::new(PoolInner::new(self.cfg)?) })
     }
@@ -601,7 +688,7 @@ impl Pool {
         if let Some(p) = thread_cache::alloc(&self.inner, len) {
             return Some(p);
         }
-        self.inner.alloc(len, GRANULE)
+        thread_cache::alloc_refill(&self.inner, || PoolRef::Shared(self.inner.clone()), len)
     }
 
     /// Allocates at `align`, a power of two up to 4096; `None` otherwise or
@@ -715,6 +802,14 @@ impl Pool {
     /// Whether `ptr` lies in this pool's address range.
     pub fn contains(&self, ptr: *const u8) -> bool {
         self.inner.contains(ptr)
+    }
+
+    /// The pool's address range: every chunk lies in `base..base + len`.
+    /// The range is reserved, not all mapped, unless the pool was built with
+    /// [`PoolBuilder::premap`].
+    pub fn memory_range(&self) -> (NonNull<u8>, usize) {
+        let segs = self.inner.segments();
+        (segs.base(), segs.count() * HUGE_NODE_BYTES)
     }
 
     /// The shared state (for occupancy views and exporters).

@@ -28,7 +28,10 @@
 //! Free segments are kept mapped up to `retain_bytes`; beyond that their
 //! pages are punched out of the memfd and the range is made inaccessible
 //! again, so RSS falls. All of this is the cold path and runs under one
-//! `parking_lot` mutex; the allocation fast path never touches it.
+//! mutex; the allocation fast path never touches it. It is `std`'s mutex
+//! (a bare futex on Linux), not `parking_lot`'s: when the pool is the global
+//! allocator, a contended `parking_lot` lock allocates its parking table
+//! from the pool while a shard is held, which can deadlock.
 //!
 //! Invariant: `mapped == |Owned| + |Free|` and
 //! `mapped_bytes == mapped * 2 MiB <= capacity`.
@@ -39,10 +42,10 @@ use crate::meta_array::MetaArray;
 use crate::node::{NodeMeta, NO_OWNER, NO_SEGMENT};
 use crate::sys::{self, MapSource};
 use crate::HugePages;
-use parking_lot::Mutex;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicUsize, Ordering::*};
+use std::sync::{Mutex, MutexGuard};
 
 /// What memory a segment is made of.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -200,14 +203,22 @@ impl Segments {
         (b[1].load(Relaxed), b[2].load(Relaxed), b[3].load(Relaxed))
     }
 
-    /// Bytes of metadata address space (touched lazily).
+    /// Bytes of node metadata for the segments currently mapped. (Metadata
+    /// address space of unmapped slots is reserved but never touched.)
     pub fn metadata_bytes(&self) -> usize {
-        self.metas.mapped_bytes()
+        self.mapped.load(Relaxed) * std::mem::size_of::<NodeMeta>()
+    }
+
+    /// The segment stacks, locked. A panic while holding the lock leaves the
+    /// stacks consistent (every update is a few field writes), so poisoning
+    /// is ignored.
+    fn stacks(&self) -> MutexGuard<'_, Stacks> {
+        self.stacks.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Whether any wholly free segment is parked in the table.
     pub fn has_free(&self) -> bool {
-        self.stacks.lock().free_count > 0
+        self.stacks().free_count > 0
     }
 
     /// State of segment `seg`.
@@ -268,7 +279,7 @@ impl Segments {
     /// capacity allows. The whole node is free: every `free` bit is set.
     #[cold]
     pub fn acquire(&self, shard: usize) -> Option<usize> {
-        let mut st = self.stacks.lock();
+        let mut st = self.stacks();
         let seg = if st.free_top != NO_SEGMENT {
             let seg = st.free_top as usize;
             st.free_top = self.meta(seg).next.load(Relaxed);
@@ -310,7 +321,7 @@ impl Segments {
         let m = self.meta(seg);
         debug_assert!(bitmap::all_set(&m.free, 0, HUGE_GRANULES));
         m.owner.store(NO_OWNER, Release);
-        let mut st = self.stacks.lock();
+        let mut st = self.stacks();
         if !may_unmap || st.free_count < self.retain_segments {
             m.state.store(SegmentState::Free as u8, Release);
             m.next.store(st.free_top, Relaxed);

@@ -30,7 +30,9 @@ pub struct Stats {
     pub thread_cached_bytes: u64,
     /// The largest single free extent, in bytes.
     pub largest_free_bytes: u64,
-    /// Bytes of metadata address space reserved (touched lazily).
+    /// Metadata outside the pool memory: node bitmaps and slack bytes of the
+    /// mapped segments (about 4% of `mapped_bytes`), plus the shard and
+    /// thread-slot tables.
     pub metadata_bytes: u64,
     /// Huge nodes (= mapped segments).
     pub huge_nodes: u64,

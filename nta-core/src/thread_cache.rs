@@ -48,6 +48,10 @@ pub const TC_MAX_GRANULES: usize = 64;
 pub const TC_PER_CLASS: u16 = 64;
 /// Bytes cached per thread and pool at most.
 pub const TC_MAX_BYTES: usize = 256 << 10;
+/// Chunks carved per refill when an allocation misses the thread cache.
+pub const TC_REFILL: usize = 15;
+/// Chunks handed back at once when a size's stack overflows.
+pub const TC_FLUSH: usize = TC_PER_CLASS as usize / 2;
 /// Pools a thread keeps a cache for at once.
 pub const TC_POOLS: usize = 4;
 /// Slots per pool (threads caching at once); further threads go the shard way.
@@ -111,6 +115,13 @@ impl ThreadSlot {
         self.counts[g].store(count + 1, Relaxed);
         self.bytes.store(bytes, Relaxed);
         true
+    }
+
+    /// Room for more chunks of `g` granules.
+    fn room(&self, g: usize) -> usize {
+        let by_count = (TC_PER_CLASS - self.counts[g].load(Relaxed)) as usize;
+        let by_bytes = (TC_MAX_BYTES - self.bytes.load(Relaxed)) / (g * GRANULE);
+        by_count.min(by_bytes)
     }
 
     /// Bytes cached.
@@ -240,6 +251,39 @@ pub fn alloc(pool: &PoolInner, len: usize) -> Option<NonNull<u8>> {
     Some(unsafe { NonNull::new_unchecked(p) })
 }
 
+/// Allocation miss path for small sizes: one chunk from the shard, plus up
+/// to [`TC_REFILL`] more of the same size carved under the same shard
+/// acquisition to stock the thread cache (mimalloc and tcache refill in
+/// batches the same way). Falls back to a plain allocation when the size is
+/// not cacheable or the thread has no slot.
+#[inline(never)]
+pub fn alloc_refill(inner: &PoolInner, pool: impl FnOnce() -> PoolRef, len: usize) -> Option<NonNull<u8>> {
+    let g = granules_for(len);
+    let slot = if g <= TC_MAX_GRANULES && !inner.is_checked() {
+        match mru_slot(inner) {
+            Some(s) => Some(s),
+            None => register(pool()),
+        }
+    } else {
+        None
+    };
+    let Some(slot) = slot else { return inner.alloc(len, GRANULE) };
+    let mut extra = [ptr::null_mut(); TC_REFILL];
+    let room = slot.room(g).min(TC_REFILL);
+    let (first, n) = inner.alloc_batch(len, &mut extra[..room])?;
+    let c = &slot.counters;
+    for &p in &extra[..n] {
+        // SAFETY: freshly carved chunks of `g` granules, ours; room was checked.
+        let pushed = unsafe { slot.push(p, g) };
+        debug_assert!(pushed);
+    }
+    // The extras were accounted as allocated with their full length; in the
+    // cache they count as free.
+    bump(&c.in_use_granules, -((n * g) as i64));
+    bump(&c.live_requested, -((n * g * GRANULE) as i64));
+    Some(first)
+}
+
 /// Free fast path for a chunk of known length. Returns false when the chunk
 /// must go the shard way (too big, cache full, pointer not in the pool).
 ///
@@ -262,6 +306,9 @@ pub unsafe fn free_sized(inner: &PoolInner, pool: impl FnOnce() -> PoolRef, ptr:
         },
     };
     let requested = g * GRANULE - segs.meta(loc.seg).slack[loc.granule].load(Relaxed) as usize;
+    if slot.counts[g].load(Relaxed) >= TC_PER_CLASS {
+        overflow(inner, slot, g);
+    }
     // SAFETY: forwarded from the caller.
     if !unsafe { slot.push(ptr.as_ptr(), g) } {
         return false;
@@ -271,6 +318,28 @@ pub unsafe fn free_sized(inner: &PoolInner, pool: impl FnOnce() -> PoolRef, ptr:
     bump(&c.live_requested, -(requested as i64));
     bump(&c.frees, 1);
     true
+}
+
+/// Hands half of a full size's stack back to the shards in one batch.
+#[cold]
+#[inline(never)]
+fn overflow(inner: &PoolInner, slot: &ThreadSlot, g: usize) {
+    let mut batch = [ptr::null_mut(); TC_FLUSH];
+    let mut n = 0;
+    let segs = inner.segments();
+    while n < TC_FLUSH {
+        let Some(p) = slot.pop(g) else { break };
+        // SAFETY: cached chunks are chunks of this pool.
+        let loc = unsafe { Loc::of(segs, p as usize).unwrap_unchecked() };
+        let requested = g * GRANULE - segs.meta(loc.seg).slack[loc.granule].load(Relaxed) as usize;
+        bump(&slot.counters.in_use_granules, g as i64);
+        bump(&slot.counters.live_requested, requested as i64);
+        bump(&slot.counters.frees, -1);
+        batch[n] = p;
+        n += 1;
+    }
+    // SAFETY: the popped chunks are live to the shards and ours to free.
+    unsafe { inner.free_batch(&batch[..n], g) };
 }
 
 /// Makes `pool` the calling thread's most recently used pool, claiming a

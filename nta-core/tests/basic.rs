@@ -97,7 +97,9 @@ fn shrink_returns_tail_and_merges() {
 #[test]
 fn seed_example_three_chunks_merge_back() {
     // Seed 002, Aug 2 2006: alloc 120, 200, 70; free 120, 70, 200.
-    let p = pool(4 << 20);
+    // Checked mode bypasses the thread and quick caches, so the layout is
+    // the pure NTA one: chunks carved back to back from one page node.
+    let p = Pool::builder().capacity(4 << 20).shards(1).hugepages(HugePages::Off).checked(true).build().unwrap();
     let a = p.alloc(120).unwrap();
     let b = p.alloc(200).unwrap();
     let c = p.alloc(70).unwrap();

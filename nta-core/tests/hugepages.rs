@@ -67,3 +67,16 @@ fn private_backing_works_too() {
     let pool = Pool::builder().capacity(8 << 20).shards(1).exportable(false).build().unwrap();
     exercise(&pool);
 }
+
+#[test]
+fn premapped_pool_keeps_its_whole_range_mapped() {
+    let pool = Pool::builder().capacity(8 << 20).shards(1).hugepages(HugePages::Off).premap(true).build().unwrap();
+    let (base, len) = pool.memory_range();
+    assert_eq!(len, 8 << 20);
+    assert_eq!(pool.stats().mapped_bytes, 8 << 20);
+    // SAFETY: a premapped pool's whole range is mapped read-write memory;
+    // no chunk is live, so nobody else uses these bytes.
+    unsafe { base.as_ptr().add(len - 1).write(1) };
+    exercise(&pool);
+    assert_eq!(pool.stats().mapped_bytes, 8 << 20, "nothing was released");
+}
