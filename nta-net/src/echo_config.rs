@@ -1,0 +1,29 @@
+//! Settings shared by the echo servers of every backend.
+
+use crate::socket::MAX_UDP_PAYLOAD_BYTES;
+
+/// How an echo server sizes its buffers and how often it checks for stop.
+#[derive(Clone, Copy, Debug)]
+pub struct EchoConfig {
+    /// Capacity of each receive buffer before it is trimmed. For UDP it must
+    /// hold the largest datagram (`MAX_UDP_PAYLOAD_BYTES`), or datagrams are
+    /// truncated; for TCP it is the most one read returns.
+    pub rx_buf_bytes: usize,
+    /// io_uring only: entries of the provided-buffer ring (a power of two,
+    /// at most 32768). Small values make the ring run dry under bursts, which
+    /// is survivable, only slower.
+    pub ring_entries: u16,
+    /// How long one wait for events may block before the stop flag is read
+    /// again.
+    pub poll_timeout_ms: u32,
+}
+
+impl Default for EchoConfig {
+    fn default() -> EchoConfig {
+        EchoConfig {
+            rx_buf_bytes: MAX_UDP_PAYLOAD_BYTES,
+            ring_entries: 256,
+            poll_timeout_ms: 20,
+        }
+    }
+}
