@@ -20,10 +20,6 @@ pub struct EchoConfig {
 
 impl Default for EchoConfig {
     fn default() -> EchoConfig {
-        EchoConfig {
-            rx_buf_bytes: MAX_UDP_PAYLOAD_BYTES,
-            ring_entries: 256,
-            poll_timeout_ms: 20,
-        }
+        EchoConfig { rx_buf_bytes: MAX_UDP_PAYLOAD_BYTES, ring_entries: 256, poll_timeout_ms: 20 }
     }
 }

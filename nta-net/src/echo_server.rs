@@ -108,12 +108,7 @@ impl EchoServer {
                 start!(async_io::TcpEcho::bind(addr, source, config)?)
             }
         };
-        Ok(EchoServer {
-            local,
-            counters,
-            stop,
-            thread: Some(thread),
-        })
+        Ok(EchoServer { local, counters, stop, thread: Some(thread) })
     }
 
     /// The address clients talk to.
@@ -139,9 +134,7 @@ impl EchoServer {
     /// Waits until the server stops (someone set the stop flag).
     pub fn join(mut self) -> io::Result<()> {
         match self.thread.take() {
-            Some(thread) => thread
-                .join()
-                .unwrap_or_else(|_| Err(io::Error::other("echo server panicked"))),
+            Some(thread) => thread.join().unwrap_or_else(|_| Err(io::Error::other("echo server panicked"))),
             None => Ok(()),
         }
     }
@@ -149,9 +142,7 @@ impl EchoServer {
     fn stop_and_join(&mut self) -> io::Result<()> {
         self.stop.store(true, Ordering::Relaxed);
         match self.thread.take() {
-            Some(thread) => thread
-                .join()
-                .unwrap_or_else(|_| Err(io::Error::other("echo server panicked"))),
+            Some(thread) => thread.join().unwrap_or_else(|_| Err(io::Error::other("echo server panicked"))),
             None => Ok(()),
         }
     }

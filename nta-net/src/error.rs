@@ -23,11 +23,7 @@ pub struct PoolExhausted {
 
 impl fmt::Display for PoolExhausted {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "packet buffer pool exhausted (asked for {} bytes)",
-            self.requested_bytes
-        )
+        write!(f, "packet buffer pool exhausted (asked for {} bytes)", self.requested_bytes)
     }
 }
 
@@ -42,8 +38,5 @@ impl From<PoolExhausted> for io::Error {
 /// True when `err` came from a buffer allocation that failed, not from a
 /// socket.
 pub fn is_pool_exhausted(err: &io::Error) -> bool {
-    err.kind() == io::ErrorKind::OutOfMemory
-        && err
-            .get_ref()
-            .is_some_and(|inner| inner.is::<PoolExhausted>())
+    err.kind() == io::ErrorKind::OutOfMemory && err.get_ref().is_some_and(|inner| inner.is::<PoolExhausted>())
 }

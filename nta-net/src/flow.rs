@@ -39,17 +39,7 @@ pub struct Flow {
 impl Flow {
     /// A flow seen from `local`.
     #[inline]
-    pub fn new(
-        local: SocketAddr,
-        peer: SocketAddr,
-        protocol: Protocol,
-        direction: Direction,
-    ) -> Flow {
-        Flow {
-            local,
-            peer,
-            protocol,
-            direction,
-        }
+    pub fn new(local: SocketAddr, peer: SocketAddr, protocol: Protocol, direction: Direction) -> Flow {
+        Flow { local, peer, protocol, direction }
     }
 }

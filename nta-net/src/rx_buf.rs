@@ -34,9 +34,7 @@ use crate::PoolExhausted;
 /// (it is heap or pool memory, never inline), until the buffer is dropped,
 /// trimmed, or its length changes. The io_uring backend hands that address to
 /// the kernel and relies on it.
-pub unsafe trait RxBuf:
-    Deref<Target = [u8]> + DerefMut + AsRef<[u8]> + Send + 'static
-{
+pub unsafe trait RxBuf: Deref<Target = [u8]> + DerefMut + AsRef<[u8]> + Send + 'static {
     /// Bytes that can be filled after the current data, plus the data.
     fn capacity(&self) -> usize;
 

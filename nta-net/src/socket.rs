@@ -45,16 +45,10 @@ pub fn tcp_accepted(socket: &Socket) -> io::Result<()> {
 
 /// The bound address of `socket` as a std `SocketAddr`.
 pub fn local_addr(socket: &Socket) -> io::Result<SocketAddr> {
-    socket
-        .local_addr()?
-        .as_socket()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not an IP socket"))
+    socket.local_addr()?.as_socket().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not an IP socket"))
 }
 
 /// The peer address of a connected `socket`.
 pub fn peer_addr(socket: &Socket) -> io::Result<SocketAddr> {
-    socket
-        .peer_addr()?
-        .as_socket()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not an IP socket"))
+    socket.peer_addr()?.as_socket().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not an IP socket"))
 }

@@ -30,13 +30,7 @@ pub fn epoll_create() -> io::Result<OwnedFd> {
 }
 
 /// `epoll_ctl(op)` for `fd` with `events`, tagging it with `token`.
-pub fn epoll_ctl(
-    epoll: BorrowedFd<'_>,
-    op: libc::c_int,
-    fd: RawFd,
-    events: u32,
-    token: u64,
-) -> io::Result<()> {
+pub fn epoll_ctl(epoll: BorrowedFd<'_>, op: libc::c_int, fd: RawFd, events: u32, token: u64) -> io::Result<()> {
     let mut event = libc::epoll_event { events, u64: token };
     // SAFETY: `event` is a valid epoll_event for the duration of the call;
     // the kernel reports a bad fd as EBADF.
@@ -46,21 +40,10 @@ pub fn epoll_ctl(
 
 /// `epoll_wait` into `events`, for at most `timeout_ms`. EINTR counts as
 /// zero events.
-pub fn epoll_wait(
-    epoll: BorrowedFd<'_>,
-    events: &mut [libc::epoll_event],
-    timeout_ms: i32,
-) -> io::Result<usize> {
+pub fn epoll_wait(epoll: BorrowedFd<'_>, events: &mut [libc::epoll_event], timeout_ms: i32) -> io::Result<usize> {
     let max_events = events.len().min(i32::MAX as usize) as libc::c_int;
     // SAFETY: `events` is writable for `max_events` entries.
-    let ret = unsafe {
-        libc::epoll_wait(
-            epoll.as_raw_fd(),
-            events.as_mut_ptr(),
-            max_events,
-            timeout_ms,
-        )
-    };
+    let ret = unsafe { libc::epoll_wait(epoll.as_raw_fd(), events.as_mut_ptr(), max_events, timeout_ms) };
     match cvt(ret) {
         Ok(n) => Ok(n as usize),
         Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(0),
@@ -104,10 +87,7 @@ impl AnonMap {
 
     /// A value owning nothing, to swap in for a mapping that must be leaked.
     pub fn dangling() -> AnonMap {
-        AnonMap {
-            ptr: NonNull::dangling(),
-            len_bytes: 0,
-        }
+        AnonMap { ptr: NonNull::dangling(), len_bytes: 0 }
     }
 
     /// Start of the mapping.
@@ -142,21 +122,13 @@ pub fn socket_addr_from_raw(raw: &[u8]) -> Option<SocketAddr> {
     match libc::c_int::from(family) {
         libc::AF_INET => {
             let octets: [u8; 4] = raw.get(4..8)?.try_into().ok()?;
-            Some(SocketAddr::V4(SocketAddrV4::new(
-                Ipv4Addr::from(octets),
-                port,
-            )))
+            Some(SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::from(octets), port)))
         }
         libc::AF_INET6 => {
             let flowinfo = u32::from_be_bytes(raw.get(4..8)?.try_into().ok()?);
             let octets: [u8; 16] = raw.get(8..24)?.try_into().ok()?;
             let scope_id = u32::from_ne_bytes(raw.get(24..28)?.try_into().ok()?);
-            Some(SocketAddr::V6(SocketAddrV6::new(
-                Ipv6Addr::from(octets),
-                port,
-                flowinfo,
-                scope_id,
-            )))
+            Some(SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::from(octets), port, flowinfo, scope_id)))
         }
         _ => None,
     }
@@ -172,9 +144,7 @@ mod tests {
             let addr: SocketAddr = addr.parse().unwrap();
             let raw = socket2::SockAddr::from(addr);
             // SAFETY: `as_ptr` points to `len()` initialised bytes of `raw`.
-            let bytes = unsafe {
-                std::slice::from_raw_parts(raw.as_ptr().cast::<u8>(), raw.len() as usize)
-            };
+            let bytes = unsafe { std::slice::from_raw_parts(raw.as_ptr().cast::<u8>(), raw.len() as usize) };
             assert_eq!(socket_addr_from_raw(bytes), Some(addr));
         }
         assert_eq!(socket_addr_from_raw(&[0; 3]), None);

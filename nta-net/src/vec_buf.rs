@@ -26,10 +26,7 @@ pub struct VecBuf {
 impl VecBuf {
     /// An empty buffer with room for `capacity_bytes`.
     pub fn with_capacity(capacity_bytes: usize) -> VecBuf {
-        VecBuf {
-            vec: Vec::with_capacity(capacity_bytes),
-            head: 0,
-        }
+        VecBuf { vec: Vec::with_capacity(capacity_bytes), head: 0 }
     }
 }
 

@@ -20,9 +20,7 @@ use tokio::task::JoinSet;
 
 use super::io::{read_packet, recv_from};
 use crate::hook;
-use crate::{
-    is_pool_exhausted, socket, BufSource, Counters, Direction, EchoConfig, Flow, Protocol,
-};
+use crate::{is_pool_exhausted, socket, BufSource, Counters, Direction, EchoConfig, Flow, Protocol};
 
 /// A bound tokio UDP echo server.
 #[derive(Debug)]
@@ -39,13 +37,7 @@ impl<S: BufSource> UdpEcho<S> {
     pub fn bind(addr: SocketAddr, source: S, config: EchoConfig) -> io::Result<Self> {
         let socket = socket::udp_bind(addr)?;
         let local = socket::local_addr(&socket)?;
-        Ok(UdpEcho {
-            socket: socket.into(),
-            local,
-            source,
-            config,
-            counters: Arc::default(),
-        })
+        Ok(UdpEcho { socket: socket.into(), local, source, config, counters: Arc::default() })
     }
 
     /// The bound address.
@@ -60,19 +52,14 @@ impl<S: BufSource> UdpEcho<S> {
 
     /// Serves on a current-thread runtime until `stop` is set.
     pub fn run(self, stop: &AtomicBool) -> io::Result<()> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let poll = Duration::from_millis(u64::from(self.config.poll_timeout_ms));
         runtime.block_on(async {
             let socket = UdpSocket::from_std(self.socket)?;
             let local = self.local;
             while !stop.load(Ordering::Relaxed) {
-                let received = tokio::time::timeout(
-                    poll,
-                    recv_from(&socket, &self.source, self.config.rx_buf_bytes),
-                )
-                .await;
+                let received =
+                    tokio::time::timeout(poll, recv_from(&socket, &self.source, self.config.rx_buf_bytes)).await;
                 let (buf, peer) = match received {
                     Err(_elapsed) => continue,
                     Ok(Ok(received)) => received,
@@ -86,18 +73,12 @@ impl<S: BufSource> UdpEcho<S> {
                 };
                 Counters::add(&self.counters.rx_buffers, 1);
                 Counters::add(&self.counters.rx_bytes, buf.len() as u64);
-                hook::publish(
-                    || Flow::new(local, peer, Protocol::Udp, Direction::Rx),
-                    &buf,
-                );
+                hook::publish(|| Flow::new(local, peer, Protocol::Udp, Direction::Rx), &buf);
                 match socket.try_send_to(&buf, peer) {
                     Ok(_) => {
                         Counters::add(&self.counters.tx_buffers, 1);
                         Counters::add(&self.counters.tx_bytes, buf.len() as u64);
-                        hook::publish(
-                            || Flow::new(local, peer, Protocol::Udp, Direction::Tx),
-                            &buf,
-                        );
+                        hook::publish(|| Flow::new(local, peer, Protocol::Udp, Direction::Tx), &buf);
                     }
                     Err(_) => Counters::add(&self.counters.dropped, 1),
                 }
@@ -122,13 +103,7 @@ impl<S: BufSource> TcpEcho<S> {
     pub fn bind(addr: SocketAddr, source: S, config: EchoConfig) -> io::Result<Self> {
         let listener = socket::tcp_listen(addr)?;
         let local = socket::local_addr(&listener)?;
-        Ok(TcpEcho {
-            listener: listener.into(),
-            local,
-            source,
-            config,
-            counters: Arc::default(),
-        })
+        Ok(TcpEcho { listener: listener.into(), local, source, config, counters: Arc::default() })
     }
 
     /// The listening address.
@@ -144,9 +119,7 @@ impl<S: BufSource> TcpEcho<S> {
     /// Serves on a current-thread runtime until `stop` is set; open
     /// connections are then dropped.
     pub fn run(self, stop: &AtomicBool) -> io::Result<()> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let poll = Duration::from_millis(u64::from(self.config.poll_timeout_ms));
         runtime.block_on(async {
             let listener = TcpListener::from_std(self.listener)?;
@@ -184,10 +157,7 @@ async fn serve_conn<S: BufSource>(
     rx_buf_bytes: usize,
     counters: Arc<Counters>,
 ) {
-    let tx_flow = Flow {
-        direction: Direction::Tx,
-        ..rx_flow
-    };
+    let tx_flow = Flow { direction: Direction::Tx, ..rx_flow };
     loop {
         let buf = match read_packet(&mut stream, &source, rx_buf_bytes).await {
             Ok(buf) if buf.is_empty() => return,

@@ -18,11 +18,7 @@ use crate::{BufSource, RxBuf};
 /// to what arrived. An empty buffer means end of stream. Fails with
 /// `OutOfMemory` ([`crate::is_pool_exhausted`]) when no buffer can be had;
 /// nothing was read then.
-pub async fn read_packet<R, S>(
-    reader: &mut R,
-    source: &S,
-    capacity_bytes: usize,
-) -> io::Result<S::Buf>
+pub async fn read_packet<R, S>(reader: &mut R, source: &S, capacity_bytes: usize) -> io::Result<S::Buf>
 where
     R: AsyncRead + Unpin + ?Sized,
     S: BufSource,
@@ -75,9 +71,8 @@ pub async fn recv_from<S: BufSource>(
         })
         .await?;
     buf.trim();
-    let peer = peer
-        .as_socket()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "datagram from a non-IP peer"))?;
+    let peer =
+        peer.as_socket().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "datagram from a non-IP peer"))?;
     Ok((buf, peer))
 }
 

@@ -24,11 +24,7 @@ pub const MAX_IOVECS: usize = 16;
 
 /// Receives one datagram into a fresh buffer of `capacity_bytes`, trimmed to
 /// its length.
-pub fn recv_from<S: BufSource>(
-    socket: &Socket,
-    source: &S,
-    capacity_bytes: usize,
-) -> io::Result<(S::Buf, SocketAddr)> {
+pub fn recv_from<S: BufSource>(socket: &Socket, source: &S, capacity_bytes: usize) -> io::Result<(S::Buf, SocketAddr)> {
     let mut buf = source.try_alloc(capacity_bytes)?;
     let peer = recv_from_into(socket, &mut buf)?;
     buf.trim();
@@ -43,17 +39,12 @@ pub fn recv_from_into<B: RxBuf>(socket: &Socket, buf: &mut B) -> io::Result<Sock
     // SAFETY: the kernel initialised the first `n` bytes of the spare room,
     // and `n` is at most its length.
     unsafe { buf.set_len(n) };
-    addr.as_socket()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "datagram from a non-IP peer"))
+    addr.as_socket().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "datagram from a non-IP peer"))
 }
 
 /// Reads once from a stream socket into a fresh buffer of `capacity_bytes`,
 /// trimmed to what arrived. An empty buffer means end of stream.
-pub fn recv<S: BufSource>(
-    socket: &Socket,
-    source: &S,
-    capacity_bytes: usize,
-) -> io::Result<S::Buf> {
+pub fn recv<S: BufSource>(socket: &Socket, source: &S, capacity_bytes: usize) -> io::Result<S::Buf> {
     let mut buf = source.try_alloc(capacity_bytes)?;
     recv_into(socket, &mut buf)?;
     buf.trim();
@@ -72,31 +63,19 @@ pub fn recv_into<B: RxBuf>(socket: &Socket, buf: &mut B) -> io::Result<usize> {
 /// Sends `bufs` (skipping the first `offset_bytes` of the first one) with one
 /// vectored `sendmsg`; returns the bytes sent. Works for `PacketBuf`, `Bytes`
 /// and any byte slice.
-pub fn send_vectored<B: AsRef<[u8]>>(
-    socket: &Socket,
-    bufs: &[B],
-    offset_bytes: usize,
-) -> io::Result<usize> {
+pub fn send_vectored<B: AsRef<[u8]>>(socket: &Socket, bufs: &[B], offset_bytes: usize) -> io::Result<usize> {
     let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
     let mut count = 0;
     for (i, buf) in bufs.iter().take(MAX_IOVECS).enumerate() {
         let bytes = buf.as_ref();
-        slices[count] = IoSlice::new(if i == 0 {
-            &bytes[offset_bytes..]
-        } else {
-            bytes
-        });
+        slices[count] = IoSlice::new(if i == 0 { &bytes[offset_bytes..] } else { bytes });
         count += 1;
     }
     socket.send_vectored_with_flags(&slices[..count], libc::MSG_NOSIGNAL)
 }
 
 /// Sends one datagram made of `bufs` to `peer` with one vectored `sendmsg`.
-pub fn send_to_vectored<B: AsRef<[u8]>>(
-    socket: &Socket,
-    bufs: &[B],
-    peer: SocketAddr,
-) -> io::Result<usize> {
+pub fn send_to_vectored<B: AsRef<[u8]>>(socket: &Socket, bufs: &[B], peer: SocketAddr) -> io::Result<usize> {
     let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
     let mut count = 0;
     for buf in bufs.iter().take(MAX_IOVECS) {

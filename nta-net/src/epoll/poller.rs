@@ -40,24 +40,12 @@ impl Poller {
 
     /// Starts watching `fd` for `interest`.
     pub fn add(&self, fd: RawFd, interest: u32, token: u64) -> io::Result<()> {
-        sys::epoll_ctl(
-            self.epoll.as_fd(),
-            libc::EPOLL_CTL_ADD,
-            fd,
-            interest | HANGUP,
-            token,
-        )
+        sys::epoll_ctl(self.epoll.as_fd(), libc::EPOLL_CTL_ADD, fd, interest | HANGUP, token)
     }
 
     /// Changes the interest of `fd`.
     pub fn modify(&self, fd: RawFd, interest: u32, token: u64) -> io::Result<()> {
-        sys::epoll_ctl(
-            self.epoll.as_fd(),
-            libc::EPOLL_CTL_MOD,
-            fd,
-            interest | HANGUP,
-            token,
-        )
+        sys::epoll_ctl(self.epoll.as_fd(), libc::EPOLL_CTL_MOD, fd, interest | HANGUP, token)
     }
 
     /// Stops watching `fd`.
@@ -69,10 +57,7 @@ impl Poller {
     pub fn wait(&mut self, timeout_ms: i32, mut on_ready: impl FnMut(Ready)) -> io::Result<usize> {
         let n = sys::epoll_wait(self.epoll.as_fd(), &mut self.events, timeout_ms)?;
         for event in &self.events[..n] {
-            on_ready(Ready {
-                token: event.u64,
-                events: event.events,
-            });
+            on_ready(Ready { token: event.u64, events: event.events });
         }
         Ok(n)
     }

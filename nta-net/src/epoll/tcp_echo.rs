@@ -122,8 +122,7 @@ impl<S: BufSource> TcpEcho<S> {
                 // wakeup rather than spin.
                 Err(_) => return,
             };
-            let (Ok(()), Ok(peer)) = (socket::tcp_accepted(&socket), socket::peer_addr(&socket))
-            else {
+            let (Ok(()), Ok(peer)) = (socket::tcp_accepted(&socket), socket::peer_addr(&socket)) else {
                 continue;
             };
             let local = socket::local_addr(&socket).unwrap_or(self.local);
@@ -131,21 +130,12 @@ impl<S: BufSource> TcpEcho<S> {
                 self.conns.push(None);
                 self.conns.len() - 1
             });
-            if poller
-                .add(socket.as_raw_fd(), READABLE, slot as u64 + 1)
-                .is_err()
-            {
+            if poller.add(socket.as_raw_fd(), READABLE, slot as u64 + 1).is_err() {
                 self.free_slots.push(slot);
                 continue;
             }
             Counters::add(&self.counters.accepted, 1);
-            self.conns[slot] = Some(Conn {
-                socket,
-                local,
-                peer,
-                pending: VecDeque::new(),
-                sent_bytes: 0,
-            });
+            self.conns[slot] = Some(Conn { socket, local, peer, pending: VecDeque::new(), sent_bytes: 0 });
         }
     }
 
@@ -158,20 +148,14 @@ impl<S: BufSource> TcpEcho<S> {
         if was_writing && events & (WRITABLE | HANGUP) != 0 {
             next = self.flush(&mut conn);
         }
-        if matches!(next, Next::Keep)
-            && conn.pending.is_empty()
-            && events & (READABLE | HANGUP) != 0
-        {
+        if matches!(next, Next::Keep) && conn.pending.is_empty() && events & (READABLE | HANGUP) != 0 {
             next = self.read(&mut conn);
         }
         if let Next::Keep = next {
             let writing = !conn.pending.is_empty();
             if writing != was_writing {
                 let interest = if writing { WRITABLE } else { READABLE };
-                if poller
-                    .modify(conn.socket.as_raw_fd(), interest, slot as u64 + 1)
-                    .is_err()
-                {
+                if poller.modify(conn.socket.as_raw_fd(), interest, slot as u64 + 1).is_err() {
                     next = Next::Close;
                 }
             }
@@ -206,10 +190,7 @@ impl<S: BufSource> TcpEcho<S> {
                     Counters::add(&self.counters.rx_buffers, 1);
                     Counters::add(&self.counters.rx_bytes, n as u64);
                     let (local, peer) = (conn.local, conn.peer);
-                    hook::publish(
-                        || Flow::new(local, peer, Protocol::Tcp, Direction::Rx),
-                        &buf,
-                    );
+                    hook::publish(|| Flow::new(local, peer, Protocol::Tcp, Direction::Rx), &buf);
                     conn.pending.push_back(buf);
                     if let Next::Close = self.flush(conn) {
                         return Next::Close;
@@ -259,10 +240,7 @@ impl<S: BufSource> TcpEcho<S> {
             Counters::add(&self.counters.tx_buffers, 1);
             Counters::add(&self.counters.tx_bytes, front.len() as u64);
             let (local, peer) = (conn.local, conn.peer);
-            hook::publish(
-                || Flow::new(local, peer, Protocol::Tcp, Direction::Tx),
-                front,
-            );
+            hook::publish(|| Flow::new(local, peer, Protocol::Tcp, Direction::Tx), front);
             conn.pending.pop_front();
         }
         conn.sent_bytes = sent_total;

@@ -40,13 +40,7 @@ impl<S: BufSource> UdpEcho<S> {
     pub fn bind(addr: SocketAddr, source: S, config: EchoConfig) -> io::Result<Self> {
         let socket = socket::udp_bind(addr)?;
         let local = socket::local_addr(&socket)?;
-        Ok(UdpEcho {
-            socket,
-            local,
-            source,
-            config,
-            counters: Arc::default(),
-        })
+        Ok(UdpEcho { socket, local, source, config, counters: Arc::default() })
     }
 
     /// The bound address.
@@ -67,9 +61,7 @@ impl<S: BufSource> UdpEcho<S> {
         let timeout_ms = self.config.poll_timeout_ms as i32;
         while !stop.load(Ordering::Relaxed) {
             let mut readable = false;
-            poller.wait(timeout_ms, |ready| {
-                readable |= ready.events & (READABLE | HANGUP) != 0
-            })?;
+            poller.wait(timeout_ms, |ready| readable |= ready.events & (READABLE | HANGUP) != 0)?;
             if readable {
                 self.drain(&mut spare);
             }
@@ -109,18 +101,12 @@ impl<S: BufSource> UdpEcho<S> {
         Counters::add(&self.counters.rx_buffers, 1);
         Counters::add(&self.counters.rx_bytes, buf.len() as u64);
         let local = self.local;
-        hook::publish(
-            || Flow::new(local, peer, Protocol::Udp, Direction::Rx),
-            &buf,
-        );
+        hook::publish(|| Flow::new(local, peer, Protocol::Udp, Direction::Rx), &buf);
         match send_to_vectored(&self.socket, &[&buf], peer) {
             Ok(_) => {
                 Counters::add(&self.counters.tx_buffers, 1);
                 Counters::add(&self.counters.tx_bytes, buf.len() as u64);
-                hook::publish(
-                    || Flow::new(local, peer, Protocol::Udp, Direction::Tx),
-                    &buf,
-                );
+                hook::publish(|| Flow::new(local, peer, Protocol::Udp, Direction::Tx), &buf);
             }
             Err(_) => Counters::add(&self.counters.dropped, 1),
         }

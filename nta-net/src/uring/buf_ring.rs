@@ -70,22 +70,14 @@ impl<S: BufSource> BufRing<S> {
         buf_bytes: usize,
     ) -> io::Result<Self> {
         if !ring_entries.is_power_of_two() || ring_entries > 1 << 15 {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "ring entries must be a power of two <= 32768",
-            ));
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "ring entries must be a power of two <= 32768"));
         }
         let entry_bytes = std::mem::size_of::<BufRingEntry>();
         let entries = AnonMap::new(usize::from(ring_entries) * entry_bytes)?;
         // SAFETY: `entries` is page-aligned, zeroed, sized for `ring_entries`
         // entries, and outlives the registration (see `Drop`).
         unsafe {
-            submitter.register_buf_ring_with_flags(
-                entries.as_ptr() as u64,
-                ring_entries,
-                bgid,
-                0,
-            )?;
+            submitter.register_buf_ring_with_flags(entries.as_ptr() as u64, ring_entries, bgid, 0)?;
         }
         let mut ring = BufRing {
             entries,
@@ -127,14 +119,9 @@ impl<S: BufSource> BufRing<S> {
     /// If `bid` is not in the kernel's hands (a corrupted CQE).
     #[inline]
     pub fn take(&mut self, bid: u16, len_bytes: usize) -> S::Buf {
-        let mut buf = self.slots[usize::from(bid)]
-            .take()
-            .expect("CQE names a buffer that was not provided");
+        let mut buf = self.slots[usize::from(bid)].take().expect("CQE names a buffer that was not provided");
         self.empty_bids.push(bid);
-        assert!(
-            len_bytes <= buf.capacity(),
-            "kernel reported more bytes than the buffer holds"
-        );
+        assert!(len_bytes <= buf.capacity(), "kernel reported more bytes than the buffer holds");
         // SAFETY: the kernel wrote `len_bytes` bytes from the address we
         // published, which is the start of the empty buffer's spare room;
         // `len_bytes <= capacity` was just checked.

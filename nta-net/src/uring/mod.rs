@@ -91,14 +91,7 @@ fn submit_and_wait(ring: &mut IoUring, timeout_ms: u32) -> io::Result<()> {
     let args = types::SubmitArgs::new().timespec(&timespec);
     match ring.submitter().submit_with_args(1, &args) {
         Ok(_) => Ok(()),
-        Err(e)
-            if matches!(
-                e.raw_os_error(),
-                Some(libc::ETIME | libc::EINTR | libc::EBUSY)
-            ) =>
-        {
-            Ok(())
-        }
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR | libc::EBUSY)) => Ok(()),
         Err(e) => Err(e),
     }
 }
@@ -115,9 +108,7 @@ fn reap(ring: &mut IoUring, out: &mut Vec<Completion>) {
 
 /// Queues a cancellation of every operation in flight on `ring`.
 fn cancel_all(ring: &mut IoUring) -> io::Result<()> {
-    let entry = opcode::AsyncCancel2::new(types::CancelBuilder::any())
-        .build()
-        .user_data(user_data(tag::CANCEL, 0));
+    let entry = opcode::AsyncCancel2::new(types::CancelBuilder::any()).build().user_data(user_data(tag::CANCEL, 0));
     // SAFETY: a cancellation points to no memory of ours.
     unsafe { push(ring, &entry) }?;
     ring.submit()?;

@@ -30,9 +30,7 @@ use std::time::Instant;
 use io_uring::{cqueue, opcode, types, IoUring};
 use socket2::Socket;
 
-use super::{
-    cancel_all, index_of, push, reap, submit_and_wait, tag, tag_of, user_data, BufRing, Completion,
-};
+use super::{cancel_all, index_of, push, reap, submit_and_wait, tag, tag_of, user_data, BufRing, Completion};
 use crate::hook;
 use crate::{socket, BufSource, Counters, Direction, EchoConfig, Flow, Protocol, RxBuf};
 
@@ -86,13 +84,7 @@ impl<S: BufSource> TcpEcho<S> {
         let listener = socket::tcp_listen(addr)?;
         let local = socket::local_addr(&listener)?;
         let ring = IoUring::new(512)?;
-        let buf_ring = BufRing::register(
-            &ring.submitter(),
-            BGID,
-            config.ring_entries,
-            source,
-            config.rx_buf_bytes,
-        )?;
+        let buf_ring = BufRing::register(&ring.submitter(), BGID, config.ring_entries, source, config.rx_buf_bytes)?;
         Ok(TcpEcho {
             ring,
             buf_ring,
@@ -144,9 +136,7 @@ impl<S: BufSource> TcpEcho<S> {
         if !self.parked.is_empty() && self.buf_ring.available() > 0 {
             let parked = std::mem::take(&mut self.parked);
             for slot in parked {
-                let rearm = self.conns[slot]
-                    .as_ref()
-                    .is_some_and(|conn| !conn.recv_armed && !conn.closing);
+                let rearm = self.conns[slot].as_ref().is_some_and(|conn| !conn.recv_armed && !conn.closing);
                 if rearm {
                     Counters::add(&self.counters.rearmed, 1);
                     self.arm_recv(slot)?;
@@ -241,10 +231,7 @@ impl<S: BufSource> TcpEcho<S> {
                 Counters::add(&self.counters.rx_buffers, 1);
                 Counters::add(&self.counters.rx_bytes, buf.len() as u64);
                 let (local, peer) = (conn.local, conn.peer);
-                hook::publish(
-                    || Flow::new(local, peer, Protocol::Tcp, Direction::Rx),
-                    &buf,
-                );
+                hook::publish(|| Flow::new(local, peer, Protocol::Tcp, Direction::Rx), &buf);
                 if !conn.closing {
                     conn.pending.push_back(buf);
                 }
@@ -301,18 +288,12 @@ impl<S: BufSource> TcpEcho<S> {
             conn.sent_bytes += result as usize;
             let front_len = conn.pending.front().map_or(0, |b| b.len());
             if conn.sent_bytes >= front_len {
-                let sent = conn
-                    .pending
-                    .pop_front()
-                    .expect("a send completed for a queued buffer");
+                let sent = conn.pending.pop_front().expect("a send completed for a queued buffer");
                 conn.sent_bytes = 0;
                 Counters::add(&self.counters.tx_buffers, 1);
                 Counters::add(&self.counters.tx_bytes, sent.len() as u64);
                 let (local, peer) = (conn.local, conn.peer);
-                hook::publish(
-                    || Flow::new(local, peer, Protocol::Tcp, Direction::Tx),
-                    &sent,
-                );
+                hook::publish(|| Flow::new(local, peer, Protocol::Tcp, Direction::Tx), &sent);
             }
             self.start_send(slot)?;
         }
@@ -340,12 +321,7 @@ impl<S: BufSource> TcpEcho<S> {
     }
 
     fn busy(&self) -> bool {
-        self.accept_armed
-            || self
-                .conns
-                .iter()
-                .flatten()
-                .any(|c| c.recv_armed || c.send_in_flight)
+        self.accept_armed || self.conns.iter().flatten().any(|c| c.recv_armed || c.send_in_flight)
     }
 
     /// Cancels every operation and waits for all of them to complete.
@@ -369,10 +345,7 @@ impl<S: BufSource> TcpEcho<S> {
         if self.busy() {
             // Still in the kernel's hands: leak rather than free under it.
             std::mem::forget(std::mem::take(&mut self.conns));
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "io_uring operations did not finish",
-            ));
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "io_uring operations did not finish"));
         }
         self.conns.clear();
         self.buf_ring.unregister(&self.ring.submitter())

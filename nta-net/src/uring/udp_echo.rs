@@ -25,9 +25,7 @@ use std::time::Instant;
 use io_uring::{cqueue, opcode, types, IoUring};
 use socket2::Socket;
 
-use super::{
-    cancel_all, index_of, push, reap, submit_and_wait, tag, tag_of, user_data, BufRing, Completion,
-};
+use super::{cancel_all, index_of, push, reap, submit_and_wait, tag, tag_of, user_data, BufRing, Completion};
 use crate::hook;
 use crate::sys::{socket_addr_from_raw, SOCKADDR_STORAGE_BYTES};
 use crate::{socket, BufSource, Counters, Direction, EchoConfig, Flow, Protocol, RxBuf};
@@ -51,9 +49,7 @@ unsafe impl Send for MsgHdr {}
 
 impl std::fmt::Debug for MsgHdr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MsgHdr")
-            .field("namelen", &self.0.msg_namelen)
-            .finish()
+        f.debug_struct("MsgHdr").field("namelen", &self.0.msg_namelen).finish()
     }
 }
 
@@ -77,9 +73,7 @@ unsafe impl<B: Send> Send for TxMsg<B> {}
 
 impl<B> std::fmt::Debug for TxMsg<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TxMsg")
-            .field("len", &self.iov.iov_len)
-            .finish()
+        f.debug_struct("TxMsg").field("len", &self.iov.iov_len).finish()
     }
 }
 
@@ -181,10 +175,9 @@ impl<S: BufSource> UdpEcho<S> {
     }
 
     fn arm_recv(&mut self) -> io::Result<()> {
-        let entry =
-            opcode::RecvMsgMulti::new(types::Fd(self.socket.as_raw_fd()), &self.recv_hdr.0, BGID)
-                .build()
-                .user_data(user_data(tag::RECV, 0));
+        let entry = opcode::RecvMsgMulti::new(types::Fd(self.socket.as_raw_fd()), &self.recv_hdr.0, BGID)
+            .build()
+            .user_data(user_data(tag::RECV, 0));
         // SAFETY: `recv_hdr` is boxed and lives as long as `self`, past the
         // final CQE (shutdown waits for it); buffers come from the ring.
         unsafe { push(&mut self.ring, &entry) }?;
@@ -231,19 +224,11 @@ impl<S: BufSource> UdpEcho<S> {
         self.send(buf, peer, peer_len)
     }
 
-    fn send(
-        &mut self,
-        buf: S::Buf,
-        peer: [u8; SOCKADDR_STORAGE_BYTES],
-        peer_len: usize,
-    ) -> io::Result<()> {
+    fn send(&mut self, buf: S::Buf, peer: [u8; SOCKADDR_STORAGE_BYTES], peer_len: usize) -> io::Result<()> {
         let mut msg = Box::new(TxMsg {
             buf,
             peer,
-            iov: libc::iovec {
-                iov_base: std::ptr::null_mut(),
-                iov_len: 0,
-            },
+            iov: libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 },
             hdr: MsgHdr(zeroed_msghdr()),
         });
         msg.iov.iov_base = msg.buf.as_ptr().cast_mut().cast();
@@ -284,18 +269,14 @@ impl<S: BufSource> UdpEcho<S> {
         self.stopping = true;
         cancel_all(&mut self.ring)?;
         let deadline = Instant::now() + super::SHUTDOWN_TIMEOUT;
-        while (self.recv_armed || self.tx.iter().any(Option::is_some)) && Instant::now() < deadline
-        {
+        while (self.recv_armed || self.tx.iter().any(Option::is_some)) && Instant::now() < deadline {
             submit_and_wait(&mut self.ring, self.config.poll_timeout_ms)?;
             self.handle_completions(completions)?;
         }
         if self.recv_armed || self.tx.iter().any(Option::is_some) {
             // Still in the kernel's hands: leak rather than free under it.
             std::mem::forget(std::mem::take(&mut self.tx));
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "io_uring operations did not finish",
-            ));
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "io_uring operations did not finish"));
         }
         self.buf_ring.unregister(&self.ring.submitter())
     }

@@ -27,9 +27,7 @@ pub fn payload(seed: u64, len: usize) -> Vec<u8> {
 /// `count` sizes in 1..=max, always including 1 and max.
 pub fn sizes(seed: u64, count: usize, max: usize) -> Vec<usize> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let mut sizes: Vec<usize> = (0..count.saturating_sub(2))
-        .map(|_| rng.gen_range(1..=max))
-        .collect();
+    let mut sizes: Vec<usize> = (0..count.saturating_sub(2)).map(|_| rng.gen_range(1..=max)).collect();
     sizes.push(1);
     sizes.push(max);
     sizes
@@ -52,9 +50,7 @@ pub fn tcp_echo_round_trip(server: SocketAddr, seed: u64, sizes: &[usize]) {
     let writer_thread = std::thread::spawn(move || {
         let mut offset = 0;
         for len in sizes_owned {
-            writer
-                .write_all(&to_send[offset..offset + len])
-                .expect("write");
+            writer.write_all(&to_send[offset..offset + len]).expect("write");
             offset += len;
         }
     });
@@ -73,9 +69,7 @@ pub fn tcp_echo_round_trip(server: SocketAddr, seed: u64, sizes: &[usize]) {
 /// that loopback dropped, up to 3 times).
 pub fn udp_echo_round_trip(server: SocketAddr, seed: u64, sizes: &[usize]) {
     let socket = UdpSocket::bind(localhost()).unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_secs(2)))
-        .unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
     socket.connect(server).unwrap();
     let mut echo = vec![0u8; 65_536];
     for (i, &len) in sizes.iter().enumerate() {
@@ -90,11 +84,7 @@ pub fn udp_echo_round_trip(server: SocketAddr, seed: u64, sizes: &[usize]) {
                     ok = true;
                     break;
                 }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) => {}
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
                 Err(e) => panic!("recv: {e}"),
             }
         }

@@ -1,0 +1,86 @@
+//! The packets-per-second comparison behind `udp-pps`: for each backend and
+//! payload size, the same echo server runs with NTA buffers and with `Vec`
+//! buffers, and a closed-loop client ([`nta_net::loadgen`]) counts echoes.
+//! Each figure is the best of `rounds` runs (the least disturbed one on a
+//! shared 2-core machine). Bounded: runs x sizes x backends x 2 x seconds.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use nta_net::loadgen::udp_echo_load;
+use nta_net::{Backend, BufSource, EchoConfig, EchoServer, HeapSource, Transport};
+
+use crate::build_pool;
+
+/// Flags of `udp-pps`.
+#[derive(Clone, Debug)]
+pub struct PpsArgs {
+    /// Length of one measured run.
+    pub run: Duration,
+    /// Payload sizes to measure.
+    pub sizes: Vec<usize>,
+    /// Datagrams in flight.
+    pub window: usize,
+    /// Runs per figure; the best counts.
+    pub rounds: usize,
+    /// Backends to measure.
+    pub backends: Vec<Backend>,
+}
+
+fn parse(args: impl IntoIterator<Item = String>) -> Result<PpsArgs, String> {
+    let mut parsed = PpsArgs {
+        run: Duration::from_millis(1000),
+        sizes: vec![64, 1400, 16384],
+        window: 32,
+        rounds: 3,
+        backends: Backend::ALL.to_vec(),
+    };
+    let mut args = args.into_iter();
+    while let Some(flag) = args.next() {
+        let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        let bad = |e: &dyn std::fmt::Display| format!("{flag}: {e}");
+        match flag.as_str() {
+            "--seconds-per-run" => parsed.run = Duration::from_secs_f64(value.parse().map_err(|e| bad(&e))?),
+            "--sizes" => {
+                parsed.sizes = value.split(',').map(|s| s.parse().map_err(|e| bad(&e))).collect::<Result<_, _>>()?
+            }
+            "--window" => parsed.window = value.parse().map_err(|e| bad(&e))?,
+            "--rounds" => parsed.rounds = value.parse().map_err(|e| bad(&e))?,
+            "--backends" => parsed.backends = value.split(',').map(str::parse).collect::<Result<_, _>>()?,
+            other => return Err(format!("unknown flag {other:?}")),
+        }
+    }
+    Ok(parsed)
+}
+
+/// Best packets-per-second of `rounds` runs against one server.
+fn measure<S: BufSource>(backend: Backend, source: S, size: usize, args: &PpsArgs) -> Result<f64, String> {
+    let addr: SocketAddr = "127.0.0.1:0".parse().expect("a valid address");
+    let server = EchoServer::spawn(backend, Transport::Udp, addr, source, EchoConfig::default())
+        .map_err(|e| format!("{backend}: {e}"))?;
+    // Warm up: first touches of the pool and the ring.
+    udp_echo_load(server.local_addr(), size, args.window, Duration::from_millis(100)).map_err(|e| e.to_string())?;
+    let mut best: f64 = 0.0;
+    for _ in 0..args.rounds.max(1) {
+        let load = udp_echo_load(server.local_addr(), size, args.window, args.run).map_err(|e| e.to_string())?;
+        best = best.max(load.packets_per_second());
+    }
+    server.stop().map_err(|e| format!("{backend}: {e}"))?;
+    Ok(best)
+}
+
+/// Runs the comparison and prints the table.
+pub fn pps_main(args: impl IntoIterator<Item = String>) -> Result<(), String> {
+    let args = parse(args)?;
+    let pool = build_pool(256)?;
+    println!("| backend | payload B | NTA pps | Vec pps | NTA / Vec |");
+    println!("|---|---:|---:|---:|---:|");
+    for &backend in &args.backends {
+        for &size in &args.sizes {
+            let nta = measure(backend, pool.clone(), size, &args)?;
+            let heap = measure(backend, HeapSource, size, &args)?;
+            println!("| {backend} | {size} | {nta:.0} | {heap:.0} | {:.3} |", nta / heap.max(1.0));
+        }
+    }
+    Ok(())
+}
