@@ -59,10 +59,12 @@ fn measure<S: BufSource>(backend: Backend, source: S, size: usize, args: &PpsArg
     let server = EchoServer::spawn(backend, Transport::Udp, addr, source, EchoConfig::default())
         .map_err(|e| format!("{backend}: {e}"))?;
     // Warm up: first touches of the pool and the ring.
-    udp_echo_load(server.local_addr(), size, args.window, Duration::from_millis(100)).map_err(|e| e.to_string())?;
+    udp_echo_load(server.local_addr(), size, args.window, Duration::from_millis(100))
+        .map_err(|e| format!("{backend} load: {e}"))?;
     let mut best: f64 = 0.0;
     for _ in 0..args.rounds.max(1) {
-        let load = udp_echo_load(server.local_addr(), size, args.window, args.run).map_err(|e| e.to_string())?;
+        let load = udp_echo_load(server.local_addr(), size, args.window, args.run)
+            .map_err(|e| format!("{backend} load: {e}"))?;
         best = best.max(load.packets_per_second());
     }
     server.stop().map_err(|e| format!("{backend}: {e}"))?;

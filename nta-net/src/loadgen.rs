@@ -55,6 +55,7 @@ pub fn udp_echo_load(
                 load.echoes += 1;
                 socket.send(&payload)?;
             }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
                 // Everything in flight was lost: refill the window.
                 load.stalls += 1;

@@ -186,9 +186,12 @@ impl<S: BufSource> BufRing<S> {
     /// Unregisters the ring. Call it only once no receive using this group is
     /// in flight; afterwards the buffers are freed on drop.
     pub fn unregister(&mut self, submitter: &Submitter<'_>) -> io::Result<()> {
-        if self.registered {
-            submitter.unregister_buf_ring(self.bgid)?;
-            self.registered = false;
+        while self.registered {
+            match submitter.unregister_buf_ring(self.bgid) {
+                Ok(()) => self.registered = false,
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+                Err(e) => return Err(e),
+            }
         }
         Ok(())
     }

@@ -81,7 +81,21 @@ unsafe fn push(ring: &mut IoUring, entry: &squeue::Entry) -> io::Result<()> {
         if unsafe { ring.submission().push(entry) }.is_ok() {
             return Ok(());
         }
-        ring.submit()?;
+        submit(ring)?;
+    }
+}
+
+/// Submits queued entries without waiting. `EINTR` (pending task work or a
+/// signal) and `EBUSY` (CQ overflow backlog) are retried after the next wait,
+/// so they are not errors here.
+fn submit(ring: &mut IoUring) -> io::Result<()> {
+    loop {
+        match ring.submit() {
+            Ok(_) => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => return Ok(()),
+            Err(e) => return Err(e),
+        }
     }
 }
 
@@ -111,6 +125,5 @@ fn cancel_all(ring: &mut IoUring) -> io::Result<()> {
     let entry = opcode::AsyncCancel2::new(types::CancelBuilder::any()).build().user_data(user_data(tag::CANCEL, 0));
     // SAFETY: a cancellation points to no memory of ours.
     unsafe { push(ring, &entry) }?;
-    ring.submit()?;
-    Ok(())
+    submit(ring)
 }

@@ -51,7 +51,7 @@ struct Conn<B> {
 
 /// A listening io_uring TCP echo server; [`TcpEcho::run`] serves until
 /// stopped.
-pub struct TcpEcho<S: BufSource> {
+struct Driver<S: BufSource> {
     // Field order matters on an unclean drop: the ring closes first.
     ring: IoUring,
     buf_ring: BufRing<S>,
@@ -67,9 +67,9 @@ pub struct TcpEcho<S: BufSource> {
     counters: Arc<Counters>,
 }
 
-impl<S: BufSource> std::fmt::Debug for TcpEcho<S> {
+impl<S: BufSource> std::fmt::Debug for Driver<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TcpEcho")
+        f.debug_struct("Driver")
             .field("local", &self.local)
             .field("ring_available", &self.buf_ring.available())
             .field("connections", &(self.conns.len() - self.free_slots.len()))
@@ -77,27 +77,23 @@ impl<S: BufSource> std::fmt::Debug for TcpEcho<S> {
     }
 }
 
+/// A listening io_uring TCP echo server; [`TcpEcho::run`] serves until stopped.
+#[derive(Debug)]
+pub struct TcpEcho<S: BufSource> {
+    listener: Socket,
+    local: SocketAddr,
+    source: S,
+    config: EchoConfig,
+    counters: Arc<Counters>,
+}
+
 impl<S: BufSource> TcpEcho<S> {
-    /// Listens on `addr` and registers a ring of `config.ring_entries`
-    /// buffers of `config.rx_buf_bytes` from `source`.
+    /// Listens on `addr`. [`TcpEcho::run`] then registers a ring of
+    /// `config.ring_entries` buffers of `config.rx_buf_bytes` from `source`.
     pub fn bind(addr: SocketAddr, source: S, config: EchoConfig) -> io::Result<Self> {
         let listener = socket::tcp_listen(addr)?;
         let local = socket::local_addr(&listener)?;
-        let ring = IoUring::new(512)?;
-        let buf_ring = BufRing::register(&ring.submitter(), BGID, config.ring_entries, source, config.rx_buf_bytes)?;
-        Ok(TcpEcho {
-            ring,
-            buf_ring,
-            conns: Vec::new(),
-            free_slots: Vec::new(),
-            parked: Vec::new(),
-            accept_armed: false,
-            stopping: false,
-            listener,
-            local,
-            config,
-            counters: Arc::default(),
-        })
+        Ok(TcpEcho { listener, local, source, config, counters: Arc::default() })
     }
 
     /// The listening address.
@@ -111,7 +107,35 @@ impl<S: BufSource> TcpEcho<S> {
     }
 
     /// Serves until `stop` is set, then cancels everything and waits for it.
-    pub fn run(mut self, stop: &AtomicBool) -> io::Result<()> {
+    pub fn run(self, stop: &AtomicBool) -> io::Result<()> {
+        // The ring is created on the thread that drives it: io_uring task
+        // work then interrupts no other thread's system calls.
+        Driver::new(self)?.run(stop)
+    }
+}
+
+impl<S: BufSource> Driver<S> {
+    fn new(server: TcpEcho<S>) -> io::Result<Self> {
+        let TcpEcho { listener, local, source, config, counters } = server;
+        let ring = IoUring::new(512)?;
+        let buf_ring = BufRing::register(&ring.submitter(), BGID, config.ring_entries, source, config.rx_buf_bytes)?;
+        Ok(Driver {
+            ring,
+            buf_ring,
+            conns: Vec::new(),
+            free_slots: Vec::new(),
+            parked: Vec::new(),
+            accept_armed: false,
+            stopping: false,
+            listener,
+            local,
+            config,
+            counters,
+        })
+    }
+
+    /// Serves until `stop` is set, then cancels everything and waits for it.
+    fn run(mut self, stop: &AtomicBool) -> io::Result<()> {
         let mut completions = Vec::with_capacity(256);
         self.arm_accept()?;
         while !stop.load(Ordering::Relaxed) {

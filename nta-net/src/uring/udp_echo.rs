@@ -77,8 +77,8 @@ impl<B> std::fmt::Debug for TxMsg<B> {
     }
 }
 
-/// A bound io_uring UDP echo server; [`UdpEcho::run`] serves until stopped.
-pub struct UdpEcho<S: BufSource> {
+/// The running server: the ring, its buffers, and what is in flight.
+struct Driver<S: BufSource> {
     // Field order matters on an unclean drop: the ring closes before the
     // buffer ring's memory is (leaked or) freed.
     ring: IoUring,
@@ -95,9 +95,9 @@ pub struct UdpEcho<S: BufSource> {
     counters: Arc<Counters>,
 }
 
-impl<S: BufSource> std::fmt::Debug for UdpEcho<S> {
+impl<S: BufSource> std::fmt::Debug for Driver<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UdpEcho")
+        f.debug_struct("Driver")
             .field("local", &self.local)
             .field("ring_available", &self.buf_ring.available())
             .field("recv_armed", &self.recv_armed)
@@ -105,35 +105,24 @@ impl<S: BufSource> std::fmt::Debug for UdpEcho<S> {
     }
 }
 
+/// A bound io_uring UDP echo server; [`UdpEcho::run`] serves until stopped.
+#[derive(Debug)]
+pub struct UdpEcho<S: BufSource> {
+    socket: Socket,
+    local: SocketAddr,
+    source: S,
+    config: EchoConfig,
+    counters: Arc<Counters>,
+}
+
 impl<S: BufSource> UdpEcho<S> {
-    /// Binds to `addr` and registers a ring of `config.ring_entries` buffers
-    /// of `config.rx_buf_bytes` (plus the recvmsg prefix) from `source`.
+    /// Binds to `addr`. [`UdpEcho::run`] then registers a ring of
+    /// `config.ring_entries` buffers of `config.rx_buf_bytes` (plus the
+    /// recvmsg prefix) from `source`.
     pub fn bind(addr: SocketAddr, source: S, config: EchoConfig) -> io::Result<Self> {
         let socket = socket::udp_bind(addr)?;
         let local = socket::local_addr(&socket)?;
-        let ring = IoUring::new(256)?;
-        let buf_ring = BufRing::register(
-            &ring.submitter(),
-            BGID,
-            config.ring_entries,
-            source,
-            config.rx_buf_bytes + RECVMSG_PREFIX_BYTES,
-        )?;
-        let mut recv_hdr = Box::new(MsgHdr(zeroed_msghdr()));
-        recv_hdr.0.msg_namelen = SOCKADDR_STORAGE_BYTES as libc::socklen_t;
-        Ok(UdpEcho {
-            ring,
-            buf_ring,
-            tx: Vec::new(),
-            free_tx: Vec::new(),
-            recv_hdr,
-            recv_armed: false,
-            stopping: false,
-            socket,
-            local,
-            config,
-            counters: Arc::default(),
-        })
+        Ok(UdpEcho { socket, local, source, config, counters: Arc::default() })
     }
 
     /// The bound address.
@@ -147,7 +136,43 @@ impl<S: BufSource> UdpEcho<S> {
     }
 
     /// Serves until `stop` is set, then cancels everything and waits for it.
-    pub fn run(mut self, stop: &AtomicBool) -> io::Result<()> {
+    pub fn run(self, stop: &AtomicBool) -> io::Result<()> {
+        // The ring is created on the thread that drives it: io_uring task
+        // work then interrupts no other thread's system calls.
+        Driver::new(self)?.run(stop)
+    }
+}
+
+impl<S: BufSource> Driver<S> {
+    fn new(server: UdpEcho<S>) -> io::Result<Self> {
+        let UdpEcho { socket, local, source, config, counters } = server;
+        let ring = IoUring::new(256)?;
+        let buf_ring = BufRing::register(
+            &ring.submitter(),
+            BGID,
+            config.ring_entries,
+            source,
+            config.rx_buf_bytes + RECVMSG_PREFIX_BYTES,
+        )?;
+        let mut recv_hdr = Box::new(MsgHdr(zeroed_msghdr()));
+        recv_hdr.0.msg_namelen = SOCKADDR_STORAGE_BYTES as libc::socklen_t;
+        Ok(Driver {
+            ring,
+            buf_ring,
+            tx: Vec::new(),
+            free_tx: Vec::new(),
+            recv_hdr,
+            recv_armed: false,
+            stopping: false,
+            socket,
+            local,
+            config,
+            counters,
+        })
+    }
+
+    /// Serves until `stop` is set, then cancels everything and waits for it.
+    fn run(mut self, stop: &AtomicBool) -> io::Result<()> {
         let mut completions = Vec::with_capacity(256);
         self.arm_recv()?;
         while !stop.load(Ordering::Relaxed) {
