@@ -114,3 +114,63 @@ pub fn echo_main(transport: Transport) -> Result<(), String> {
     );
     server.stop().map_err(|e| format!("server: {e}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn echo_flags_parse() {
+        let parsed = parse_echo_args(args("--backend uring --addr 127.0.0.1:9 --buffers heap --seconds 3")).unwrap();
+        assert_eq!(parsed.backend, Backend::Uring);
+        assert_eq!(parsed.addr, "127.0.0.1:9".parse().unwrap());
+        assert_eq!(parsed.buffers, Buffers::Heap);
+        assert_eq!(parsed.seconds, Some(3));
+        assert!(parse_echo_args(args("--backend kqueue")).is_err());
+        assert!(parse_echo_args(args("--addr")).is_err());
+    }
+
+    /// Every backend's echo server starts from the example's flags and
+    /// echoes, with pool buffers.
+    #[test]
+    fn echo_servers_start_from_flags() {
+        for backend in Backend::ALL {
+            for transport in [Transport::Udp, Transport::Tcp] {
+                let flags = format!("--backend {backend} --addr 127.0.0.1:0 --pool-mib 32");
+                let parsed = parse_echo_args(args(&flags)).unwrap();
+                let server = spawn_echo(transport, &parsed, EchoConfig::default()).unwrap();
+                let addr = server.local_addr();
+                match transport {
+                    Transport::Udp => {
+                        let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+                        client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                        client.send_to(b"ping", addr).unwrap();
+                        let mut buf = [0u8; 8];
+                        let n = client.recv(&mut buf).unwrap();
+                        assert_eq!(&buf[..n], b"ping", "{backend}");
+                    }
+                    Transport::Tcp => {
+                        use std::io::{Read, Write};
+                        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+                        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                        stream.write_all(b"ping").unwrap();
+                        let mut buf = [0u8; 4];
+                        stream.read_exact(&mut buf).unwrap();
+                        assert_eq!(&buf, b"ping", "{backend}");
+                    }
+                }
+                server.stop().unwrap();
+            }
+        }
+    }
+
+    /// A short run of the comparison produces figures on every backend.
+    #[test]
+    fn pps_smoke() {
+        pps::pps_main(args("--seconds-per-run 0.05 --rounds 1 --sizes 64")).unwrap();
+    }
+}
