@@ -23,8 +23,8 @@ pub struct PpsArgs {
     pub window: usize,
     /// Runs per figure; the best counts.
     pub rounds: usize,
-    /// Backends to measure.
-    pub backends: Vec<Backend>,
+    /// Backends to measure; `true` sends with io_uring's `SENDMSG_ZC`.
+    pub backends: Vec<(Backend, bool)>,
 }
 
 fn parse(args: impl IntoIterator<Item = String>) -> Result<PpsArgs, String> {
@@ -33,7 +33,12 @@ fn parse(args: impl IntoIterator<Item = String>) -> Result<PpsArgs, String> {
         sizes: vec![64, 1400, 16384],
         window: 32,
         rounds: 3,
-        backends: Backend::ALL.to_vec(),
+        backends: vec![
+            (Backend::Epoll, false),
+            (Backend::Uring, false),
+            (Backend::Uring, true),
+            (Backend::Tokio, false),
+        ],
     };
     let mut args = args.into_iter();
     while let Some(flag) = args.next() {
@@ -46,7 +51,15 @@ fn parse(args: impl IntoIterator<Item = String>) -> Result<PpsArgs, String> {
             }
             "--window" => parsed.window = value.parse().map_err(|e| bad(&e))?,
             "--rounds" => parsed.rounds = value.parse().map_err(|e| bad(&e))?,
-            "--backends" => parsed.backends = value.split(',').map(str::parse).collect::<Result<_, _>>()?,
+            "--backends" => {
+                parsed.backends = value
+                    .split(',')
+                    .map(|name| match name {
+                        "uring-zc" => Ok((Backend::Uring, true)),
+                        other => other.parse().map(|b| (b, false)),
+                    })
+                    .collect::<Result<_, _>>()?
+            }
             other => return Err(format!("unknown flag {other:?}")),
         }
     }
@@ -54,10 +67,16 @@ fn parse(args: impl IntoIterator<Item = String>) -> Result<PpsArgs, String> {
 }
 
 /// Best packets-per-second of `rounds` runs against one server.
-fn measure<S: BufSource>(backend: Backend, source: S, size: usize, args: &PpsArgs) -> Result<f64, String> {
+fn measure<S: BufSource>(
+    (backend, zero_copy_send): (Backend, bool),
+    source: S,
+    size: usize,
+    args: &PpsArgs,
+) -> Result<f64, String> {
     let addr: SocketAddr = "127.0.0.1:0".parse().expect("a valid address");
-    let server = EchoServer::spawn(backend, Transport::Udp, addr, source, EchoConfig::default())
-        .map_err(|e| format!("{backend}: {e}"))?;
+    let config = EchoConfig { zero_copy_send, ..EchoConfig::default() };
+    let server =
+        EchoServer::spawn(backend, Transport::Udp, addr, source, config).map_err(|e| format!("{backend}: {e}"))?;
     // Warm up: first touches of the pool and the ring.
     udp_echo_load(server.local_addr(), size, args.window, Duration::from_millis(100))
         .map_err(|e| format!("{backend} load: {e}"))?;
@@ -77,11 +96,12 @@ pub fn pps_main(args: impl IntoIterator<Item = String>) -> Result<(), String> {
     let pool = build_pool(256)?;
     println!("| backend | payload B | NTA pps | Vec pps | NTA / Vec |");
     println!("|---|---:|---:|---:|---:|");
-    for &backend in &args.backends {
+    for &(backend, zero_copy) in &args.backends {
+        let name = if zero_copy { format!("{backend}-zc") } else { backend.to_string() };
         for &size in &args.sizes {
-            let nta = measure(backend, pool.clone(), size, &args)?;
-            let heap = measure(backend, HeapSource, size, &args)?;
-            println!("| {backend} | {size} | {nta:.0} | {heap:.0} | {:.3} |", nta / heap.max(1.0));
+            let nta = measure((backend, zero_copy), pool.clone(), size, &args)?;
+            let heap = measure((backend, zero_copy), HeapSource, size, &args)?;
+            println!("| {name} | {size} | {nta:.0} | {heap:.0} | {:.3} |", nta / heap.max(1.0));
         }
     }
     Ok(())

@@ -16,10 +16,19 @@ pub struct EchoConfig {
     /// How long one wait for events may block before the stop flag is read
     /// again.
     pub poll_timeout_ms: u32,
+    /// io_uring UDP only: send echoes with `IORING_OP_SENDMSG_ZC` (the kernel
+    /// sends from the buffer itself and posts a notification CQE when it no
+    /// longer needs it; the buffer is held until then).
+    pub zero_copy_send: bool,
 }
 
 impl Default for EchoConfig {
     fn default() -> EchoConfig {
-        EchoConfig { rx_buf_bytes: MAX_UDP_PAYLOAD_BYTES, ring_entries: 256, poll_timeout_ms: 20 }
+        EchoConfig {
+            rx_buf_bytes: MAX_UDP_PAYLOAD_BYTES,
+            ring_entries: 256,
+            poll_timeout_ms: 20,
+            zero_copy_send: false,
+        }
     }
 }

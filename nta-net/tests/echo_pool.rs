@@ -54,3 +54,14 @@ fn udp_echo_random_sizes_every_backend() {
         assert_all_returned(&pool, backend);
     }
 }
+
+#[test]
+fn uring_udp_echo_with_zero_copy_sends() {
+    let pool = pool();
+    let config = EchoConfig { zero_copy_send: true, ..EchoConfig::default() };
+    let server = EchoServer::spawn(Backend::Uring, Transport::Udp, localhost(), pool.clone(), config).unwrap();
+    udp_echo_round_trip(server.local_addr(), 17, &sizes(17, 40, 64 << 10));
+    udp_concurrent(server.local_addr(), 8, 20, 16 << 10);
+    server.stop().unwrap();
+    assert_all_returned(&pool, Backend::Uring);
+}

@@ -1,6 +1,7 @@
 //! Packets per second of a UDP echo over loopback, on each backend, with NTA
 //! buffers against `Vec` buffers. Prints a markdown table.
-//! `udp-pps [--seconds-per-run 1] [--sizes 64,1400,16384] [--window 32] [--rounds 3]`
+//! `udp-pps [--seconds-per-run 1] [--sizes 64,1400,16384] [--window 32] [--rounds 3]
+//!  [--backends epoll,uring,uring-zc,tokio]`
 
 fn main() {
     if let Err(e) = nta_examples::pps::pps_main(std::env::args().skip(1)) {

@@ -187,7 +187,7 @@ impl<S: BufSource> Driver<S> {
         for &completion in completions.iter() {
             match tag_of(completion.user_data) {
                 tag::RECV => self.on_recv(completion)?,
-                tag::SEND => self.on_sent(index_of(completion.user_data), completion.result),
+                tag::SEND => self.on_sent(index_of(completion.user_data), completion),
                 _ => {}
             }
         }
@@ -262,31 +262,52 @@ impl<S: BufSource> Driver<S> {
         msg.hdr.0.msg_namelen = peer_len as libc::socklen_t;
         msg.hdr.0.msg_iov = &mut msg.iov;
         msg.hdr.0.msg_iovlen = 1;
-        let entry = opcode::SendMsg::new(types::Fd(self.socket.as_raw_fd()), &msg.hdr.0);
+        let fd = types::Fd(self.socket.as_raw_fd());
+        let entry = if self.config.zero_copy_send {
+            opcode::SendMsgZc::new(fd, &msg.hdr.0).build()
+        } else {
+            opcode::SendMsg::new(fd, &msg.hdr.0).build()
+        };
         let index = self.free_tx.pop().unwrap_or_else(|| {
             self.tx.push(None);
             self.tx.len() - 1
         });
-        let entry = entry.build().user_data(user_data(tag::SEND, index));
+        let entry = entry.user_data(user_data(tag::SEND, index));
         self.tx[index] = Some(msg);
         // SAFETY: the boxed TxMsg (header, iovec, address, buffer) stays in
         // `tx[index]` until the send's CQE (`on_sent`) or is leaked.
         unsafe { push(&mut self.ring, &entry) }
     }
 
-    fn on_sent(&mut self, index: usize, result: i32) {
-        let Some(msg) = self.tx.get_mut(index).and_then(Option::take) else {
-            return;
-        };
-        self.free_tx.push(index);
-        if result < 0 {
-            Counters::add(&self.counters.dropped, 1);
+    /// A send's CQE. A zero-copy send posts two: the result (with
+    /// `IORING_CQE_F_MORE` when a notification follows), then the
+    /// notification (`IORING_CQE_F_NOTIF`) once the kernel let go of the
+    /// buffer; the buffer is freed only then.
+    fn on_sent(&mut self, index: usize, completion: Completion) {
+        if cqueue::notif(completion.flags) {
+            self.release_tx(index);
             return;
         }
-        Counters::add(&self.counters.tx_buffers, 1);
-        Counters::add(&self.counters.tx_bytes, msg.buf.len() as u64);
-        let local = self.local;
-        hook::publish(|| flow(local, &msg.peer, Direction::Tx), &msg.buf);
+        let Some(msg) = self.tx.get(index).and_then(Option::as_ref) else {
+            return;
+        };
+        if completion.result < 0 {
+            Counters::add(&self.counters.dropped, 1);
+        } else {
+            Counters::add(&self.counters.tx_buffers, 1);
+            Counters::add(&self.counters.tx_bytes, msg.buf.len() as u64);
+            let local = self.local;
+            hook::publish(|| flow(local, &msg.peer, Direction::Tx), &msg.buf);
+        }
+        if !cqueue::more(completion.flags) {
+            self.release_tx(index);
+        }
+    }
+
+    fn release_tx(&mut self, index: usize) {
+        if self.tx.get_mut(index).and_then(Option::take).is_some() {
+            self.free_tx.push(index);
+        }
     }
 
     /// Cancels the receive and waits for it and every send to complete.
