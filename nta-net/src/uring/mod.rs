@@ -30,6 +30,7 @@ pub use buf_ring::BufRing;
 pub use tcp_echo::TcpEcho;
 pub use udp_echo::UdpEcho;
 
+use std::collections::VecDeque;
 use std::io;
 use std::time::Duration;
 
@@ -69,61 +70,91 @@ fn index_of(user_data: u64) -> usize {
     (user_data & ((1 << 56) - 1)) as usize
 }
 
-/// Queues `entry`, submitting first if the SQ is full.
+/// An `IoUring` plus a backlog of completions taken out of the CQ early.
 ///
-/// # Safety
-///
-/// Every buffer and structure `entry` points to must stay valid until its
-/// final CQE is reaped.
-unsafe fn push(ring: &mut IoUring, entry: &squeue::Entry) -> io::Result<()> {
-    loop {
-        // SAFETY: forwarded from the caller.
-        if unsafe { ring.submission().push(entry) }.is_ok() {
-            return Ok(());
+/// When the SQ is full, `push` submits; if the kernel then has no room to
+/// post completions (`EBUSY`), the CQ is drained into the backlog so the
+/// submit can make progress. Handlers read completions only through
+/// [`Ring::pop`], which serves the backlog in order.
+struct Ring {
+    uring: IoUring,
+    backlog: VecDeque<Completion>,
+}
+
+impl Ring {
+    /// A ring of `sq_entries` submissions and eight times as many
+    /// completions (multishot operations post many CQEs per SQE).
+    fn new(sq_entries: u32) -> io::Result<Ring> {
+        let uring = IoUring::builder().setup_cqsize(sq_entries * 8).build(sq_entries)?;
+        Ok(Ring { uring, backlog: VecDeque::new() })
+    }
+
+    fn submitter(&self) -> io_uring::Submitter<'_> {
+        self.uring.submitter()
+    }
+
+    /// Queues `entry`, submitting (and draining the CQ into the backlog) when
+    /// the SQ is full.
+    ///
+    /// # Safety
+    ///
+    /// Every buffer and structure `entry` points to must stay valid until its
+    /// final CQE is reaped.
+    unsafe fn push(&mut self, entry: &squeue::Entry) -> io::Result<()> {
+        loop {
+            // SAFETY: forwarded from the caller.
+            if unsafe { self.uring.submission().push(entry) }.is_ok() {
+                return Ok(());
+            }
+            self.submit()?;
+            self.reap();
         }
-        submit(ring)?;
     }
-}
 
-/// Submits queued entries without waiting. `EINTR` (pending task work or a
-/// signal) and `EBUSY` (CQ overflow backlog) are retried after the next wait,
-/// so they are not errors here.
-fn submit(ring: &mut IoUring) -> io::Result<()> {
-    loop {
-        match ring.submit() {
-            Ok(_) => return Ok(()),
-            Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
-            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => return Ok(()),
-            Err(e) => return Err(e),
+    /// Submits queued entries without waiting. `EINTR` (pending task work or
+    /// a signal) is retried; `EBUSY` (no room for completions) is left to the
+    /// caller's next reap.
+    fn submit(&mut self) -> io::Result<()> {
+        loop {
+            match self.uring.submit() {
+                Ok(_) => return Ok(()),
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => return Ok(()),
+                Err(e) => return Err(e),
+            }
         }
     }
-}
 
-/// Submits queued entries and waits up to `timeout_ms` for one completion.
-fn submit_and_wait(ring: &mut IoUring, timeout_ms: u32) -> io::Result<()> {
-    let timespec = types::Timespec::new().nsec(timeout_ms.min(999) * 1_000_000);
-    let args = types::SubmitArgs::new().timespec(&timespec);
-    match ring.submitter().submit_with_args(1, &args) {
-        Ok(_) => Ok(()),
-        Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR | libc::EBUSY)) => Ok(()),
-        Err(e) => Err(e),
+    /// Submits queued entries and waits up to `timeout_ms` for a completion.
+    fn wait(&mut self, timeout_ms: u32) -> io::Result<()> {
+        let timespec = types::Timespec::new().nsec(timeout_ms.min(999) * 1_000_000);
+        let args = types::SubmitArgs::new().timespec(&timespec);
+        match self.uring.submitter().submit_with_args(1, &args) {
+            Ok(_) => Ok(()),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR | libc::EBUSY)) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
-}
 
-/// Moves every available CQE into `out`.
-fn reap(ring: &mut IoUring, out: &mut Vec<Completion>) {
-    out.clear();
-    out.extend(ring.completion().map(|cqe| Completion {
-        user_data: cqe.user_data(),
-        result: cqe.result(),
-        flags: cqe.flags(),
-    }));
-}
+    /// Moves every CQE into the backlog.
+    fn reap(&mut self) {
+        self.backlog.extend(self.uring.completion().map(|cqe| Completion {
+            user_data: cqe.user_data(),
+            result: cqe.result(),
+            flags: cqe.flags(),
+        }));
+    }
 
-/// Queues a cancellation of every operation in flight on `ring`.
-fn cancel_all(ring: &mut IoUring) -> io::Result<()> {
-    let entry = opcode::AsyncCancel2::new(types::CancelBuilder::any()).build().user_data(user_data(tag::CANCEL, 0));
-    // SAFETY: a cancellation points to no memory of ours.
-    unsafe { push(ring, &entry) }?;
-    submit(ring)
+    /// The oldest completion not handled yet.
+    fn pop(&mut self) -> Option<Completion> {
+        self.backlog.pop_front()
+    }
+
+    /// Cancels every operation in flight.
+    fn cancel_all(&mut self) -> io::Result<()> {
+        let entry = opcode::AsyncCancel2::new(types::CancelBuilder::any()).build().user_data(user_data(tag::CANCEL, 0));
+        // SAFETY: a cancellation points to no memory of ours.
+        unsafe { self.push(&entry) }?;
+        self.submit()
+    }
 }

@@ -27,10 +27,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use io_uring::{cqueue, opcode, types, IoUring};
+use io_uring::{cqueue, opcode, types};
 use socket2::Socket;
 
-use super::{cancel_all, index_of, push, reap, submit_and_wait, tag, tag_of, user_data, BufRing, Completion};
+use super::{index_of, tag, tag_of, user_data, BufRing, Completion, Ring};
 use crate::hook;
 use crate::{socket, BufSource, Counters, Direction, EchoConfig, Flow, Protocol, RxBuf};
 
@@ -53,7 +53,7 @@ struct Conn<B> {
 /// stopped.
 struct Driver<S: BufSource> {
     // Field order matters on an unclean drop: the ring closes first.
-    ring: IoUring,
+    ring: Ring,
     buf_ring: BufRing<S>,
     conns: Vec<Option<Conn<S::Buf>>>,
     free_slots: Vec<usize>,
@@ -117,7 +117,7 @@ impl<S: BufSource> TcpEcho<S> {
 impl<S: BufSource> Driver<S> {
     fn new(server: TcpEcho<S>) -> io::Result<Self> {
         let TcpEcho { listener, local, source, config, counters } = server;
-        let ring = IoUring::new(512)?;
+        let ring = Ring::new(512)?;
         let buf_ring = BufRing::register(&ring.submitter(), BGID, config.ring_entries, source, config.rx_buf_bytes)?;
         Ok(Driver {
             ring,
@@ -136,18 +136,17 @@ impl<S: BufSource> Driver<S> {
 
     /// Serves until `stop` is set, then cancels everything and waits for it.
     fn run(mut self, stop: &AtomicBool) -> io::Result<()> {
-        let mut completions = Vec::with_capacity(256);
         self.arm_accept()?;
         while !stop.load(Ordering::Relaxed) {
-            submit_and_wait(&mut self.ring, self.config.poll_timeout_ms)?;
-            self.handle_completions(&mut completions)?;
+            self.ring.wait(self.config.poll_timeout_ms)?;
+            self.handle_completions()?;
         }
-        self.shutdown(&mut completions)
+        self.shutdown()
     }
 
-    fn handle_completions(&mut self, completions: &mut Vec<Completion>) -> io::Result<()> {
-        reap(&mut self.ring, completions);
-        for &completion in completions.iter() {
+    fn handle_completions(&mut self) -> io::Result<()> {
+        self.ring.reap();
+        while let Some(completion) = self.ring.pop() {
             let index = index_of(completion.user_data);
             match tag_of(completion.user_data) {
                 tag::ACCEPT => self.on_accept(completion)?,
@@ -180,7 +179,7 @@ impl<S: BufSource> Driver<S> {
             .build()
             .user_data(user_data(tag::ACCEPT, 0));
         // SAFETY: multishot accept points to no memory of ours.
-        unsafe { push(&mut self.ring, &entry) }?;
+        unsafe { self.ring.push(&entry) }?;
         self.accept_armed = true;
         Ok(())
     }
@@ -234,7 +233,7 @@ impl<S: BufSource> Driver<S> {
         conn.recv_armed = true;
         // SAFETY: the buffers come from the registered ring, which outlives
         // every receive (shutdown waits for their final CQEs).
-        unsafe { push(&mut self.ring, &entry) }
+        unsafe { self.ring.push(&entry) }
     }
 
     fn on_recv(&mut self, slot: usize, completion: Completion) -> io::Result<()> {
@@ -297,7 +296,7 @@ impl<S: BufSource> Driver<S> {
         conn.send_in_flight = true;
         // SAFETY: the buffer is `pending[0]`, whose memory does not move, and
         // which is only popped after this send's CQE.
-        unsafe { push(&mut self.ring, &entry) }
+        unsafe { self.ring.push(&entry) }
     }
 
     fn on_sent(&mut self, slot: usize, result: i32) -> io::Result<()> {
@@ -349,9 +348,9 @@ impl<S: BufSource> Driver<S> {
     }
 
     /// Cancels every operation and waits for all of them to complete.
-    fn shutdown(mut self, completions: &mut Vec<Completion>) -> io::Result<()> {
+    fn shutdown(mut self) -> io::Result<()> {
         self.stopping = true;
-        cancel_all(&mut self.ring)?;
+        self.ring.cancel_all()?;
         for slot in 0..self.conns.len() {
             if let Some(conn) = self.conns[slot].as_mut() {
                 conn.closing = true;
@@ -360,10 +359,10 @@ impl<S: BufSource> Driver<S> {
         }
         let deadline = Instant::now() + super::SHUTDOWN_TIMEOUT;
         while self.busy() && Instant::now() < deadline {
-            submit_and_wait(&mut self.ring, self.config.poll_timeout_ms)?;
-            self.handle_completions(completions)?;
+            self.ring.wait(self.config.poll_timeout_ms)?;
+            self.handle_completions()?;
             if self.accept_armed {
-                cancel_all(&mut self.ring)?;
+                self.ring.cancel_all()?;
             }
         }
         if self.busy() {

@@ -22,10 +22,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use io_uring::{cqueue, opcode, types, IoUring};
+use io_uring::{cqueue, opcode, types};
 use socket2::Socket;
 
-use super::{cancel_all, index_of, push, reap, submit_and_wait, tag, tag_of, user_data, BufRing, Completion};
+use super::{index_of, tag, tag_of, user_data, BufRing, Completion, Ring};
 use crate::hook;
 use crate::sys::{socket_addr_from_raw, SOCKADDR_STORAGE_BYTES};
 use crate::{socket, BufSource, Counters, Direction, EchoConfig, Flow, Protocol, RxBuf};
@@ -81,7 +81,7 @@ impl<B> std::fmt::Debug for TxMsg<B> {
 struct Driver<S: BufSource> {
     // Field order matters on an unclean drop: the ring closes before the
     // buffer ring's memory is (leaked or) freed.
-    ring: IoUring,
+    ring: Ring,
     buf_ring: BufRing<S>,
     tx: Vec<Option<Box<TxMsg<S::Buf>>>>,
     free_tx: Vec<usize>,
@@ -146,7 +146,7 @@ impl<S: BufSource> UdpEcho<S> {
 impl<S: BufSource> Driver<S> {
     fn new(server: UdpEcho<S>) -> io::Result<Self> {
         let UdpEcho { socket, local, source, config, counters } = server;
-        let ring = IoUring::new(256)?;
+        let ring = Ring::new(256)?;
         let buf_ring = BufRing::register(
             &ring.submitter(),
             BGID,
@@ -173,18 +173,17 @@ impl<S: BufSource> Driver<S> {
 
     /// Serves until `stop` is set, then cancels everything and waits for it.
     fn run(mut self, stop: &AtomicBool) -> io::Result<()> {
-        let mut completions = Vec::with_capacity(256);
         self.arm_recv()?;
         while !stop.load(Ordering::Relaxed) {
-            submit_and_wait(&mut self.ring, self.config.poll_timeout_ms)?;
-            self.handle_completions(&mut completions)?;
+            self.ring.wait(self.config.poll_timeout_ms)?;
+            self.handle_completions()?;
         }
-        self.shutdown(&mut completions)
+        self.shutdown()
     }
 
-    fn handle_completions(&mut self, completions: &mut Vec<Completion>) -> io::Result<()> {
-        reap(&mut self.ring, completions);
-        for &completion in completions.iter() {
+    fn handle_completions(&mut self) -> io::Result<()> {
+        self.ring.reap();
+        while let Some(completion) = self.ring.pop() {
             match tag_of(completion.user_data) {
                 tag::RECV => self.on_recv(completion)?,
                 tag::SEND => self.on_sent(index_of(completion.user_data), completion),
@@ -205,7 +204,7 @@ impl<S: BufSource> Driver<S> {
             .user_data(user_data(tag::RECV, 0));
         // SAFETY: `recv_hdr` is boxed and lives as long as `self`, past the
         // final CQE (shutdown waits for it); buffers come from the ring.
-        unsafe { push(&mut self.ring, &entry) }?;
+        unsafe { self.ring.push(&entry) }?;
         self.recv_armed = true;
         Ok(())
     }
@@ -276,7 +275,7 @@ impl<S: BufSource> Driver<S> {
         self.tx[index] = Some(msg);
         // SAFETY: the boxed TxMsg (header, iovec, address, buffer) stays in
         // `tx[index]` until the send's CQE (`on_sent`) or is leaked.
-        unsafe { push(&mut self.ring, &entry) }
+        unsafe { self.ring.push(&entry) }
     }
 
     /// A send's CQE. A zero-copy send posts two: the result (with
@@ -311,13 +310,13 @@ impl<S: BufSource> Driver<S> {
     }
 
     /// Cancels the receive and waits for it and every send to complete.
-    fn shutdown(mut self, completions: &mut Vec<Completion>) -> io::Result<()> {
+    fn shutdown(mut self) -> io::Result<()> {
         self.stopping = true;
-        cancel_all(&mut self.ring)?;
+        self.ring.cancel_all()?;
         let deadline = Instant::now() + super::SHUTDOWN_TIMEOUT;
         while (self.recv_armed || self.tx.iter().any(Option::is_some)) && Instant::now() < deadline {
-            submit_and_wait(&mut self.ring, self.config.poll_timeout_ms)?;
-            self.handle_completions(completions)?;
+            self.ring.wait(self.config.poll_timeout_ms)?;
+            self.handle_completions()?;
         }
         if self.recv_armed || self.tx.iter().any(Option::is_some) {
             // Still in the kernel's hands: leak rather than free under it.
