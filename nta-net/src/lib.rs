@@ -15,8 +15,39 @@
 //! - Backends: [`epoll`], [`uring`] (io_uring with a provided-buffer ring fed
 //!   from the pool), [`async_io`] (tokio helpers and servers).
 //!
+//! - Tools: [`EchoServer`] (any backend's echo server on its own thread),
+//!   [`loadgen`] (closed-loop UDP load for the packets-per-second table).
+//!
 //! The crate knows sockets and buffers, nothing of HTTP or any protocol above
 //! the transport. nta-core knows nothing of sockets.
+//!
+//! ## Example
+//!
+//! ```
+//! use bytes::BufMut;
+//! use nta_net::PacketBuf;
+//!
+//! let pool = nta_core::Pool::builder().capacity(8 << 20).build().unwrap();
+//! // Room for a 1500-byte packet, 16 bytes of headroom for a header.
+//! let mut buf = PacketBuf::with_headroom(&pool, 16, 1500);
+//! buf.put_slice(b"payload");
+//! buf.prepend(b"hdr:"); // into the headroom, no copy of the payload
+//! buf.trim(); // the unused tail goes back to the pool, in place
+//! assert_eq!(&buf[..], b"hdr:payload");
+//! let shared = buf.freeze(); // bytes::Bytes, no copy
+//! let clone = shared.clone();
+//! std::thread::spawn(move || drop(clone)).join().unwrap(); // freed from any thread
+//! ```
+//!
+//! ```no_run
+//! use nta_net::{Backend, EchoConfig, EchoServer, Transport};
+//!
+//! let pool = nta_core::Pool::builder().capacity(256 << 20).build().unwrap();
+//! let addr = "127.0.0.1:7007".parse().unwrap();
+//! let server = EchoServer::spawn(Backend::Uring, Transport::Udp, addr, pool, EchoConfig::default()).unwrap();
+//! // ... serve ...
+//! server.stop().unwrap();
+//! ```
 
 pub mod async_io;
 mod counters;
