@@ -1,7 +1,8 @@
 //! The packets-per-second comparison behind `udp-pps`: for each backend and
 //! payload size, the same echo server runs with NTA buffers and with `Vec`
 //! buffers, and a closed-loop client ([`nta_net::loadgen`]) counts echoes.
-//! Each figure is the best of `rounds` runs (the least disturbed one on a
+//! Runs alternate between the two servers, and each figure is the best of
+//! `rounds` runs (the least disturbed one on a
 //! shared 2-core machine). Bounded: runs x sizes x backends x 2 x seconds.
 
 use std::net::SocketAddr;
@@ -66,43 +67,73 @@ fn parse(args: impl IntoIterator<Item = String>) -> Result<PpsArgs, String> {
     Ok(parsed)
 }
 
-/// Best packets-per-second of `rounds` runs against one server.
-fn measure<S: BufSource>(
-    (backend, zero_copy_send): (Backend, bool),
-    source: S,
-    size: usize,
-    args: &PpsArgs,
-) -> Result<f64, String> {
+/// Starts a UDP echo server on `backend` with buffers from `source`.
+fn start<S: BufSource>((backend, zero_copy_send): (Backend, bool), source: S) -> Result<EchoServer, String> {
     let addr: SocketAddr = "127.0.0.1:0".parse().expect("a valid address");
     let config = EchoConfig { zero_copy_send, ..EchoConfig::default() };
-    let server =
-        EchoServer::spawn(backend, Transport::Udp, addr, source, config).map_err(|e| format!("{backend}: {e}"))?;
-    // Warm up: first touches of the pool and the ring.
-    udp_echo_load(server.local_addr(), size, args.window, Duration::from_millis(100))
-        .map_err(|e| format!("{backend} load: {e}"))?;
-    let mut best: f64 = 0.0;
+    EchoServer::spawn(backend, Transport::Udp, addr, source, config).map_err(|e| format!("{backend}: {e}"))
+}
+
+/// One run against `server`, in packets per second.
+fn run_once(server: &EchoServer, size: usize, window: usize, run: Duration) -> Result<f64, String> {
+    let load = udp_echo_load(server.local_addr(), size, window, run).map_err(|e| format!("load: {e}"))?;
+    Ok(load.packets_per_second())
+}
+
+/// Best packets-per-second of `rounds` runs for NTA and for `Vec` buffers.
+/// The runs alternate (NTA, Vec, NTA, ...) so that both see the same
+/// background load on a shared machine.
+fn measure_pair(
+    backend: (Backend, bool),
+    pool: &nta_core::Pool,
+    size: usize,
+    args: &PpsArgs,
+) -> Result<(f64, f64), String> {
+    let nta_server = start(backend, pool.clone())?;
+    let heap_server = start(backend, HeapSource)?;
+    // Warm up: first touches of the pool, the heap and the rings.
+    let warm_up = Duration::from_millis(100);
+    run_once(&nta_server, size, args.window, warm_up)?;
+    run_once(&heap_server, size, args.window, warm_up)?;
+    let (mut nta, mut heap) = (0f64, 0f64);
     for _ in 0..args.rounds.max(1) {
-        let load = udp_echo_load(server.local_addr(), size, args.window, args.run)
-            .map_err(|e| format!("{backend} load: {e}"))?;
-        best = best.max(load.packets_per_second());
+        nta = nta.max(run_once(&nta_server, size, args.window, args.run)?);
+        heap = heap.max(run_once(&heap_server, size, args.window, args.run)?);
     }
-    server.stop().map_err(|e| format!("{backend}: {e}"))?;
-    Ok(best)
+    nta_server.stop().map_err(|e| format!("{}: {e}", backend.0))?;
+    heap_server.stop().map_err(|e| format!("{}: {e}", backend.0))?;
+    Ok((nta, heap))
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Runs the comparison and prints the table.
 pub fn pps_main(args: impl IntoIterator<Item = String>) -> Result<(), String> {
     let args = parse(args)?;
     let pool = build_pool(256)?;
+    println!(
+        "UDP echo over loopback, closed loop of {} datagrams, best of {} x {:?} per figure (load average before: {})\n",
+        args.window,
+        args.rounds,
+        args.run,
+        load_average()
+    );
     println!("| backend | payload B | NTA pps | Vec pps | NTA / Vec |");
     println!("|---|---:|---:|---:|---:|");
     for &(backend, zero_copy) in &args.backends {
         let name = if zero_copy { format!("{backend}-zc") } else { backend.to_string() };
         for &size in &args.sizes {
-            let nta = measure((backend, zero_copy), pool.clone(), size, &args)?;
-            let heap = measure((backend, zero_copy), HeapSource, size, &args)?;
+            let (nta, heap) = measure_pair((backend, zero_copy), &pool, size, &args)?;
             println!("| {name} | {size} | {nta:.0} | {heap:.0} | {:.3} |", nta / heap.max(1.0));
         }
     }
+    println!("\nload average after: {}", load_average());
     Ok(())
 }
