@@ -1,6 +1,7 @@
 //! Shared argument handling for the NTA example binaries. The binaries stay
 //! thin: they parse flags here and call `nta-net`.
 
+pub mod drop_cost;
 pub mod pps;
 
 use std::net::SocketAddr;
@@ -166,6 +167,11 @@ mod tests {
                 server.stop().unwrap();
             }
         }
+    }
+
+    #[test]
+    fn drop_cost_smoke() {
+        drop_cost::drop_cost_main(args("--buffers 1000 --bytes 100")).unwrap();
     }
 
     /// A short run of the comparison produces figures on every backend.
