@@ -49,7 +49,7 @@ fn udp_echo_random_sizes_every_backend() {
         let server =
             EchoServer::spawn(backend, Transport::Udp, localhost(), pool.clone(), EchoConfig::default()).unwrap();
         udp_echo_round_trip(server.local_addr(), 13, &sizes(13, 60, 64 << 10));
-        udp_concurrent(server.local_addr(), 16, 20, 16 << 10);
+        udp_concurrent(server.local_addr(), 8, 20, 16 << 10);
         server.stop().unwrap_or_else(|e| panic!("{backend}: {e}"));
         assert_all_returned(&pool, backend);
     }
