@@ -78,7 +78,8 @@ impl PacketBuf {
     }
 
     /// An empty buffer with room for `capacity_bytes` of data, or
-    /// [`PoolExhausted`].
+    /// [`PoolExhausted`] (also when more than `nta_core::MAX_ALLOC_BYTES`
+    /// is asked for).
     #[inline]
     pub fn try_with_capacity(pool: &Pool, capacity_bytes: usize) -> Result<PacketBuf, PoolExhausted> {
         Self::try_with_headroom(pool, 0, capacity_bytes)

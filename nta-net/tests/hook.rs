@@ -5,6 +5,7 @@
 mod common;
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use common::*;
@@ -64,6 +65,7 @@ fn hook_sees_rx_and_tx_of_every_backend() {
             }
         }
     }
+    pool_buffers_are_published_in_place();
     drop(subscription);
     assert!(!hook::is_active());
     let mut built = false;
@@ -75,4 +77,49 @@ fn hook_sees_rx_and_tx_of_every_backend() {
         b"x",
     );
     assert!(!built, "the flow was built with no subscriber");
+}
+
+/// Counts published buffers of one server whose bytes lie in the pool.
+struct InPool {
+    pool: nta_core::Pool,
+    server: SocketAddr,
+    in_pool: AtomicUsize,
+    elsewhere: AtomicUsize,
+}
+
+impl Subscriber for InPool {
+    fn on_buffer(&self, flow: &Flow, data: &[u8]) {
+        if flow.local != self.server {
+            return;
+        }
+        let counter = if self.pool.contains(data.as_ptr()) { &self.in_pool } else { &self.elsewhere };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// With pool buffers, what a subscriber sees is the pool chunk itself (so a
+/// sniffer can export its offset), on every backend.
+fn pool_buffers_are_published_in_place() {
+    for backend in Backend::ALL {
+        for transport in [Transport::Udp, Transport::Tcp] {
+            let pool = nta_core::Pool::builder().capacity(64 << 20).build().unwrap();
+            let server =
+                EchoServer::spawn(backend, transport, localhost(), pool.clone(), EchoConfig::default()).unwrap();
+            let checker = Arc::new(InPool {
+                pool,
+                server: server.local_addr(),
+                in_pool: AtomicUsize::new(0),
+                elsewhere: AtomicUsize::new(0),
+            });
+            let subscription = hook::subscribe(checker.clone());
+            match transport {
+                Transport::Udp => udp_echo_round_trip(server.local_addr(), 8, &[100, 2000]),
+                Transport::Tcp => tcp_echo_round_trip(server.local_addr(), 8, &[100, 2000]),
+            }
+            server.stop().unwrap();
+            drop(subscription);
+            assert!(checker.in_pool.load(Ordering::Relaxed) >= 2, "{backend} {transport:?}");
+            assert_eq!(checker.elsewhere.load(Ordering::Relaxed), 0, "{backend} {transport:?}");
+        }
+    }
 }
