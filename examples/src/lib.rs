@@ -95,11 +95,9 @@ pub fn echo_main(transport: Transport) -> Result<(), String> {
     let args = parse_echo_args(std::env::args().skip(1))?;
     let server = spawn_echo(transport, &args, EchoConfig::default())?;
     eprintln!("{transport:?} echo on {} ({} backend, {:?} buffers)", server.local_addr(), args.backend, args.buffers);
-    match args.seconds {
-        Some(seconds) => std::thread::sleep(Duration::from_secs(seconds)),
-        None => loop {
-            std::thread::park();
-        },
+    let deadline = args.seconds.map(|seconds| std::time::Instant::now() + Duration::from_secs(seconds));
+    while !server.is_finished() && deadline.map_or(true, |deadline| std::time::Instant::now() < deadline) {
+        std::thread::sleep(Duration::from_millis(100));
     }
     let c = server.counters();
     let get = nta_net::Counters::get;

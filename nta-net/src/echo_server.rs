@@ -126,6 +126,13 @@ impl EchoServer {
         Arc::clone(&self.stop)
     }
 
+    /// True once the server thread has ended (stopped, or failed: an
+    /// io_uring server sets its ring up on its own thread, so a setup error
+    /// shows here and in [`EchoServer::stop`]).
+    pub fn is_finished(&self) -> bool {
+        self.thread.as_ref().map_or(true, JoinHandle::is_finished)
+    }
+
     /// Stops the server and returns how its thread ended.
     pub fn stop(mut self) -> io::Result<()> {
         self.stop_and_join()
