@@ -24,6 +24,8 @@ pub struct PpsArgs {
     pub window: usize,
     /// Runs per figure; the best counts.
     pub rounds: usize,
+    /// Also print the io_uring send-operation table (`--zc-table 0|1`).
+    pub zero_copy_table: bool,
     /// Backends to measure; `true` sends with io_uring's `SENDMSG_ZC`.
     pub backends: Vec<(Backend, bool)>,
 }
@@ -34,6 +36,7 @@ fn parse(args: impl IntoIterator<Item = String>) -> Result<PpsArgs, String> {
         sizes: vec![64, 1400, 16384],
         window: 32,
         rounds: 3,
+        zero_copy_table: true,
         backends: vec![
             (Backend::Epoll, false),
             (Backend::Uring, false),
@@ -52,6 +55,7 @@ fn parse(args: impl IntoIterator<Item = String>) -> Result<PpsArgs, String> {
             }
             "--window" => parsed.window = value.parse().map_err(|e| bad(&e))?,
             "--rounds" => parsed.rounds = value.parse().map_err(|e| bad(&e))?,
+            "--zc-table" => parsed.zero_copy_table = value != "0",
             "--backends" => {
                 parsed.backends = value
                     .split(',')
@@ -80,29 +84,81 @@ fn run_once(server: &EchoServer, size: usize, window: usize, run: Duration) -> R
     Ok(load.packets_per_second())
 }
 
-/// Best packets-per-second of `rounds` runs for NTA and for `Vec` buffers.
-/// The runs alternate (NTA, Vec, NTA, ...) so that both see the same
-/// background load on a shared machine.
+/// Best packets-per-second of `rounds` runs on each of `servers`. The runs
+/// alternate between the servers so that all see the same background load
+/// on a shared machine.
+fn measure_alternating(servers: &[EchoServer], size: usize, args: &PpsArgs) -> Result<Vec<f64>, String> {
+    // Warm up: first touches of the pool, the heap and the rings.
+    for server in servers {
+        run_once(server, size, args.window, Duration::from_millis(100))?;
+    }
+    let mut best = vec![0f64; servers.len()];
+    for _ in 0..args.rounds.max(1) {
+        for (server, best) in servers.iter().zip(&mut best) {
+            *best = best.max(run_once(server, size, args.window, args.run)?);
+        }
+    }
+    Ok(best)
+}
+
+/// NTA and `Vec` buffers on one backend.
 fn measure_pair(
     backend: (Backend, bool),
     pool: &nta_core::Pool,
     size: usize,
     args: &PpsArgs,
 ) -> Result<(f64, f64), String> {
-    let nta_server = start(backend, pool.clone())?;
-    let heap_server = start(backend, HeapSource)?;
-    // Warm up: first touches of the pool, the heap and the rings.
-    let warm_up = Duration::from_millis(100);
-    run_once(&nta_server, size, args.window, warm_up)?;
-    run_once(&heap_server, size, args.window, warm_up)?;
-    let (mut nta, mut heap) = (0f64, 0f64);
-    for _ in 0..args.rounds.max(1) {
-        nta = nta.max(run_once(&nta_server, size, args.window, args.run)?);
-        heap = heap.max(run_once(&heap_server, size, args.window, args.run)?);
+    let servers = [start(backend, pool.clone())?, start(backend, HeapSource)?];
+    let best = measure_alternating(&servers, size, args)?;
+    for server in servers {
+        server.stop().map_err(|e| format!("{}: {e}", backend.0))?;
     }
-    nta_server.stop().map_err(|e| format!("{}: {e}", backend.0))?;
-    heap_server.stop().map_err(|e| format!("{}: {e}", backend.0))?;
-    Ok((nta, heap))
+    Ok((best[0], best[1]))
+}
+
+/// io_uring sends of NTA buffers: copying `sendmsg`, `sendmsg_zc`, and
+/// `send_zc` from the pool registered as a fixed buffer.
+fn zero_copy_table(args: &PpsArgs) -> Result<(), String> {
+    const POOL_BYTES: usize = 128 << 20;
+    let pool = nta_core::Pool::builder()
+        .capacity(POOL_BYTES)
+        .retain_bytes(POOL_BYTES)
+        .build()
+        .map_err(|e| format!("pool: {e:?}"))?;
+    // SAFETY: retain_bytes = capacity keeps every segment mapped, and the
+    // pool outlives the servers (stopped below).
+    let region = unsafe { nta_net::uring::FixedRegion::premap_pool(&pool) }.map_err(|e| e.to_string())?;
+    let addr: SocketAddr = "127.0.0.1:0".parse().expect("a valid address");
+    let configs = [
+        EchoConfig::default(),
+        EchoConfig { zero_copy_send: true, ..EchoConfig::default() },
+        EchoConfig { zero_copy_send: true, fixed_region: Some(region), ..EchoConfig::default() },
+    ];
+    println!();
+    println!("io_uring UDP echo with NTA buffers, by send operation (pps):");
+    println!();
+    println!("| payload B | sendmsg | sendmsg_zc | send_zc, registered pool | zc / copy | fixed zc / copy |");
+    println!("|---:|---:|---:|---:|---:|---:|");
+    for &size in &args.sizes {
+        let servers = configs
+            .iter()
+            .map(|&config| EchoServer::spawn(Backend::Uring, Transport::Udp, addr, pool.clone(), config))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("uring: {e}"))?;
+        let best = measure_alternating(&servers, size, args)?;
+        for server in servers {
+            server.stop().map_err(|e| format!("uring: {e}"))?;
+        }
+        println!(
+            "| {size} | {:.0} | {:.0} | {:.0} | {:.3} | {:.3} |",
+            best[0],
+            best[1],
+            best[2],
+            best[1] / best[0].max(1.0),
+            best[2] / best[0].max(1.0)
+        );
+    }
+    Ok(())
 }
 
 fn load_average() -> String {
@@ -133,6 +189,9 @@ pub fn pps_main(args: impl IntoIterator<Item = String>) -> Result<(), String> {
             let (nta, heap) = measure_pair((backend, zero_copy), &pool, size, &args)?;
             println!("| {name} | {size} | {nta:.0} | {heap:.0} | {:.3} |", nta / heap.max(1.0));
         }
+    }
+    if args.zero_copy_table {
+        zero_copy_table(&args)?;
     }
     println!("\nload average after: {}", load_average());
     Ok(())

@@ -29,6 +29,9 @@ pub struct Counters {
     pub ring_empty: AtomicU64,
     /// io_uring: multishot operations re-armed after they ended.
     pub rearmed: AtomicU64,
+    /// io_uring: sends from the registered fixed region (`SEND_ZC` with a
+    /// fixed buffer).
+    pub tx_fixed: AtomicU64,
 }
 
 impl Counters {

@@ -1,6 +1,7 @@
 //! Settings shared by the echo servers of every backend.
 
 use crate::socket::MAX_UDP_PAYLOAD_BYTES;
+use crate::uring::FixedRegion;
 
 /// How an echo server sizes its buffers and how often it checks for stop.
 #[derive(Clone, Copy, Debug)]
@@ -20,6 +21,10 @@ pub struct EchoConfig {
     /// sends from the buffer itself and posts a notification CQE when it no
     /// longer needs it; the buffer is held until then).
     pub zero_copy_send: bool,
+    /// io_uring UDP only, with `zero_copy_send`: memory registered as fixed
+    /// buffer 0; echoes of buffers inside it go out with `IORING_OP_SEND_ZC`
+    /// from the registered pages (no per-send page pinning).
+    pub fixed_region: Option<FixedRegion>,
 }
 
 impl Default for EchoConfig {
@@ -29,6 +34,7 @@ impl Default for EchoConfig {
             ring_entries: 256,
             poll_timeout_ms: 20,
             zero_copy_send: false,
+            fixed_region: None,
         }
     }
 }

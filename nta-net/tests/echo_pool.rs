@@ -65,3 +65,18 @@ fn uring_udp_echo_with_zero_copy_sends() {
     server.stop().unwrap();
     assert_all_returned(&pool, Backend::Uring);
 }
+
+#[test]
+fn uring_udp_echo_with_zero_copy_sends_from_registered_pool_memory() {
+    let pool = Pool::builder().capacity(32 << 20).retain_bytes(32 << 20).checked(true).build().unwrap();
+    // SAFETY: the pool keeps all its segments mapped (retain_bytes =
+    // capacity) and outlives the server.
+    let region = unsafe { nta_net::uring::FixedRegion::premap_pool(&pool) }.unwrap();
+    let config = EchoConfig { zero_copy_send: true, fixed_region: Some(region), ..EchoConfig::default() };
+    let server = EchoServer::spawn(Backend::Uring, Transport::Udp, localhost(), pool.clone(), config).unwrap();
+    udp_echo_round_trip(server.local_addr(), 19, &sizes(19, 40, 64 << 10));
+    let fixed_sends = nta_net::Counters::get(&server.counters().tx_fixed);
+    server.stop().unwrap();
+    assert!(fixed_sends >= 40, "every echo went out from the registered region ({fixed_sends})");
+    assert_all_returned(&pool, Backend::Uring);
+}

@@ -23,10 +23,12 @@
 //! buffers are leaked rather than freed under the kernel.
 
 pub mod buf_ring;
+pub mod fixed_region;
 pub mod tcp_echo;
 pub mod udp_echo;
 
 pub use buf_ring::BufRing;
+pub use fixed_region::FixedRegion;
 pub use tcp_echo::TcpEcho;
 pub use udp_echo::UdpEcho;
 

@@ -25,7 +25,7 @@ use std::time::Instant;
 use io_uring::{cqueue, opcode, types};
 use socket2::Socket;
 
-use super::{index_of, tag, tag_of, user_data, BufRing, Completion, Ring};
+use super::{index_of, tag, tag_of, user_data, BufRing, Completion, FixedRegion, Ring};
 use crate::hook;
 use crate::sys::{socket_addr_from_raw, SOCKADDR_STORAGE_BYTES};
 use crate::{socket, BufSource, Counters, Direction, EchoConfig, Flow, Protocol, RxBuf};
@@ -89,6 +89,8 @@ struct Driver<S: BufSource> {
     recv_hdr: Box<MsgHdr>,
     recv_armed: bool,
     stopping: bool,
+    /// Registered as fixed buffer 0, when zero-copy sends use it.
+    fixed_region: Option<FixedRegion>,
     socket: Socket,
     local: SocketAddr,
     config: EchoConfig,
@@ -154,9 +156,19 @@ impl<S: BufSource> Driver<S> {
             source,
             config.rx_buf_bytes + RECVMSG_PREFIX_BYTES,
         )?;
+        let fixed_region = match config.fixed_region {
+            Some(region) if config.zero_copy_send => {
+                // SAFETY: `FixedRegion`'s constructors make their callers
+                // promise the range stays mapped while rings use it.
+                unsafe { ring.submitter().register_buffers(&[region.iovec()]) }?;
+                Some(region)
+            }
+            _ => None,
+        };
         let mut recv_hdr = Box::new(MsgHdr(zeroed_msghdr()));
         recv_hdr.0.msg_namelen = SOCKADDR_STORAGE_BYTES as libc::socklen_t;
         Ok(Driver {
+            fixed_region,
             ring,
             buf_ring,
             tx: Vec::new(),
@@ -262,7 +274,15 @@ impl<S: BufSource> Driver<S> {
         msg.hdr.0.msg_iov = &mut msg.iov;
         msg.hdr.0.msg_iovlen = 1;
         let fd = types::Fd(self.socket.as_raw_fd());
-        let entry = if self.config.zero_copy_send {
+        let in_fixed_region = self.fixed_region.is_some_and(|region| region.contains(msg.buf.as_ptr(), msg.buf.len()));
+        let entry = if in_fixed_region {
+            Counters::add(&self.counters.tx_fixed, 1);
+            opcode::SendZc::new(fd, msg.buf.as_ptr(), msg.buf.len() as u32)
+                .buf_index(Some(0))
+                .dest_addr(msg.peer.as_ptr().cast())
+                .dest_addr_len(peer_len as libc::socklen_t)
+                .build()
+        } else if self.config.zero_copy_send {
             opcode::SendMsgZc::new(fd, &msg.hdr.0).build()
         } else {
             opcode::SendMsg::new(fd, &msg.hdr.0).build()
