@@ -6,6 +6,9 @@
 //! - [`udp_echo`]: multishot `recvmsg` (the peer address arrives in the
 //!   buffer's head, which becomes headroom), `sendmsg` back.
 //! - [`tcp_echo`]: multishot accept, multishot recv per connection, `send`.
+//! - [`fixed_region`]: the pool registered as a fixed buffer, for
+//!   `SEND_ZC` without per-send page pinning (optional, measured by
+//!   `udp-pps`).
 //!
 //! # Multishot life cycle
 //!

@@ -11,7 +11,7 @@
 //!
 //! # Sends
 //!
-//! Each echo owns a boxed [`TxMsg`] (buffer, iovec, peer address, msghdr),
+//! Each echo owns a boxed `TxMsg` (buffer, iovec, peer address, msghdr),
 //! whose address is stable until the send's CQE; `tx[index]` holds it.
 //! Datagrams received while the stop flag is set are dropped.
 
