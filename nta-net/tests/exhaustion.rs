@@ -134,6 +134,8 @@ fn uring_backpressures_until_buffers_return() {
     let n = client.recv(&mut echo).unwrap();
     assert_eq!(&echo[..n], b"ping");
     assert!(Counters::get(&udp_counters.ring_empty) >= 1);
+    assert!(Counters::get(&udp_counters.alloc_failures) >= 1, "refills failed while the pool was exhausted");
+    assert!(Counters::get(&tcp_counters.alloc_failures) >= 1, "refills failed while the pool was exhausted");
     assert!(Counters::get(&tcp_counters.rx_buffers) >= 1);
 
     stop.store(true, std::sync::atomic::Ordering::Relaxed);

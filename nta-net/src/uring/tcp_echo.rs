@@ -155,7 +155,10 @@ impl<S: BufSource> Driver<S> {
                 _ => {}
             }
         }
-        self.buf_ring.refill();
+        if self.buf_ring.refill() > 0 {
+            // The source is exhausted: the ring stays short until buffers return.
+            Counters::add(&self.counters.alloc_failures, 1);
+        }
         if !self.parked.is_empty() && self.buf_ring.available() > 0 {
             let parked = std::mem::take(&mut self.parked);
             for slot in parked {

@@ -202,7 +202,10 @@ impl<S: BufSource> Driver<S> {
                 _ => {}
             }
         }
-        self.buf_ring.refill();
+        if self.buf_ring.refill() > 0 {
+            // The source is exhausted: the ring stays short until buffers return.
+            Counters::add(&self.counters.alloc_failures, 1);
+        }
         if !self.recv_armed && !self.stopping && self.buf_ring.available() > 0 {
             Counters::add(&self.counters.rearmed, 1);
             self.arm_recv()?;
