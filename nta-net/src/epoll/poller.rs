@@ -10,8 +10,10 @@ use crate::sys;
 pub const READABLE: u32 = libc::EPOLLIN as u32;
 /// Writable interest.
 pub const WRITABLE: u32 = libc::EPOLLOUT as u32;
-/// Hang-up or error, always reported.
-pub const HANGUP: u32 = (libc::EPOLLHUP | libc::EPOLLERR | libc::EPOLLRDHUP) as u32;
+/// Hang-up or error, always reported. (No `EPOLLRDHUP`: a peer's FIN shows
+/// as readable with a 0-byte read, and a level-triggered RDHUP would wake a
+/// connection that only waits to write, over and over.)
+pub const HANGUP: u32 = (libc::EPOLLHUP | libc::EPOLLERR) as u32;
 
 /// An epoll instance plus its event array.
 #[derive(Debug)]
