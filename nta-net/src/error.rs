@@ -40,3 +40,17 @@ impl From<PoolExhausted> for io::Error {
 pub fn is_pool_exhausted(err: &io::Error) -> bool {
     err.kind() == io::ErrorKind::OutOfMemory && err.get_ref().is_some_and(|inner| inner.is::<PoolExhausted>())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exhaustion_is_told_apart_from_socket_errors() {
+        let err = io::Error::from(PoolExhausted { requested_bytes: 1500 });
+        assert!(is_pool_exhausted(&err));
+        assert!(err.to_string().contains("1500"));
+        assert!(!is_pool_exhausted(&io::Error::from(io::ErrorKind::OutOfMemory)));
+        assert!(!is_pool_exhausted(&io::Error::from(io::ErrorKind::WouldBlock)));
+    }
+}

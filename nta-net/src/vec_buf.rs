@@ -107,3 +107,24 @@ impl BufSource for HeapSource {
         Ok(VecBuf::with_capacity(capacity_bytes))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fill_advance_trim_freeze() {
+        let mut buf = HeapSource.try_alloc(64).unwrap();
+        assert_eq!(RxBuf::capacity(&buf), 64);
+        buf.spare_mut()[..5].copy_from_slice(&b"hello".map(std::mem::MaybeUninit::new));
+        // SAFETY: five bytes were just written.
+        unsafe { buf.set_len(5) };
+        assert_eq!(&buf[..], b"hello");
+        buf.advance(1);
+        buf.truncate(3);
+        assert_eq!(&buf[..], b"ell");
+        buf.trim();
+        assert_eq!(RxBuf::capacity(&buf), 3);
+        assert_eq!(&buf.freeze()[..], b"ell");
+    }
+}
