@@ -1,0 +1,9 @@
+//! TCP echo server on the epoll, io_uring or tokio backend.
+//! `echo-tcp --backend uring --addr 127.0.0.1:7007 [--buffers nta|heap] [--seconds N]`
+
+fn main() {
+    if let Err(e) = nta_examples::echo_main(nta_net::Transport::Tcp) {
+        eprintln!("{e}");
+        std::process::exit(2);
+    }
+}

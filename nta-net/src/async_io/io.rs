@@ -1,0 +1,112 @@
+//! Reads into buffers from a [`BufSource`], vectored writes. See the module
+//! notes of [`crate::async_io`].
+
+use std::future::poll_fn;
+use std::io::{self, IoSlice};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::Poll;
+
+use socket2::SockRef;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, Interest, ReadBuf};
+use tokio::net::UdpSocket;
+
+use crate::epoll::io::MAX_IOVECS;
+use crate::{BufSource, RxBuf};
+
+/// Reads once from `reader` into a fresh buffer of `capacity_bytes`, trimmed
+/// to what arrived. An empty buffer means end of stream. Fails with
+/// `OutOfMemory` ([`crate::is_pool_exhausted`]) when no buffer can be had;
+/// nothing was read then.
+pub async fn read_packet<R, S>(reader: &mut R, source: &S, capacity_bytes: usize) -> io::Result<S::Buf>
+where
+    R: AsyncRead + Unpin + ?Sized,
+    S: BufSource,
+{
+    let mut buf = source.try_alloc(capacity_bytes)?;
+    read_into(reader, &mut buf).await?;
+    buf.trim();
+    Ok(buf)
+}
+
+/// Reads once from `reader` into the spare room of `buf`, appending; returns
+/// the bytes read (0 at end of stream, or when `buf` is full).
+pub async fn read_into<R, B>(reader: &mut R, buf: &mut B) -> io::Result<usize>
+where
+    R: AsyncRead + Unpin + ?Sized,
+    B: RxBuf,
+{
+    let filled = buf.len();
+    let n = poll_fn(|cx| {
+        let mut read_buf = ReadBuf::uninit(buf.spare_mut());
+        match Pin::new(&mut *reader).poll_read(cx, &mut read_buf) {
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(read_buf.filled().len())),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await?;
+    // SAFETY: `poll_read` initialised `n` bytes of the spare room (ReadBuf
+    // tracks what was filled, and never shrinks it).
+    unsafe { buf.set_len(filled + n) };
+    Ok(n)
+}
+
+/// Receives one datagram into a fresh buffer of `capacity_bytes`, trimmed to
+/// its length. The buffer is allocated before waiting, and reused across
+/// spurious wakeups.
+pub async fn recv_from<S: BufSource>(
+    socket: &UdpSocket,
+    source: &S,
+    capacity_bytes: usize,
+) -> io::Result<(S::Buf, SocketAddr)> {
+    let mut buf = source.try_alloc(capacity_bytes)?;
+    let peer = socket
+        .async_io(Interest::READABLE, || {
+            let (n, addr) = SockRef::from(socket).recv_from(buf.spare_mut())?;
+            // SAFETY: the kernel initialised `n` bytes of the empty buffer's
+            // spare room.
+            unsafe { buf.set_len(n) };
+            Ok(addr)
+        })
+        .await?;
+    buf.trim();
+    let peer =
+        peer.as_socket().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "datagram from a non-IP peer"))?;
+    Ok((buf, peer))
+}
+
+/// Writes all of `bufs` (`Bytes`, `PacketBuf`, slices) with vectored writes.
+pub async fn write_all_vectored<W, B>(writer: &mut W, bufs: &[B]) -> io::Result<()>
+where
+    W: AsyncWrite + Unpin + ?Sized,
+    B: AsRef<[u8]>,
+{
+    let mut index = 0;
+    let mut offset = 0;
+    while index < bufs.len() {
+        let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+        let mut count = 0;
+        for (i, buf) in bufs[index..].iter().take(MAX_IOVECS).enumerate() {
+            let bytes = buf.as_ref();
+            slices[count] = IoSlice::new(if i == 0 { &bytes[offset..] } else { bytes });
+            count += 1;
+        }
+        let mut written = writer.write_vectored(&slices[..count]).await?;
+        if written == 0 && slices[..count].iter().any(|s| !s.is_empty()) {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        // Advance past what was written.
+        while index < bufs.len() {
+            let left = bufs[index].as_ref().len() - offset;
+            if written < left {
+                offset += written;
+                break;
+            }
+            written -= left;
+            index += 1;
+            offset = 0;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,105 @@
+//! The published-buffer hook: every rx and tx buffer of every backend, with
+//! its [`Flow`], offered to whoever subscribed. The zero-copy sniffer plugs in
+//! here.
+//!
+//! # Cost when nobody listens
+//!
+//! [`publish`] is `#[inline]` and is one relaxed load of a global flag and one
+//! predictable branch. The flow is passed as a closure, so a backend does not
+//! even build it (socket addresses are 28-byte copies) unless someone
+//! listens. Everything else lives in the cold `publish_slow`.
+//!
+//! # Ordering
+//!
+//! `ACTIVE` is a hint, read `Relaxed`: a buffer published while a subscriber
+//! is being added or removed may or may not reach it, which is the usual
+//! contract of a packet tap. The subscriber list itself is behind a
+//! read-write lock, so a subscriber that was seen is complete.
+//!
+//! # Invariant
+//!
+//! `ACTIVE == !SUBSCRIBERS.is_empty()`, kept under the write lock.
+//!
+//! # What a subscriber gets
+//!
+//! `data` borrows the buffer for the duration of the call only. For a pool
+//! buffer it lies inside the pool's shared memory (`pool.contains(ptr)`), so a
+//! sniffer can export its offset instead of copying it; it must finish with
+//! it (or copy) before returning.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+
+use crate::Flow;
+
+/// Receives every published buffer. Called on the I/O thread: keep it short.
+pub trait Subscriber: Send + Sync + 'static {
+    /// One rx or tx buffer of `flow`.
+    fn on_buffer(&self, flow: &Flow, data: &[u8]);
+}
+
+impl<F> Subscriber for F
+where
+    F: Fn(&Flow, &[u8]) + Send + Sync + 'static,
+{
+    fn on_buffer(&self, flow: &Flow, data: &[u8]) {
+        self(flow, data)
+    }
+}
+
+type SubscriberList = Vec<(u64, Arc<dyn Subscriber>)>;
+
+static ACTIVE: AtomicBool = AtomicBool::new(false);
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+static SUBSCRIBERS: RwLock<SubscriberList> = parking_lot::const_rwlock(Vec::new());
+
+/// Keeps a subscriber registered; dropping it unsubscribes.
+#[derive(Debug)]
+#[must_use = "dropping the subscription unsubscribes at once"]
+pub struct Subscription {
+    id: u64,
+}
+
+/// Registers `subscriber` for every buffer of every backend in this process.
+pub fn subscribe(subscriber: Arc<dyn Subscriber>) -> Subscription {
+    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    let mut list = SUBSCRIBERS.write();
+    list.push((id, subscriber));
+    ACTIVE.store(true, Ordering::Relaxed);
+    Subscription { id }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let mut list = SUBSCRIBERS.write();
+        list.retain(|(id, _)| *id != self.id);
+        ACTIVE.store(!list.is_empty(), Ordering::Relaxed);
+    }
+}
+
+/// True when at least one subscriber is registered.
+#[inline]
+pub fn is_active() -> bool {
+    ACTIVE.load(Ordering::Relaxed)
+}
+
+/// Offers `data`, a buffer of the flow that `flow` builds, to the
+/// subscribers. One branch when there are none.
+#[inline]
+pub fn publish(flow: impl FnOnce() -> Flow, data: &[u8]) {
+    if is_active() {
+        publish_slow(&flow(), data);
+    }
+}
+
+/// Cold: only reached while a sniffer is attached, and then the subscriber's
+/// own work dominates anyway.
+#[cold]
+#[inline(never)]
+fn publish_slow(flow: &Flow, data: &[u8]) {
+    for (_, subscriber) in SUBSCRIBERS.read().iter() {
+        subscriber.on_buffer(flow, data);
+    }
+}
