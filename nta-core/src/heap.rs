@@ -1,0 +1,541 @@
+//! The extent allocator of one shard: carving, freeing and merging chunks
+//! inside the nodes the shard owns.
+//!
+//! This is the pure layer (rlsf's "core over a pool the caller supplies"): it
+//! makes no system call. It gets whole huge nodes from [`Segments::acquire`]
+//! and hands wholly free ones back to its caller, and otherwise only reads
+//! and writes node metadata and the free memory's boundary tags.
+//!
+//! # Allocation (seed 002, "Network tree allocator", Jul 28 2006)
+//!
+//! A request of `g` granules up to [`SMALL_MAX_GRANULES`] takes the first
+//! non-empty exact list at or above `g` (best fit). Larger requests search
+//! the TLSF lists. The extent found is split: the chunk takes its head
+//! (after any alignment padding), and the padding and the tail become free
+//! extents on their own lists. When the exact lists are empty a new page
+//! node is carved from a huge node; when the huge nodes are full a segment
+//! is acquired. Only when no segment is left does a small request take
+//! space at the huge level directly, so exhaustion happens as late as it can.
+//!
+//! # Free (seed 002, Aug 2 2006)
+//!
+//! The chunk's size comes from the start/free bitmaps (or the caller's
+//! `free_sized` length). Its granules are marked free, and it merges at once
+//! with a free left neighbour (found through that neighbour's footer) and a
+//! free right neighbour (through its header); both are unlinked in O(1)
+//! because the lists are doubly linked. A page node that becomes wholly free
+//! goes back to its huge node and merges there. A huge node that becomes
+//! wholly free is kept (up to [`KEEP_WHOLE_NODES`] per shard) or handed back.
+//!
+//! Invariant: `whole_free` equals the number of extents of exactly
+//! `HUGE_GRANULES` on the TLSF lists.
+
+use crate::bitmap;
+use crate::extent::{footer_before, header_size, write_tags, FreeHdr};
+use crate::free_list::FreeLists;
+use crate::granule::*;
+use crate::segment::Segments;
+use crate::size_class::{exact_index, tlsf_insert_index, tlsf_search_index, EXACT_LISTS, TLSF_LISTS};
+use crate::stats::{bump, Counters};
+use std::ptr::NonNull;
+use std::sync::atomic::Ordering::Relaxed;
+
+/// Wholly free huge nodes a shard keeps before handing them back.
+pub const KEEP_WHOLE_NODES: usize = 1;
+
+/// Longest list walk the slow path does looking for a fit that TLSF's
+/// round-up skipped.
+const WALK_LIMIT: usize = 64;
+
+/// Free lists and bookkeeping of one shard.
+#[derive(Debug)]
+pub struct Heap {
+    small: FreeLists<{ EXACT_LISTS / 64 }>,
+    large: FreeLists<{ TLSF_LISTS / 64 }>,
+    whole_free: usize,
+}
+
+/// Extra granules to search for so that an `align`ed start fits.
+#[inline]
+fn align_extra(align: usize) -> usize {
+    if align <= GRANULE {
+        0
+    } else {
+        align / GRANULE - 1
+    }
+}
+
+/// Where a chunk or extent lies: segment and granule within its node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Loc {
+    pub seg: usize,
+    pub granule: usize,
+}
+
+impl Loc {
+    /// Locates `addr`, which must lie in a segment slot of `segs`.
+    #[inline]
+    pub fn of(segs: &Segments, addr: usize) -> Option<Loc> {
+        let seg = segs.segment_of(addr)?;
+        let off = addr - segs.base().as_ptr() as usize - (seg << HUGE_NODE_SHIFT);
+        Some(Loc { seg, granule: off >> GRANULE_SHIFT })
+    }
+}
+
+impl Default for Heap {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Heap {
+    pub const fn new() -> Self {
+        Heap { small: FreeLists::new(), large: FreeLists::new(), whole_free: 0 }
+    }
+
+    /// Wholly free huge nodes on the lists.
+    pub fn whole_free(&self) -> usize {
+        self.whole_free
+    }
+
+    /// Makes `seg:s..s+n` a free extent on the list of its level.
+    ///
+    /// # Safety
+    /// The range must be free at that level, owned by this heap, on no list,
+    /// and its neighbours at that level must not be free.
+    #[inline]
+    unsafe fn insert(&mut self, segs: &Segments, seg: usize, s: usize, n: usize, page: bool) {
+        // SAFETY: the caller owns the free range.
+        let hdr = unsafe { write_tags(segs.addr(seg, s), n) };
+        if page {
+            // SAFETY: `hdr` heads a free extent on no list.
+            unsafe { self.small.push(exact_index(n), hdr) };
+        } else {
+            // SAFETY: as above.
+            unsafe { self.large.push(tlsf_insert_index(n), hdr) };
+            self.whole_free += usize::from(n == HUGE_GRANULES);
+        }
+    }
+
+    /// Takes the extent `hdr` of `n` granules off its list.
+    ///
+    /// # Safety
+    /// `hdr` must be on the list of its size at that level.
+    #[inline]
+    unsafe fn unlink(&mut self, hdr: *mut FreeHdr, n: usize, page: bool) {
+        if page {
+            // SAFETY: per the caller.
+            unsafe { self.small.remove(exact_index(n), hdr) };
+        } else {
+            // SAFETY: per the caller.
+            unsafe { self.large.remove(tlsf_insert_index(n), hdr) };
+            self.whole_free -= usize::from(n == HUGE_GRANULES);
+        }
+    }
+
+    /// The fast path: a fit from the free lists, or `None` (then the caller
+    /// goes to [`Heap::alloc_slow`]).
+    ///
+    /// # Safety
+    /// The caller holds the shard that owns this heap; `align` is a power of
+    /// two no larger than [`MAX_ALIGN`]; `len <= MAX_ALLOC_BYTES`.
+    #[inline]
+    pub unsafe fn alloc_fast(
+        &mut self,
+        segs: &Segments,
+        c: &Counters,
+        len: usize,
+        align: usize,
+    ) -> Option<NonNull<u8>> {
+        let g = granules_for(len);
+        let need = g + align_extra(align);
+        if g <= SMALL_MAX_GRANULES && need <= PAGE_GRANULES {
+            let idx = self.small.find_ge(exact_index(need))?;
+            let hdr = self.small.head(idx);
+            // SAFETY: `hdr` heads list `idx`, an extent of `idx + 1 >= need` granules.
+            return Some(unsafe { self.carve(segs, c, hdr, idx + 1, g, len, align, true) });
+        }
+        let idx = self.large.find_ge(tlsf_search_index(need)?)?;
+        let hdr = self.large.head(idx);
+        // SAFETY: `hdr` heads a TLSF list whose every extent holds `need` granules.
+        Some(unsafe { self.carve(segs, c, hdr, header_size(hdr.cast()), g, len, align, false) })
+    }
+
+    /// Everything the fast path does not: new page nodes, new segments, and
+    /// fits that TLSF's round-up skipped. Cold: runs once per page node or
+    /// segment, or when memory is nearly exhausted.
+    ///
+    /// # Safety
+    /// As for [`Heap::alloc_fast`].
+    #[cold]
+    #[inline(never)]
+    pub unsafe fn alloc_slow(
+        &mut self,
+        segs: &Segments,
+        shard: usize,
+        c: &Counters,
+        len: usize,
+        align: usize,
+    ) -> Option<NonNull<u8>> {
+        // SAFETY: forwarded from the caller.
+        if let Some(p) = unsafe { self.alloc_fast(segs, c, len, align) } {
+            return Some(p);
+        }
+        let g = granules_for(len);
+        let need = g + align_extra(align);
+        if g <= SMALL_MAX_GRANULES && need <= PAGE_GRANULES {
+            // SAFETY: forwarded from the caller.
+            unsafe {
+                if self.new_page_node(segs, shard, c) {
+                    return self.alloc_fast(segs, c, len, align);
+                }
+                // No room for a page node anywhere: take the space at the
+                // huge level so the pool fills up completely.
+                return self.alloc_large(segs, shard, c, g, len, align, false);
+            }
+        }
+        // SAFETY: forwarded from the caller.
+        unsafe { self.alloc_large(segs, shard, c, g, len, align, true) }
+    }
+
+    /// Finds a huge-level extent that can hold `g` granules at `align`.
+    fn find_large(&self, segs: &Segments, g: usize, align: usize) -> Option<(*mut FreeHdr, usize)> {
+        let need = g + align_extra(align);
+        if let Some(idx) = tlsf_search_index(need).and_then(|i| self.large.find_ge(i)) {
+            let hdr = self.large.head(idx);
+            // SAFETY: `hdr` heads a non-empty list, so it is a free extent.
+            return Some((hdr, unsafe { header_size(hdr.cast()) }));
+        }
+        // TLSF rounds the request up to a class boundary; extents in the
+        // classes it skipped may still fit. Walk a bounded number of them.
+        let first = tlsf_insert_index(g.min(HUGE_GRANULES));
+        let last = tlsf_search_index(need).unwrap_or(TLSF_LISTS);
+        let mut walked = 0;
+        for idx in first..last.min(TLSF_LISTS) {
+            let mut hdr = self.large.head(idx);
+            while !hdr.is_null() && walked < WALK_LIMIT {
+                // SAFETY: list members are free extents owned by this heap.
+                let e = unsafe { header_size(hdr.cast()) };
+                let front = (hdr as usize).next_multiple_of(align.max(GRANULE)) - hdr as usize;
+                if front / GRANULE + g <= e {
+                    return Some((hdr, e));
+                }
+                walked += 1;
+                // SAFETY: as above.
+                hdr = unsafe { (*hdr).next };
+            }
+        }
+        let _ = segs;
+        None
+    }
+
+    /// Allocates at the huge level, growing by a segment if allowed.
+    ///
+    /// # Safety
+    /// As for [`Heap::alloc_fast`].
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn alloc_large(
+        &mut self,
+        segs: &Segments,
+        shard: usize,
+        c: &Counters,
+        g: usize,
+        len: usize,
+        align: usize,
+        grow: bool,
+    ) -> Option<NonNull<u8>> {
+        let mut found = self.find_large(segs, g, align);
+        if found.is_none() && grow && self.grow(segs, shard) {
+            found = self.find_large(segs, g, align);
+        }
+        let (hdr, e) = found?;
+        // SAFETY: `hdr` is a free extent of `e` granules that holds the request.
+        Some(unsafe { self.carve(segs, c, hdr, e, g, len, align, false) })
+    }
+
+    /// Adds a fresh huge node from the segment table.
+    fn grow(&mut self, segs: &Segments, shard: usize) -> bool {
+        let Some(seg) = segs.acquire(shard) else { return false };
+        // SAFETY: the acquired segment is wholly free, owned by this shard,
+        // and on no list.
+        unsafe { self.insert(segs, seg, 0, HUGE_GRANULES, false) };
+        true
+    }
+
+    /// Carves a 4 KiB aligned page node out of a huge node and puts it on
+    /// the exact lists as one free 128-granule extent.
+    ///
+    /// # Safety
+    /// The caller holds the shard.
+    unsafe fn new_page_node(&mut self, segs: &Segments, shard: usize, c: &Counters) -> bool {
+        let mut found = self.find_large(segs, PAGE_GRANULES, PAGE_NODE_BYTES);
+        if found.is_none() && self.grow(segs, shard) {
+            found = self.find_large(segs, PAGE_GRANULES, PAGE_NODE_BYTES);
+        }
+        let Some((hdr, e)) = found else { return false };
+        // SAFETY: `hdr` is a huge-level free extent that holds an aligned page.
+        unsafe {
+            self.unlink(hdr, e, false);
+            let Loc { seg, granule: s } = Loc::of(segs, hdr as usize).unwrap_unchecked();
+            let a = (hdr as usize).next_multiple_of(PAGE_NODE_BYTES);
+            let front = (a - hdr as usize) / GRANULE;
+            let back = e - front - PAGE_GRANULES;
+            if front > 0 {
+                self.insert(segs, seg, s, front, false);
+            }
+            if back > 0 {
+                self.insert(segs, seg, s + front + PAGE_GRANULES, back, false);
+            }
+            let p = s + front;
+            bitmap::assign(&segs.meta(seg).pages, p / PAGE_GRANULES, true);
+            // The page's granules stay marked free: now at the page level.
+            self.insert(segs, seg, p, PAGE_GRANULES, true);
+        }
+        bump(&c.page_nodes, 1);
+        true
+    }
+
+    /// Splits the free extent `hdr` (`e` granules) into optional alignment
+    /// padding, the new chunk of `g` granules, and an optional tail.
+    ///
+    /// # Safety
+    /// `hdr` must be on a list of this heap at level `page`, and must hold
+    /// `g` granules at `align`.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    unsafe fn carve(
+        &mut self,
+        segs: &Segments,
+        c: &Counters,
+        hdr: *mut FreeHdr,
+        e: usize,
+        g: usize,
+        len: usize,
+        align: usize,
+        page: bool,
+    ) -> NonNull<u8> {
+        // SAFETY: `hdr` lies in a segment this heap owns (caller contract).
+        let Loc { seg, granule: s } = unsafe { Loc::of(segs, hdr as usize).unwrap_unchecked() };
+        // SAFETY: per the caller.
+        unsafe { self.unlink(hdr, e, page) };
+        let front =
+            if align <= GRANULE { 0 } else { ((hdr as usize).next_multiple_of(align) - hdr as usize) / GRANULE };
+        debug_assert!(front + g <= e);
+        let at = s + front;
+        // SAFETY: the padding and tail are free, at this level, and bordered
+        // by the new chunk and by the used neighbours of the old extent.
+        unsafe {
+            if front > 0 {
+                self.insert(segs, seg, s, front, page);
+            }
+            if e > front + g {
+                self.insert(segs, seg, at + g, e - front - g, page);
+            }
+        }
+        let m = segs.meta(seg);
+        bitmap::clear_range(&m.free, at, at + g);
+        bitmap::assign(&m.start, at, true);
+        m.slack[at].store(slack_for(len, g) as u8, Relaxed);
+        bump(&c.in_use_granules, g as i64);
+        bump(&c.live_requested, len as i64);
+        bump(&c.allocs, 1);
+        // SAFETY: inside the mapped segment, hence not null.
+        unsafe { NonNull::new_unchecked(segs.addr(seg, at)) }
+    }
+
+    /// Frees the chunk at `loc` of `g` granules (the caller checked it).
+    /// Returns true when its huge node became wholly free and must be handed
+    /// back to the segment table by the caller.
+    ///
+    /// # Safety
+    /// `loc` must start a live chunk of exactly `g` granules in a node this
+    /// heap owns, and the caller holds the shard.
+    #[inline]
+    pub unsafe fn free(&mut self, segs: &Segments, c: &Counters, loc: Loc, g: usize) -> bool {
+        let m = segs.meta(loc.seg);
+        let s = loc.granule;
+        let requested = g * GRANULE - m.slack[s].load(Relaxed) as usize;
+        bitmap::assign(&m.start, s, false);
+        bitmap::set_range(&m.free, s, s + g);
+        bump(&c.in_use_granules, -(g as i64));
+        bump(&c.live_requested, -(requested as i64));
+        bump(&c.frees, 1);
+        // SAFETY: the range was just made free; the caller holds the shard.
+        unsafe { self.release_range(segs, c, loc.seg, s, g) }
+    }
+
+    /// Merges the free range `s..s+n` (bits already set) with its free
+    /// neighbours and lists the result. Returns true when the whole huge node
+    /// is free and should leave this heap (it is then on no list).
+    ///
+    /// # Safety
+    /// `s..s+n` must be free at its level, on no list, in a node of this heap.
+    unsafe fn release_range(&mut self, segs: &Segments, c: &Counters, seg: usize, mut s: usize, mut n: usize) -> bool {
+        let m = segs.meta(seg);
+        let (lo, hi, page) = m.level_bounds(s);
+        if s > lo && bitmap::test(&m.free, s - 1) && (page || !m.in_page_node(s - 1)) {
+            // SAFETY: granule s-1 ends a free extent at this level, so its
+            // footer is valid and the extent is on its list.
+            unsafe {
+                let l = footer_before(segs.addr(seg, s));
+                self.unlink(segs.addr(seg, s - l).cast(), l, page);
+                s -= l;
+                n += l;
+            }
+        }
+        let r = s + n;
+        if r < hi && bitmap::test(&m.free, r) && (page || !m.in_page_node(r)) {
+            // SAFETY: granule r starts a free extent at this level.
+            unsafe {
+                let rn = header_size(segs.addr(seg, r));
+                self.unlink(segs.addr(seg, r).cast(), rn, page);
+                n += rn;
+            }
+        }
+        if page && n == PAGE_GRANULES {
+            // The page node is wholly free: it returns to its huge node.
+            bitmap::assign(&m.pages, s / PAGE_GRANULES, false);
+            bump(&c.page_nodes, -1);
+            // SAFETY: the page is now a free range at the huge level.
+            return unsafe { self.release_range(segs, c, seg, s, n) };
+        }
+        if !page && n == HUGE_GRANULES && self.whole_free >= KEEP_WHOLE_NODES {
+            return true;
+        }
+        // SAFETY: maximal free range at this level, on no list.
+        unsafe { self.insert(segs, seg, s, n, page) };
+        false
+    }
+
+    /// Shrinks the chunk at `loc` from `g` granules to fit `new_len`,
+    /// returning the tail to the free lists.
+    ///
+    /// # Safety
+    /// `loc` starts a live chunk of `g` granules; `granules_for(new_len) <= g`.
+    pub unsafe fn shrink(&mut self, segs: &Segments, c: &Counters, loc: Loc, g: usize, new_len: usize) {
+        let m = segs.meta(loc.seg);
+        let s = loc.granule;
+        let keep = granules_for(new_len);
+        debug_assert!(keep <= g);
+        let old_requested = g * GRANULE - m.slack[s].load(Relaxed) as usize;
+        m.slack[s].store(slack_for(new_len, keep) as u8, Relaxed);
+        bump(&c.live_requested, new_len as i64 - old_requested as i64);
+        if keep < g {
+            bitmap::set_range(&m.free, s + keep, s + g);
+            bump(&c.in_use_granules, -((g - keep) as i64));
+            // SAFETY: the tail is free now; the chunk itself borders it on the
+            // left, so the node cannot become wholly free.
+            let whole = unsafe { self.release_range(segs, c, loc.seg, s + keep, g - keep) };
+            debug_assert!(!whole);
+        }
+    }
+
+    /// Grows the chunk at `loc` from `g` granules to hold `new_len` by
+    /// taking from a free right neighbour. Returns false (and changes
+    /// nothing) when the neighbour is missing or too small.
+    ///
+    /// # Safety
+    /// `loc` starts a live chunk of `g` granules; `granules_for(new_len) >= g`.
+    pub unsafe fn try_grow(&mut self, segs: &Segments, c: &Counters, loc: Loc, g: usize, new_len: usize) -> bool {
+        let m = segs.meta(loc.seg);
+        let s = loc.granule;
+        let want = granules_for(new_len);
+        let (_, hi, page) = m.level_bounds(s);
+        if want > g {
+            let r = s + g;
+            if r >= hi || !bitmap::test(&m.free, r) || (!page && m.in_page_node(r)) {
+                return false;
+            }
+            // SAFETY: granule r starts a free extent at this level.
+            let rn = unsafe { header_size(segs.addr(loc.seg, r)) };
+            let more = want - g;
+            if rn < more {
+                return false;
+            }
+            // SAFETY: the right neighbour is on its list; its tail beyond the
+            // grown chunk is free and bordered by a used or level-edge granule.
+            unsafe {
+                self.unlink(segs.addr(loc.seg, r).cast(), rn, page);
+                if rn > more {
+                    self.insert(segs, loc.seg, r + more, rn - more, page);
+                }
+            }
+            bitmap::clear_range(&m.free, r, r + more);
+            bump(&c.in_use_granules, more as i64);
+        }
+        let old_requested = g * GRANULE - m.slack[s].load(Relaxed) as usize;
+        let now = want.max(g);
+        m.slack[s].store(slack_for(new_len, now) as u8, Relaxed);
+        bump(&c.live_requested, new_len as i64 - old_requested as i64);
+        true
+    }
+
+    /// Takes every wholly free huge node off the lists and returns their
+    /// segments through `out`.
+    ///
+    /// # Safety
+    /// The caller holds the shard.
+    pub unsafe fn drain_whole_nodes(&mut self, segs: &Segments, mut out: impl FnMut(usize)) {
+        let idx = tlsf_insert_index(HUGE_GRANULES);
+        loop {
+            let hdr = self.large.head(idx);
+            if hdr.is_null() {
+                break;
+            }
+            // SAFETY: `hdr` heads the list of wholly free nodes.
+            unsafe {
+                let n = header_size(hdr.cast());
+                if n != HUGE_GRANULES {
+                    break;
+                }
+                self.unlink(hdr, n, false);
+            }
+            if let Some(loc) = Loc::of(segs, hdr as usize) {
+                out(loc.seg);
+            }
+        }
+    }
+
+    /// The largest free extent, in granules.
+    pub fn largest_free(&self) -> usize {
+        let small = self.small.last_nonempty().map_or(0, |i| i + 1);
+        let large = self.large.last_nonempty().map_or(0, |idx| {
+            let mut best = 0;
+            let mut hdr = self.large.head(idx);
+            while !hdr.is_null() {
+                // SAFETY: list members are free extents owned by this heap.
+                unsafe {
+                    best = best.max(header_size(hdr.cast()));
+                    hdr = (*hdr).next;
+                }
+            }
+            best
+        });
+        small.max(large)
+    }
+
+    /// Calls `f(page_level, list_index, hdr)` for every listed extent.
+    pub fn for_each_free(&self, mut f: impl FnMut(bool, usize, *mut FreeHdr)) {
+        for idx in 0..EXACT_LISTS {
+            let mut hdr = self.small.head(idx);
+            while !hdr.is_null() {
+                f(true, idx, hdr);
+                // SAFETY: list members are free extents owned by this heap.
+                hdr = unsafe { (*hdr).next };
+            }
+        }
+        for idx in 0..TLSF_LISTS {
+            let mut hdr = self.large.head(idx);
+            while !hdr.is_null() {
+                f(false, idx, hdr);
+                // SAFETY: as above.
+                hdr = unsafe { (*hdr).next };
+            }
+        }
+    }
+
+    /// Whether both list bitmaps agree with their heads.
+    pub fn lists_consistent(&self) -> bool {
+        self.small.bitmap_consistent() && self.large.bitmap_consistent()
+    }
+}

@@ -1,0 +1,86 @@
+//! # nta-core: the network tree allocator
+//!
+//! An exact-size packet-buffer allocator after Evgeniy Polyakov's network
+//! tree allocator (NTA, 2006; see `shared/seeds/002_*` in the repository).
+//! Memory is carved in 32-byte granules with no power-of-two rounding, freed
+//! chunks merge with their free neighbours at once, each node belongs to one
+//! shard (CPU), frees from other shards go through a lock-free queue, and
+//! the memory lives in memfd segments that another process can map.
+//!
+//! # Layers (bottom up), one concept per module
+//!
+//! | module | what it is |
+//! |---|---|
+//! | [`granule`] | units: granule, page node, huge node, segment |
+//! | `bitmap` | per-node bit operations |
+//! | `extent` | free extents and their boundary tags |
+//! | `size_class`, `free_list` | size-indexed lists (exact + TLSF) with bitmaps |
+//! | `node` | per-node metadata and its invariants |
+//! | `heap` | the pure extent allocator of one shard (no syscalls) |
+//! | `sys`, `meta_array`, `segment` | syscalls; memfd segments in one reserved range |
+//! | `remote`, `shard` | the remote-free queue; shards and their try-lock |
+//! | `pool` | routing, the [`Pool`] handle and its builder |
+//! | `stats`, `validate`, `occupancy` | counters, the invariant walk, the bitmap view |
+//! | `global` | `GlobalAlloc` ([`NtaGlobal`]) and `allocator_api2::Allocator` for [`Pool`] |
+//! | [`checked`] | invalid-free reporting |
+//!
+//! # Invariants (all checked by [`Pool::validate`])
+//!
+//! - No two adjacent free extents in a node (at either level).
+//! - `in_use_bytes + free_bytes == mapped_bytes`.
+//! - A free extent's header and footer both hold its length.
+//! - List bitmap bit set iff the list is non-empty.
+//! - No page node is wholly free; a wholly free huge node is kept by its
+//!   shard (at most one) or handed back to the segment table.
+//!
+//! # Example
+//!
+//! ```
+//! use nta_core::Pool;
+//! let pool = Pool::builder().capacity(16 << 20).build()?;
+//! let p = pool.alloc(1518).expect("room");           // 48 granules, exactly
+//! // SAFETY: `p` is live and ours.
+//! unsafe {
+//!     pool.shrink(p, 60);                             // tail back to the pool
+//!     assert_eq!(pool.usable_size(p), 64);
+//!     pool.free(p);                                   // no size needed
+//! }
+//! pool.validate()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod bitmap;
+pub mod checked;
+mod error;
+mod extent;
+mod free_list;
+mod global;
+pub mod granule;
+mod heap;
+mod meta_array;
+mod node;
+mod occupancy;
+mod pool;
+mod remote;
+mod segment;
+mod shard;
+mod size_class;
+mod stats;
+mod sync;
+mod sys;
+mod validate;
+
+pub use checked::FreeError;
+pub use error::Error;
+pub use global::NtaGlobal;
+pub use granule::{GRANULE, HUGE_NODE_BYTES, MAX_ALIGN, MAX_ALLOC_BYTES, PAGE_NODE_BYTES, SMALL_MAX_BYTES};
+pub use occupancy::{GranuleState, NodeOccupancy};
+pub use pool::{Config, HugePages, Pool, PoolBuilder, PoolInner};
+pub use segment::Backing;
+pub use stats::Stats;
+
+/// Resident set size of this process, from `/proc/self/statm` (for tests and
+/// benchmarks that check memory really goes back to the OS).
+pub fn rss_bytes() -> std::io::Result<usize> {
+    sys::rss_bytes()
+}

@@ -1,0 +1,100 @@
+//! The remote-free queue: frees made on a shard that does not own the chunk.
+//!
+//! # Protocol
+//!
+//! Each shard has one intrusive multi-producer, single-consumer queue (NTA's
+//! "queue for frees made on another CPU"; snmalloc and mimalloc's
+//! `thread_free` list work the same way). The link lives in the freed chunk
+//! itself, so pushing allocates nothing:
+//!
+//! - **push** (any thread): write `next = head` into the chunk, then CAS
+//!   `head` from `next` to the chunk, with `Release` so the owner sees the
+//!   link (and the chunk's final contents) once it sees the chunk.
+//! - **take_all** (the owner, holding its shard): swap `head` with null,
+//!   `Acquire`, and walk the detached list at leisure.
+//!
+//! Because the consumer only ever detaches the whole list, the classic ABA
+//! problem of Treiber stacks cannot arise: a node is never popped and
+//! re-pushed while a producer holds a stale `head` that points at it (a
+//! chunk is pushed at most once per allocation, and can be re-allocated only
+//! after the owner detached and freed it).
+//!
+//! Each queued chunk stores two words: the link and the length the caller
+//! passed to `free_sized` (or `usize::MAX` when unknown).
+
+use crate::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+use std::ptr;
+
+/// Link words written into a queued chunk.
+#[repr(C)]
+#[derive(Debug)]
+pub struct RemoteLink {
+    pub next: *mut RemoteLink,
+    pub len: usize,
+}
+
+/// One shard's queue of chunks freed elsewhere.
+#[derive(Debug)]
+pub struct RemoteQueue {
+    head: AtomicPtr<RemoteLink>,
+    /// Chunks ever pushed (producers' counter).
+    pushed: AtomicU64,
+}
+
+impl Default for RemoteQueue {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RemoteQueue {
+    /// An empty queue. (Not `const`: loom's atomics have no const `new`.)
+    pub fn new() -> Self {
+        Self { head: AtomicPtr::new(ptr::null_mut()), pushed: AtomicU64::new(0) }
+    }
+
+    /// Pushes a chunk. Lock-free: retries only when another push or the
+    /// owner's `take_all` changed `head` in between.
+    ///
+    /// # Safety
+    /// `chunk` must be a live chunk of at least 16 bytes that the caller gives
+    /// up, aligned for pointers, and not already queued.
+    #[inline]
+    pub unsafe fn push(&self, chunk: *mut u8, len: usize) {
+        let node = chunk.cast::<RemoteLink>();
+        // SAFETY: the caller hands us the chunk; nobody else reads it until
+        // the CAS below publishes it.
+        unsafe { ptr::addr_of_mut!((*node).len).write(len) };
+        let mut head = self.head.load(Ordering::Relaxed);
+        loop {
+            // SAFETY: as above; the chunk is still private to us.
+            unsafe { ptr::addr_of_mut!((*node).next).write(head) };
+            // Release: the link and len writes happen-before the owner's
+            // Acquire swap that observes this node.
+            match self.head.compare_exchange_weak(head, node, Ordering::Release, Ordering::Relaxed) {
+                Ok(_) => break,
+                Err(now) => head = now,
+            }
+        }
+        self.pushed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Whether the queue looks empty (a racy hint for the owner's fast path).
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.head.load(Ordering::Relaxed).is_null()
+    }
+
+    /// Detaches every queued chunk; returns the first (null when empty).
+    /// Walk the list with [`RemoteLink::next`].
+    #[inline]
+    pub fn take_all(&self) -> *mut RemoteLink {
+        // Acquire pairs with the Release CAS of every push in the list.
+        self.head.swap(ptr::null_mut(), Ordering::Acquire)
+    }
+
+    /// Chunks pushed so far.
+    pub fn pushed(&self) -> u64 {
+        self.pushed.load(Ordering::Relaxed)
+    }
+}

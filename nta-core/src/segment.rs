@@ -1,0 +1,359 @@
+//! Segments: the pool's memory, mapped from memfds into one reserved range.
+//!
+//! # Layout
+//!
+//! The pool reserves `capacity` bytes of 2 MiB aligned address space once.
+//! Segment `i` occupies `base + i * 2 MiB` and, when the pool is exportable,
+//! is a `MAP_SHARED` view of a memfd at offset `i * 2 MiB` (one memfd for
+//! hugetlb segments, one for regular shmem). A reader process can map the
+//! same memfds and find a chunk at the same offset. Segment metadata
+//! (`NodeMeta`) lives in a separate private array indexed by `i`.
+//!
+//! # Backing, per segment
+//!
+//! `HugePages::Try` asks for a hugetlb page first; when none is reserved it
+//! falls back to shmem advised with `MADV_HUGEPAGE` (counted as THP only when
+//! the kernel's `shmem_enabled` setting permits it), else plain 4 KiB pages.
+//! Falling back is never an error. `Require` fails the allocation instead,
+//! and `Off` never tries hugetlb or THP.
+//!
+//! # Life cycle
+//!
+//! ```text
+//! Unmapped --acquire--> Owned(shard) --release--> Free (mapped, wholly free)
+//!     ^                                             |
+//!     +------- above the retain watermark ----------+
+//! ```
+//!
+//! Free segments are kept mapped up to `retain_bytes`; beyond that their
+//! pages are punched out of the memfd and the range is made inaccessible
+//! again, so RSS falls. All of this is the cold path and runs under one
+//! `parking_lot` mutex; the allocation fast path never touches it.
+//!
+//! Invariant: `mapped == |Owned| + |Free|` and
+//! `mapped_bytes == mapped * 2 MiB <= capacity`.
+
+use crate::bitmap;
+use crate::granule::{HUGE_GRANULES, HUGE_NODE_BYTES, HUGE_NODE_SHIFT, PAGES_PER_HUGE};
+use crate::meta_array::MetaArray;
+use crate::node::{NodeMeta, NO_OWNER, NO_SEGMENT};
+use crate::sys::{self, MapSource};
+use crate::HugePages;
+use parking_lot::Mutex;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicUsize, Ordering::*};
+
+/// What memory a segment is made of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Backing {
+    /// 2 MiB pages from the hugetlb pool (`MFD_HUGETLB` / `MAP_HUGETLB`).
+    Hugetlb = 1,
+    /// Regular pages advised for transparent huge pages.
+    Thp = 2,
+    /// 4 KiB pages.
+    Small = 3,
+}
+
+impl Backing {
+    fn from_u8(v: u8) -> Option<Backing> {
+        match v {
+            1 => Some(Backing::Hugetlb),
+            2 => Some(Backing::Thp),
+            3 => Some(Backing::Small),
+            _ => None,
+        }
+    }
+}
+
+/// Where a segment is in its life cycle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum SegmentState {
+    Unmapped = 0,
+    Owned = 1,
+    Free = 2,
+}
+
+struct Stacks {
+    /// Mapped, wholly free segments.
+    free_top: u32,
+    free_count: usize,
+    /// Released segments whose slot can be mapped again.
+    released_top: u32,
+    /// Slots never used so far start here.
+    fresh_next: usize,
+}
+
+/// The segment table of one pool.
+pub struct Segments {
+    base: NonNull<u8>,
+    count: usize,
+    metas: MetaArray<NodeMeta>,
+    shmem_fd: Option<OwnedFd>,
+    huge_fd: Option<OwnedFd>,
+    hugepages: HugePages,
+    thp: bool,
+    retain_segments: usize,
+    stacks: Mutex<Stacks>,
+    mapped: AtomicUsize,
+    by_backing: [AtomicUsize; 4],
+}
+
+// SAFETY: the raw base pointer designates memory owned by the table; all
+// mutable state is behind atomics or the mutex.
+unsafe impl Send for Segments {}
+// SAFETY: see Send.
+unsafe impl Sync for Segments {}
+
+impl std::fmt::Debug for Segments {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Segments")
+            .field("base", &self.base)
+            .field("count", &self.count)
+            .field("mapped", &self.mapped.load(Relaxed))
+            .finish()
+    }
+}
+
+impl Segments {
+    /// Reserves address space and metadata for `count` segments. Nothing is
+    /// mapped until the first allocation.
+    pub fn new(count: usize, hugepages: HugePages, exportable: bool, retain_bytes: usize) -> std::io::Result<Segments> {
+        let bytes = count * HUGE_NODE_BYTES;
+        let base = sys::reserve_aligned(bytes, HUGE_NODE_BYTES)?;
+        let cleanup = |e| {
+            // SAFETY: the reservation was made above and is not used.
+            unsafe { sys::unmap(base, bytes) };
+            e
+        };
+        // SAFETY: all-zero NodeMeta is valid: atomics at zero, Unmapped, no owner.
+        let metas = unsafe { MetaArray::<NodeMeta>::zeroed(count) }.map_err(cleanup)?;
+        let mut shmem_fd = None;
+        let mut huge_fd = None;
+        if exportable {
+            shmem_fd = Some(sys::memfd(c"nta-pool", bytes, false).map_err(cleanup)?);
+            if hugepages != HugePages::Off {
+                // No hugetlbfs support is not an error: segments fall back.
+                huge_fd = sys::memfd(c"nta-pool-huge", bytes, true).ok();
+            }
+        }
+        let thp = hugepages != HugePages::Off && sys::thp_enabled(exportable);
+        Ok(Segments {
+            base,
+            count,
+            metas,
+            shmem_fd,
+            huge_fd,
+            hugepages,
+            thp,
+            retain_segments: retain_bytes / HUGE_NODE_BYTES,
+            stacks: Mutex::new(Stacks { free_top: NO_SEGMENT, free_count: 0, released_top: NO_SEGMENT, fresh_next: 0 }),
+            mapped: AtomicUsize::new(0),
+            by_backing: Default::default(),
+        })
+    }
+
+    /// Start of the reserved range.
+    #[inline]
+    pub fn base(&self) -> NonNull<u8> {
+        self.base
+    }
+
+    /// Number of segment slots (capacity / 2 MiB).
+    #[inline]
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    /// Metadata of segment `seg`.
+    #[inline]
+    pub fn meta(&self, seg: usize) -> &NodeMeta {
+        &self.metas[seg]
+    }
+
+    /// The segment slot containing `addr`, if it lies in the reservation.
+    #[inline]
+    pub fn segment_of(&self, addr: usize) -> Option<usize> {
+        let off = addr.wrapping_sub(self.base.as_ptr() as usize);
+        let seg = off >> HUGE_NODE_SHIFT;
+        (seg < self.count).then_some(seg)
+    }
+
+    /// Address of granule `g` of segment `seg`.
+    #[inline]
+    pub fn addr(&self, seg: usize, g: usize) -> *mut u8 {
+        debug_assert!(seg < self.count && g <= HUGE_GRANULES);
+        // SAFETY: stays within (or one past) the reservation.
+        unsafe { self.base.as_ptr().add((seg << HUGE_NODE_SHIFT) + (g << crate::granule::GRANULE_SHIFT)) }
+    }
+
+    /// Bytes currently mapped.
+    pub fn mapped_bytes(&self) -> usize {
+        self.mapped.load(Relaxed) * HUGE_NODE_BYTES
+    }
+
+    /// Mapped segments by backing: (hugetlb, thp, small).
+    pub fn backing_counts(&self) -> (usize, usize, usize) {
+        let b = &self.by_backing;
+        (b[1].load(Relaxed), b[2].load(Relaxed), b[3].load(Relaxed))
+    }
+
+    /// Bytes of metadata address space (touched lazily).
+    pub fn metadata_bytes(&self) -> usize {
+        self.metas.mapped_bytes()
+    }
+
+    /// Whether any wholly free segment is parked in the table.
+    pub fn has_free(&self) -> bool {
+        self.stacks.lock().free_count > 0
+    }
+
+    /// State of segment `seg`.
+    pub fn state(&self, seg: usize) -> SegmentState {
+        match self.meta(seg).state.load(Acquire) {
+            1 => SegmentState::Owned,
+            2 => SegmentState::Free,
+            _ => SegmentState::Unmapped,
+        }
+    }
+
+    /// Backing of a mapped segment.
+    pub fn backing(&self, seg: usize) -> Option<Backing> {
+        Backing::from_u8(self.meta(seg).backing.load(Relaxed))
+    }
+
+    /// The memfds behind an exportable pool: (regular shmem, hugetlb).
+    pub fn memfds(&self) -> (Option<&OwnedFd>, Option<&OwnedFd>) {
+        (self.shmem_fd.as_ref(), self.huge_fd.as_ref())
+    }
+
+    fn source(&self, seg: usize, hugetlb: bool) -> MapSource {
+        let fd = if hugetlb { &self.huge_fd } else { &self.shmem_fd };
+        match fd {
+            Some(fd) => MapSource::Memfd { fd: fd.as_raw_fd(), offset: seg * HUGE_NODE_BYTES },
+            None => MapSource::Anonymous { hugetlb },
+        }
+    }
+
+    fn addr_nn(&self, seg: usize) -> NonNull<u8> {
+        // SAFETY: segment addresses are inside the non-null reservation.
+        unsafe { NonNull::new_unchecked(self.addr(seg, 0)) }
+    }
+
+    /// Maps slot `seg` with the best backing available.
+    fn map(&self, seg: usize) -> Option<Backing> {
+        let addr = self.addr_nn(seg);
+        let try_huge = self.hugepages != HugePages::Off && (self.huge_fd.is_some() || self.shmem_fd.is_none());
+        if try_huge {
+            // SAFETY: the slot is Unmapped, so nothing uses its range.
+            if unsafe { sys::map_segment(addr, HUGE_NODE_BYTES, self.source(seg, true), true) }.is_ok() {
+                return Some(Backing::Hugetlb);
+            }
+        }
+        if self.hugepages == HugePages::Require {
+            return None;
+        }
+        // SAFETY: as above; a failed hugetlb attempt leaves the range reserved.
+        unsafe { sys::map_segment(addr, HUGE_NODE_BYTES, self.source(seg, false), false) }.ok()?;
+        if self.thp && sys::advise_hugepage(addr, HUGE_NODE_BYTES).is_ok() {
+            Some(Backing::Thp)
+        } else {
+            Some(Backing::Small)
+        }
+    }
+
+    /// Takes a wholly free segment for `shard`, mapping a new one if the
+    /// capacity allows. The whole node is free: every `free` bit is set.
+    #[cold]
+    pub fn acquire(&self, shard: usize) -> Option<usize> {
+        let mut st = self.stacks.lock();
+        let seg = if st.free_top != NO_SEGMENT {
+            let seg = st.free_top as usize;
+            st.free_top = self.meta(seg).next.load(Relaxed);
+            st.free_count -= 1;
+            seg
+        } else {
+            let seg = if st.released_top != NO_SEGMENT {
+                st.released_top as usize
+            } else if st.fresh_next < self.count {
+                st.fresh_next
+            } else {
+                return None;
+            };
+            let backing = self.map(seg)?;
+            if st.released_top as usize == seg {
+                st.released_top = self.meta(seg).next.load(Relaxed);
+            } else {
+                st.fresh_next += 1;
+            }
+            let m = self.meta(seg);
+            bitmap::set_range(&m.free, 0, HUGE_GRANULES);
+            bitmap::clear_range(&m.start, 0, HUGE_GRANULES);
+            bitmap::clear_range(&m.pages, 0, PAGES_PER_HUGE);
+            m.backing.store(backing as u8, Relaxed);
+            self.by_backing[backing as usize].fetch_add(1, Relaxed);
+            self.mapped.fetch_add(1, Relaxed);
+            seg
+        };
+        let m = self.meta(seg);
+        m.owner.store(shard as u32 + 1, Release);
+        m.state.store(SegmentState::Owned as u8, Release);
+        Some(seg)
+    }
+
+    /// Takes back a wholly free segment from its shard. Above the retain
+    /// watermark (and when `may_unmap`) its memory goes back to the OS.
+    #[cold]
+    pub fn release(&self, seg: usize, may_unmap: bool) {
+        let m = self.meta(seg);
+        debug_assert!(bitmap::all_set(&m.free, 0, HUGE_GRANULES));
+        m.owner.store(NO_OWNER, Release);
+        let mut st = self.stacks.lock();
+        if !may_unmap || st.free_count < self.retain_segments {
+            m.state.store(SegmentState::Free as u8, Release);
+            m.next.store(st.free_top, Relaxed);
+            st.free_top = seg as u32;
+            st.free_count += 1;
+            return;
+        }
+        let hugetlb = m.backing.load(Relaxed) == Backing::Hugetlb as u8;
+        // SAFETY: the segment is wholly free and owned by no shard, so no
+        // chunk in it is live and nothing will touch it until it is mapped
+        // again by `acquire`.
+        let released = unsafe { sys::release_segment(self.addr_nn(seg), HUGE_NODE_BYTES, self.source(seg, hugetlb)) };
+        if released.is_err() {
+            // Could not give it back: keep it as a free, mapped segment.
+            m.state.store(SegmentState::Free as u8, Release);
+            m.next.store(st.free_top, Relaxed);
+            st.free_top = seg as u32;
+            st.free_count += 1;
+            return;
+        }
+        if let Some(b) = Backing::from_u8(m.backing.load(Relaxed)) {
+            self.by_backing[b as usize].fetch_sub(1, Relaxed);
+        }
+        m.backing.store(0, Relaxed);
+        m.state.store(SegmentState::Unmapped as u8, Release);
+        // Give the metadata pages of the slack table back too; the bitmaps
+        // are reinitialised on the next acquire.
+        // SAFETY: the slack bytes of an unmapped segment are never read.
+        unsafe {
+            sys::discard(
+                NonNull::new_unchecked(m.slack.as_ptr() as *mut u8).add(4096 - (m.slack.as_ptr() as usize & 4095)),
+                HUGE_GRANULES - 8192,
+            )
+        };
+        m.next.store(st.released_top, Relaxed);
+        st.released_top = seg as u32;
+        self.mapped.fetch_sub(1, Relaxed);
+    }
+}
+
+impl Drop for Segments {
+    fn drop(&mut self) {
+        // SAFETY: the pool is gone, so no chunk is live any more.
+        unsafe { sys::unmap(self.base, self.count * HUGE_NODE_BYTES) };
+    }
+}

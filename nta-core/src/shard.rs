@@ -1,0 +1,127 @@
+//! Shards: the per-CPU owners of nodes.
+//!
+//! A shard owns a set of huge nodes (and the page nodes carved from them),
+//! its free lists ([`Heap`]), its counters and its remote-free queue. A
+//! thread works on the shard of the CPU it runs on, or on the one it was
+//! bound to with `Pool::bind_current_thread`.
+//!
+//! # Exclusion without waiting
+//!
+//! Threads sharing a shard (more threads than CPUs, or a preempted thread)
+//! are kept apart by a one-byte try-lock. The fast path never waits on it:
+//! an allocation whose shard is busy tries another shard, and a free whose
+//! owner is busy goes to the owner's remote-free queue instead, which is
+//! lock-free. Only cold paths (`shrink` from a foreign thread, `stats`,
+//! `validate`) spin for a shard.
+//!
+//! Memory ordering: `try_lock` is an `Acquire` swap and the guard's drop a
+//! `Release` store, so everything a holder wrote to the heap and node
+//! metadata is visible to the next holder.
+
+use crate::heap::Heap;
+use crate::remote::RemoteQueue;
+use crate::stats::Counters;
+use std::cell::UnsafeCell;
+use std::sync::atomic::{AtomicBool, Ordering::*};
+
+/// One shard. Aligned so that two shards never share a cache line.
+#[repr(align(128))]
+#[derive(Debug)]
+pub struct Shard {
+    lock: AtomicBool,
+    heap: UnsafeCell<Heap>,
+    pub counters: Counters,
+    /// Pushed to by other threads; kept on its own cache line.
+    pub remote: Padded<RemoteQueue>,
+}
+
+/// Puts its content on a cache line (pair) of its own.
+#[repr(align(128))]
+#[derive(Debug, Default)]
+pub struct Padded<T>(pub T);
+
+impl<T> std::ops::Deref for Padded<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+// SAFETY: the heap is only reached through a ShardGuard, which the lock
+// makes exclusive; everything else is atomic.
+unsafe impl Sync for Shard {}
+// SAFETY: the raw pointers inside the heap designate pool memory, which is
+// not tied to any thread.
+unsafe impl Send for Shard {}
+
+impl Default for Shard {
+    fn default() -> Self {
+        Shard {
+            lock: AtomicBool::new(false),
+            heap: UnsafeCell::new(Heap::new()),
+            counters: Counters::default(),
+            remote: Padded(RemoteQueue::new()),
+        }
+    }
+}
+
+/// Exclusive access to a shard's heap; unlocks on drop (also on unwind).
+#[derive(Debug)]
+pub struct ShardGuard<'a> {
+    shard: &'a Shard,
+}
+
+impl Shard {
+    /// Takes the shard if no one holds it.
+    #[inline]
+    pub fn try_lock(&self) -> Option<ShardGuard<'_>> {
+        if self.lock.swap(true, Acquire) {
+            None
+        } else {
+            Some(ShardGuard { shard: self })
+        }
+    }
+
+    /// Takes the shard, spinning (and yielding) while another thread holds
+    /// it. Cold paths only.
+    #[cold]
+    pub fn lock(&self) -> ShardGuard<'_> {
+        let mut spins = 0u32;
+        loop {
+            if !self.lock.load(Relaxed) {
+                if let Some(g) = self.try_lock() {
+                    return g;
+                }
+            }
+            spins += 1;
+            if spins < 64 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        }
+    }
+}
+
+impl<'a> ShardGuard<'a> {
+    /// The shard's heap.
+    #[inline]
+    pub fn heap(&mut self) -> &mut Heap {
+        // SAFETY: holding the guard means holding the lock, so no other
+        // reference to the heap exists.
+        unsafe { &mut *self.shard.heap.get() }
+    }
+
+    /// The shard itself.
+    #[inline]
+    pub fn shard(&self) -> &'a Shard {
+        self.shard
+    }
+}
+
+impl Drop for ShardGuard<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        self.shard.lock.store(false, Release);
+    }
+}

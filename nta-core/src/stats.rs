@@ -1,0 +1,68 @@
+//! Pool statistics: per-shard counters, summed on demand.
+//!
+//! Each shard's counters are written only while holding that shard, with a
+//! relaxed load and store (no locked instruction), and read by anyone with
+//! relaxed loads. A snapshot taken while other threads allocate is therefore
+//! approximate; taken at rest (or after `Pool::collect`) it is exact.
+//!
+//! Equations that hold at rest:
+//! `in_use_bytes + free_bytes == mapped_bytes` and
+//! `live_requested_bytes <= in_use_bytes < live_requested_bytes + 32 * live_chunks`.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// A snapshot of a pool's state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Sum of the lengths callers asked for, over live chunks.
+    pub live_requested_bytes: u64,
+    /// Granule bytes in live chunks (including chunks queued for remote free).
+    pub in_use_bytes: u64,
+    /// `mapped_bytes - in_use_bytes`.
+    pub free_bytes: u64,
+    /// Bytes of segments currently mapped.
+    pub mapped_bytes: u64,
+    /// The largest single free extent, in bytes.
+    pub largest_free_bytes: u64,
+    /// Bytes of metadata address space reserved (touched lazily).
+    pub metadata_bytes: u64,
+    /// Huge nodes (= mapped segments).
+    pub huge_nodes: u64,
+    /// Page nodes currently carved out of huge nodes.
+    pub page_nodes: u64,
+    /// Mapped segments backed by hugetlb pages.
+    pub segments_hugetlb: u64,
+    /// Mapped segments advised for transparent huge pages.
+    pub segments_thp: u64,
+    /// Mapped segments on 4 KiB pages.
+    pub segments_small: u64,
+    /// Frees pushed to an owner's remote queue.
+    pub remote_frees_queued: u64,
+    /// Remote frees merged by their owner.
+    pub remote_frees_drained: u64,
+    /// Allocations that returned `None`.
+    pub failed_allocs: u64,
+    /// Successful allocations.
+    pub allocs: u64,
+    /// Frees merged (local and drained remote).
+    pub frees: u64,
+}
+
+/// Counters one shard keeps.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub live_requested: AtomicU64,
+    pub in_use_granules: AtomicU64,
+    pub page_nodes: AtomicU64,
+    pub remote_drained: AtomicU64,
+    /// Updated with `fetch_add` by any thread (failures happen off-lock too).
+    pub failed_allocs: AtomicU64,
+    pub allocs: AtomicU64,
+    pub frees: AtomicU64,
+}
+
+/// Adds `delta` to a single-writer counter without a locked instruction.
+#[inline]
+pub fn bump(c: &AtomicU64, delta: i64) {
+    c.store(c.load(Relaxed).wrapping_add(delta as u64), Relaxed);
+}

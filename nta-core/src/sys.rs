@@ -1,0 +1,305 @@
+//! Every system call nta-core makes, in one place.
+//!
+//! Nothing else in the crate calls `mmap`, `memfd_create`, `fallocate`,
+//! `madvise` or `sched_getcpu` directly. The functions here are thin: they
+//! translate errors into [`std::io::Error`] and document the kernel behaviour
+//! the callers rely on.
+//!
+//! # Address space layout
+//!
+//! A pool reserves one contiguous, 2 MiB aligned range of virtual memory
+//! (`PROT_NONE`, `MAP_NORESERVE`) big enough for its whole capacity. Segments
+//! are later mapped over slots of that range with `MAP_FIXED`, and released by
+//! mapping `PROT_NONE` over them again. Because the range never moves,
+//! `ptr -> segment` is a subtraction and a shift.
+//!
+//! # Hugetlb without a hole
+//!
+//! A hugetlb mapping can fail at `mmap` time when no hugepage is left to
+//! reserve. A failed `MAP_FIXED` mapping may leave a hole in our reservation
+//! on older kernels, which another thread's `mmap` could then take. So a
+//! hugetlb segment is first mapped at an address of the kernel's choosing and
+//! then moved into its slot with `mremap(MREMAP_FIXED)`, which replaces the
+//! reservation atomically. Only when that move is not supported do we fall
+//! back to a plain `MAP_FIXED` mapping.
+
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::ptr::{self, NonNull};
+
+fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// Reserves `len + align` bytes of address space and returns an `align`ed
+/// pointer to `len` of them. The memory is `PROT_NONE` until segments are
+/// mapped over it.
+pub fn reserve_aligned(len: usize, align: usize) -> io::Result<NonNull<u8>> {
+    let total = len + align;
+    // SAFETY: an anonymous PROT_NONE mapping at an address of the kernel's
+    // choosing cannot alias any existing memory.
+    let raw = unsafe {
+        libc::mmap(
+            ptr::null_mut(),
+            total,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if raw == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    let start = raw as usize;
+    let aligned = (start + align - 1) & !(align - 1);
+    // Trim the unaligned head and the unused tail so the reservation is exact.
+    // SAFETY: both ranges lie inside the mapping made above and nothing else
+    // refers to them.
+    unsafe {
+        if aligned > start {
+            libc::munmap(raw, aligned - start);
+        }
+        let tail = start + total - (aligned + len);
+        if tail > 0 {
+            libc::munmap((aligned + len) as *mut libc::c_void, tail);
+        }
+    }
+    NonNull::new(aligned as *mut u8).ok_or_else(|| io::Error::other("mmap returned null"))
+}
+
+/// Unmaps a range made by [`reserve_aligned`] or [`map_anonymous`].
+///
+/// # Safety
+/// Nothing may use the range afterwards.
+pub unsafe fn unmap(addr: NonNull<u8>, len: usize) {
+    // SAFETY: the caller gives up the range.
+    unsafe { libc::munmap(addr.as_ptr().cast(), len) };
+}
+
+/// Maps `len` bytes of zeroed, private, lazily committed read-write memory
+/// (used for metadata). Pages cost nothing until touched.
+pub fn map_anonymous(len: usize) -> io::Result<NonNull<u8>> {
+    // SAFETY: a fresh anonymous mapping at an address of the kernel's choosing.
+    let raw = unsafe {
+        libc::mmap(
+            ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if raw == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    NonNull::new(raw.cast()).ok_or_else(|| io::Error::other("mmap returned null"))
+}
+
+/// Creates a memfd of `len` bytes. With `hugetlb`, the file lives on the
+/// kernel's internal hugetlbfs mount with 2 MiB pages.
+pub fn memfd(name: &std::ffi::CStr, len: usize, hugetlb: bool) -> io::Result<OwnedFd> {
+    let mut flags = libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING;
+    if hugetlb {
+        // Hugetlbfs does not support sealing.
+        flags = libc::MFD_CLOEXEC | libc::MFD_HUGETLB | libc::MFD_HUGE_2MB;
+    }
+    // SAFETY: `name` is a valid C string; the returned descriptor is owned
+    // by the OwnedFd below.
+    let fd = cvt(unsafe { libc::memfd_create(name.as_ptr(), flags) })?;
+    // SAFETY: `fd` was just created and nothing else owns it.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: plain syscall on a descriptor we own.
+    cvt(unsafe { libc::ftruncate(fd, len as libc::off_t) })?;
+    Ok(owned)
+}
+
+/// Where a segment's memory comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MapSource {
+    /// `MAP_SHARED` view of a memfd at an offset.
+    Memfd { fd: RawFd, offset: usize },
+    /// `MAP_PRIVATE | MAP_ANONYMOUS`, optionally with `MAP_HUGETLB`.
+    Anonymous { hugetlb: bool },
+}
+
+/// Maps a segment over `addr..addr+len`, which must be inside our own
+/// reservation. Hugetlb sources are mapped without leaving a hole on failure
+/// (see the module notes).
+///
+/// # Safety
+/// `addr..addr+len` must be a range of the pool's reservation that nothing
+/// currently uses; its previous contents are discarded.
+pub unsafe fn map_segment(addr: NonNull<u8>, len: usize, source: MapSource, hugetlb: bool) -> io::Result<()> {
+    let prot = libc::PROT_READ | libc::PROT_WRITE;
+    let (flags, fd, offset) = match source {
+        MapSource::Memfd { fd, offset } => (libc::MAP_SHARED, fd, offset),
+        MapSource::Anonymous { hugetlb } => {
+            let huge = if hugetlb { libc::MAP_HUGETLB } else { 0 };
+            (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | huge, -1, 0)
+        }
+    };
+    if hugetlb {
+        // Map anywhere first: a reservation failure then leaves our range alone.
+        // SAFETY: a fresh mapping at an address of the kernel's choosing.
+        let tmp = unsafe { libc::mmap(ptr::null_mut(), len, prot, flags, fd, offset as libc::off_t) };
+        if tmp == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: moves the mapping made above over our own reserved range,
+        // which the caller says is unused.
+        let moved = unsafe {
+            libc::mremap(tmp, len, len, libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED, addr.as_ptr().cast::<libc::c_void>())
+        };
+        if moved != libc::MAP_FAILED {
+            return Ok(());
+        }
+        // SAFETY: `tmp` is the mapping made above and is not used elsewhere.
+        unsafe { libc::munmap(tmp, len) };
+    }
+    // SAFETY: MAP_FIXED over a range of our own reservation that the caller
+    // says is unused.
+    let raw =
+        unsafe { libc::mmap(addr.as_ptr().cast(), len, prot, flags | libc::MAP_FIXED, fd, offset as libc::off_t) };
+    if raw == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Gives a segment's memory back to the OS and turns its range back into an
+/// inaccessible reservation. For memfd sources the file range is punched out,
+/// so the pages are freed even while a reader process still maps the file.
+///
+/// # Safety
+/// Nothing may access `addr..addr+len` afterwards until it is mapped again.
+pub unsafe fn release_segment(addr: NonNull<u8>, len: usize, source: MapSource) -> io::Result<()> {
+    if let MapSource::Memfd { fd, offset } = source {
+        // SAFETY: plain syscall on a descriptor the pool owns.
+        cvt(unsafe {
+            libc::fallocate(
+                fd,
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                offset as libc::off_t,
+                len as libc::off_t,
+            )
+        })?;
+    }
+    // SAFETY: replaces our own mapping; the caller promises no further access.
+    let raw = unsafe {
+        libc::mmap(
+            addr.as_ptr().cast(),
+            len,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED,
+            -1,
+            0,
+        )
+    };
+    if raw == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Asks for transparent huge pages on a range (`MADV_HUGEPAGE`). Advisory:
+/// errors are ignored by callers.
+pub fn advise_hugepage(addr: NonNull<u8>, len: usize) -> io::Result<()> {
+    // SAFETY: madvise with MADV_HUGEPAGE does not change the contents or
+    // validity of the range.
+    cvt(unsafe { libc::madvise(addr.as_ptr().cast(), len, libc::MADV_HUGEPAGE) }).map(drop)
+}
+
+/// Drops the pages of a private anonymous range (they read as zero later).
+///
+/// # Safety
+/// The range must be private anonymous memory whose contents may be lost.
+pub unsafe fn discard(addr: NonNull<u8>, len: usize) {
+    // SAFETY: the caller allows the contents to be lost.
+    unsafe { libc::madvise(addr.as_ptr().cast(), len, libc::MADV_DONTNEED) };
+}
+
+/// The CPU this thread is running on, or 0 if the kernel will not say.
+#[inline]
+pub fn current_cpu() -> usize {
+    // SAFETY: sched_getcpu has no preconditions (glibc reads it from rseq).
+    let cpu = unsafe { libc::sched_getcpu() };
+    if cpu < 0 {
+        0
+    } else {
+        cpu as usize
+    }
+}
+
+/// Number of configured CPUs (never 0).
+pub fn cpu_count() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_CONF) };
+    if n < 1 {
+        1
+    } else {
+        n as usize
+    }
+}
+
+/// Resident set size of this process in bytes, from `/proc/self/statm`.
+pub fn rss_bytes() -> io::Result<usize> {
+    let s = std::fs::read_to_string("/proc/self/statm")?;
+    let pages: usize = s
+        .split_whitespace()
+        .nth(1)
+        .and_then(|f| f.parse().ok())
+        .ok_or_else(|| io::Error::other("malformed /proc/self/statm"))?;
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+    Ok(pages * page)
+}
+
+/// Reads a small file into `buf` without allocating (the global allocator
+/// calls this during its own initialisation). Returns the bytes read.
+pub fn read_small_file(path: &std::ffi::CStr, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `path` is a valid C string.
+    let fd = cvt(unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) })?;
+    // SAFETY: `fd` was just opened and is owned here.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: `buf` is valid for `buf.len()` bytes of writes.
+    let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+    drop(owned);
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// Whether the kernel will back `MADV_HUGEPAGE` ranges with transparent huge
+/// pages: for shmem (memfd) mappings when `shmem`, else for anonymous ones.
+/// Allocation-free, see [`read_small_file`].
+pub fn thp_enabled(shmem: bool) -> bool {
+    let path: &std::ffi::CStr = if shmem {
+        c"/sys/kernel/mm/transparent_hugepage/shmem_enabled"
+    } else {
+        c"/sys/kernel/mm/transparent_hugepage/enabled"
+    };
+    let mut buf = [0u8; 128];
+    let Ok(n) = read_small_file(path, &mut buf) else { return false };
+    let text = &buf[..n];
+    let selected = |word: &[u8]| text.windows(word.len()).any(|w| w == word);
+    !(selected(b"[never]") || selected(b"[deny]"))
+}
+
+/// Physical memory of the machine in bytes.
+pub fn phys_mem_bytes() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let (pages, size) = unsafe { (libc::sysconf(libc::_SC_PHYS_PAGES), libc::sysconf(libc::_SC_PAGESIZE)) };
+    if pages < 1 || size < 1 {
+        1 << 30
+    } else {
+        pages as usize * size as usize
+    }
+}

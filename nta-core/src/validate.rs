@@ -1,0 +1,201 @@
+//! The invariant walk behind `Pool::validate`.
+//!
+//! With every shard held and every remote queue drained, it checks:
+//!
+//! 1. Segment states: `mapped == |Owned| + |Free|`; a Free segment is wholly
+//!    free with no page nodes; an Owned segment's owner is a real shard.
+//! 2. Per level region (each page node, and the huge-level spans between
+//!    them): every maximal run of free granules is exactly one free extent
+//!    whose header and footer give the run's length — so no two free
+//!    extents are adjacent; no free granule is a chunk start; every used run
+//!    begins at a chunk start; no page node is wholly free.
+//! 3. Free lists: every listed extent is one found in step 2, at the right
+//!    level, on the list its size maps to, in a node its shard owns; every
+//!    extent found in step 2 is listed exactly once; list bitmaps agree with
+//!    list heads; `whole_free` counts the wholly free huge nodes listed.
+//! 4. Counters: per shard, `in_use_granules`, `live_requested` and
+//!    `page_nodes` equal what the walk counted (`slack <= 32` per chunk).
+
+use crate::bitmap;
+use crate::extent::{footer_before, header_size};
+use crate::granule::*;
+use crate::node::NO_OWNER;
+use crate::pool::PoolInner;
+use crate::segment::SegmentState;
+use crate::size_class::{exact_index, tlsf_insert_index};
+use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
+
+#[derive(Default, Clone, Copy)]
+struct Tally {
+    in_use: u64,
+    live: u64,
+    pages: u64,
+}
+
+/// Checks every invariant; the error names the first violation found.
+pub fn validate(inner: &PoolInner) -> Result<(), String> {
+    let mut guards = inner.lock_all();
+    for g in guards.iter_mut() {
+        inner.drain(g);
+    }
+    let segs = inner.segments();
+    let nshards = inner.shard_count();
+    let mut tally = vec![Tally::default(); nshards];
+    // extent address -> (page level, granules, owner shard)
+    let mut extents: HashMap<usize, (bool, usize, usize)> = HashMap::new();
+    let mut mapped = 0;
+    for seg in 0..segs.count() {
+        let m = segs.meta(seg);
+        let owner = m.owner.load(Relaxed);
+        match segs.state(seg) {
+            SegmentState::Unmapped => {
+                if owner != NO_OWNER {
+                    return Err(format!("segment {seg}: unmapped but owned by {owner}"));
+                }
+            }
+            SegmentState::Free => {
+                mapped += 1;
+                if owner != NO_OWNER
+                    || !bitmap::all_set(&m.free, 0, HUGE_GRANULES)
+                    || !bitmap::all_clear(&m.pages, 0, PAGES_PER_HUGE)
+                {
+                    return Err(format!("segment {seg}: parked as free but not wholly free"));
+                }
+            }
+            SegmentState::Owned => {
+                mapped += 1;
+                let shard = owner as usize;
+                if owner == NO_OWNER || shard > nshards {
+                    return Err(format!("segment {seg}: owned but owner field is {owner}"));
+                }
+                let shard = shard - 1;
+                let mut i = 0;
+                while i < HUGE_GRANULES {
+                    if m.in_page_node(i) {
+                        walk_span(inner, seg, i, i + PAGE_GRANULES, true, shard, &mut tally[shard], &mut extents)?;
+                        tally[shard].pages += 1;
+                        i += PAGE_GRANULES;
+                    } else {
+                        let mut j = i;
+                        while j < HUGE_GRANULES && !m.in_page_node(j) {
+                            j += PAGE_GRANULES - (j % PAGE_GRANULES);
+                        }
+                        walk_span(inner, seg, i, j, false, shard, &mut tally[shard], &mut extents)?;
+                        i = j;
+                    }
+                }
+            }
+        }
+    }
+    if mapped * HUGE_NODE_BYTES != segs.mapped_bytes() {
+        return Err(format!("mapped segments {mapped} disagree with mapped_bytes {}", segs.mapped_bytes()));
+    }
+    for (shard, g) in guards.iter_mut().enumerate() {
+        let heap = g.heap();
+        if !heap.lists_consistent() {
+            return Err(format!("shard {shard}: free-list bitmap disagrees with list heads"));
+        }
+        let mut err = None;
+        let mut whole = 0;
+        heap.for_each_free(|page, idx, hdr| {
+            if err.is_some() {
+                return;
+            }
+            let addr = hdr as usize;
+            match extents.remove(&addr) {
+                None => err = Some(format!("shard {shard}: listed extent {addr:#x} is not a free run of its node")),
+                Some((p, n, owner)) => {
+                    let want = if page { exact_index(n) } else { tlsf_insert_index(n) };
+                    if p != page || want != idx || owner != shard {
+                        err = Some(format!(
+                            "shard {shard}: extent {addr:#x} of {n} granules on list {idx} (page={page}), expected list {want} (page={p}) of shard {owner}"
+                        ));
+                    }
+                    whole += usize::from(!page && n == HUGE_GRANULES);
+                }
+            }
+        });
+        if let Some(e) = err {
+            return Err(e);
+        }
+        if whole != heap.whole_free() {
+            return Err(format!(
+                "shard {shard}: whole_free {} but {whole} wholly free nodes listed",
+                heap.whole_free()
+            ));
+        }
+        let c = &g.shard().counters;
+        let t = tally[shard];
+        let (in_use, live, pages) =
+            (c.in_use_granules.load(Relaxed), c.live_requested.load(Relaxed), c.page_nodes.load(Relaxed));
+        if (in_use, live, pages) != (t.in_use, t.live, t.pages) {
+            return Err(format!(
+                "shard {shard}: counters (in_use granules {in_use}, live bytes {live}, page nodes {pages}) but the walk found ({}, {}, {})",
+                t.in_use, t.live, t.pages
+            ));
+        }
+    }
+    if let Some((addr, (page, n, owner))) = extents.into_iter().next() {
+        return Err(format!("free extent {addr:#x} ({n} granules, page={page}, shard {owner}) is on no free list"));
+    }
+    Ok(())
+}
+
+/// Walks one level region `lo..hi` of segment `seg`.
+#[allow(clippy::too_many_arguments)]
+fn walk_span(
+    inner: &PoolInner,
+    seg: usize,
+    lo: usize,
+    hi: usize,
+    page: bool,
+    shard: usize,
+    tally: &mut Tally,
+    extents: &mut HashMap<usize, (bool, usize, usize)>,
+) -> Result<(), String> {
+    let segs = inner.segments();
+    let m = segs.meta(seg);
+    let mut k = lo;
+    while k < hi {
+        if bitmap::test(&m.free, k) {
+            let mut e = k;
+            while e < hi && bitmap::test(&m.free, e) {
+                e += 1;
+            }
+            let n = e - k;
+            if !bitmap::all_clear(&m.start, k, e) {
+                return Err(format!("segment {seg} granules {k}..{e}: free granule marked as a chunk start"));
+            }
+            if page && n == PAGE_GRANULES {
+                return Err(format!("segment {seg} granule {k}: wholly free page node was not returned"));
+            }
+            // SAFETY: the run is free memory of a mapped segment, so its
+            // first and last granules hold the boundary tags.
+            let (head, foot) = unsafe { (header_size(segs.addr(seg, k)), footer_before(segs.addr(seg, e))) };
+            if head != n || foot != n {
+                return Err(format!(
+                    "segment {seg} granules {k}..{e} (page={page}): free run of {n} granules but header says {head} and footer {foot} (adjacent free extents or corrupt tags)"
+                ));
+            }
+            extents.insert(segs.addr(seg, k) as usize, (page, n, shard));
+            k = e;
+        } else {
+            if !bitmap::test(&m.start, k) {
+                return Err(format!(
+                    "segment {seg} granule {k} (page={page}): used run does not begin at a chunk start"
+                ));
+            }
+            let end = bitmap::next_set_either(&m.start, &m.free, k + 1, hi);
+            let g = end - k;
+            let slack = m.slack[k].load(Relaxed) as usize;
+            if slack > GRANULE || (slack == GRANULE && g != 1) {
+                return Err(format!("segment {seg} granule {k}: slack {slack} impossible for {g} granules"));
+            }
+            tally.in_use += g as u64;
+            tally.live += (g * GRANULE - slack) as u64;
+            k = end;
+        }
+    }
+    Ok(())
+}

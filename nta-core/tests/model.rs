@@ -1,0 +1,242 @@
+//! Shadow-model property test: random alloc / free / shrink / grow / realloc
+//! sequences against a model of what must be live, as in rlsf's
+//! `ShadowAllocator`.
+//!
+//! After every operation: the operated chunk and every other live chunk
+//! still hold their fill pattern, the new chunk overlaps no live chunk, and
+//! the pool's stats equal the model's sums. `validate()` runs after every
+//! batch of 64 operations and at the end. Two tests of 256 cases x 2048
+//! operations each cover over 1M operations per run.
+
+use nta_core::{HugePages, Pool, GRANULE};
+use proptest::prelude::*;
+use std::collections::BTreeMap;
+use std::ptr::NonNull;
+
+const OPS_PER_CASE: usize = 2048;
+const BATCH: usize = 64;
+/// At most this many live chunks: keeps the every-operation pattern check
+/// of all live chunks affordable, and makes frees as common as allocations.
+const MAX_LIVE: usize = 40;
+
+#[derive(Clone, Debug)]
+enum Op {
+    Alloc { len: usize, align_shift: u8 },
+    Free { pick: usize, sized: bool },
+    Shrink { pick: usize, permille: u16 },
+    Grow { pick: usize, extra: usize },
+    Realloc { pick: usize, len: usize },
+    SwitchShard,
+}
+
+/// Sizes from 1 to 70000 with peaks at packet sizes.
+fn size() -> impl Strategy<Value = usize> {
+    prop_oneof![
+        3 => prop::sample::select(vec![1usize, 40, 64, 66, 128, 576, 594, 1280, 1500, 1514, 1518, 4096, 9000, 65535]),
+        3 => 1usize..=2048,
+        2 => 2049usize..=16384,
+        1 => 16385usize..=70000,
+    ]
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        10 => (size(), prop_oneof![6 => Just(0u8), 1 => 1u8..=7]).prop_map(|(len, a)| Op::Alloc { len, align_shift: a }),
+        7 => (any::<usize>(), any::<bool>()).prop_map(|(pick, sized)| Op::Free { pick, sized }),
+        2 => (any::<usize>(), 0u16..1000).prop_map(|(pick, permille)| Op::Shrink { pick, permille }),
+        2 => (any::<usize>(), 1usize..4000).prop_map(|(pick, extra)| Op::Grow { pick, extra }),
+        1 => (any::<usize>(), size()).prop_map(|(pick, len)| Op::Realloc { pick, len }),
+        1 => Just(Op::SwitchShard),
+    ]
+}
+
+struct Live {
+    ptr: NonNull<u8>,
+    len: usize,
+    fill: u8,
+}
+
+struct Model {
+    pool: Pool,
+    live: Vec<Live>,
+    by_addr: BTreeMap<usize, usize>, // start -> end (granule-rounded)
+    next_fill: u8,
+    shard: usize,
+}
+
+fn rounded(len: usize) -> usize {
+    len.max(1).div_ceil(GRANULE) * GRANULE
+}
+
+impl Model {
+    fn fill(&mut self, ptr: NonNull<u8>, from: usize, to: usize, byte: u8) {
+        // SAFETY: the model only writes inside live chunks it owns.
+        unsafe { ptr.as_ptr().add(from).write_bytes(byte, to - from) };
+    }
+
+    fn check(&self, l: &Live) {
+        // SAFETY: `l` is live and `len` bytes long.
+        let bytes = unsafe { std::slice::from_raw_parts(l.ptr.as_ptr(), l.len) };
+        if !bytes.iter().fold(true, |ok, &b| ok & (b == l.fill)) {
+            let i = bytes.iter().position(|&b| b != l.fill).unwrap_or(0);
+            panic!("chunk {:p} ({} B) corrupted at byte {i}", l.ptr, l.len);
+        }
+    }
+
+    fn insert_range(&mut self, ptr: NonNull<u8>, len: usize) {
+        let start = ptr.as_ptr() as usize;
+        let end = start + rounded(len);
+        if let Some((&s, &e)) = self.by_addr.range(..end).next_back() {
+            assert!(e <= start || s >= end, "new chunk {start:#x}..{end:#x} overlaps live {s:#x}..{e:#x}");
+        }
+        self.by_addr.insert(start, end);
+    }
+
+    fn apply(&mut self, op: &Op) {
+        let op = match *op {
+            Op::Alloc { len, .. } if self.live.len() >= MAX_LIVE => Op::Free { pick: len, sized: len % 2 == 0 },
+            ref other => other.clone(),
+        };
+        match op {
+            Op::Alloc { len, align_shift } => {
+                let align = 32usize << align_shift;
+                let before = self.pool.stats().failed_allocs;
+                match self.pool.alloc_aligned(len, align) {
+                    Some(p) => {
+                        assert_eq!(p.as_ptr() as usize % align, 0);
+                        self.insert_range(p, len);
+                        self.next_fill = self.next_fill.wrapping_add(1).max(1);
+                        let fill = self.next_fill;
+                        self.fill(p, 0, len, fill);
+                        self.live.push(Live { ptr: p, len, fill });
+                    }
+                    None => assert_eq!(self.pool.stats().failed_allocs, before + 1, "None must count a failure"),
+                }
+            }
+            Op::Free { pick, sized } if !self.live.is_empty() => {
+                let l = self.live.swap_remove(pick % self.live.len());
+                self.check(&l);
+                self.by_addr.remove(&(l.ptr.as_ptr() as usize));
+                // SAFETY: live chunk, freed once.
+                unsafe {
+                    if sized {
+                        self.pool.free_sized(l.ptr, l.len)
+                    } else {
+                        self.pool.free(l.ptr)
+                    }
+                }
+            }
+            Op::Shrink { pick, permille } if !self.live.is_empty() => {
+                let i = pick % self.live.len();
+                self.check(&self.live[i]);
+                let new_len = self.live[i].len * permille as usize / 1000;
+                // SAFETY: live chunk.
+                unsafe { self.pool.shrink(self.live[i].ptr, new_len) };
+                self.live[i].len = new_len;
+                let start = self.live[i].ptr.as_ptr() as usize;
+                self.by_addr.insert(start, start + rounded(new_len));
+            }
+            Op::Grow { pick, extra } if !self.live.is_empty() => {
+                let i = pick % self.live.len();
+                let (ptr, len, fill) = (self.live[i].ptr, self.live[i].len, self.live[i].fill);
+                let new_len = (len + extra).min(nta_core::MAX_ALLOC_BYTES);
+                // SAFETY: live chunk.
+                if unsafe { self.pool.try_grow(ptr, new_len) } {
+                    let start = ptr.as_ptr() as usize;
+                    self.by_addr.remove(&start);
+                    self.insert_range(ptr, new_len);
+                    self.fill(ptr, len, new_len, fill);
+                    self.live[i].len = new_len;
+                }
+            }
+            Op::Realloc { pick, len } if !self.live.is_empty() => {
+                let i = pick % self.live.len();
+                let old = &self.live[i];
+                let (ptr, old_len, fill) = (old.ptr, old.len, old.fill);
+                self.by_addr.remove(&(ptr.as_ptr() as usize));
+                // SAFETY: live chunk; on Some only the returned pointer is live.
+                match unsafe { self.pool.realloc(ptr, len) } {
+                    Some(q) => {
+                        self.insert_range(q, len);
+                        if len > old_len {
+                            self.fill(q, old_len, len, fill);
+                        }
+                        self.live[i] = Live { ptr: q, len, fill };
+                    }
+                    None => {
+                        self.insert_range(ptr, old_len);
+                    }
+                }
+            }
+            Op::SwitchShard => {
+                self.shard ^= 1;
+                self.pool.bind_current_thread(self.shard);
+            }
+            _ => {}
+        }
+    }
+
+    /// `exact`: remote frees have been drained, so the stats must equal the
+    /// model; otherwise chunks still queued for their owner count as in use.
+    fn check_all(&self, exact: bool) {
+        for l in &self.live {
+            self.check(l);
+        }
+        let st = self.pool.stats();
+        let requested: usize = self.live.iter().map(|l| l.len).sum();
+        let in_use: usize = self.live.iter().map(|l| rounded(l.len)).sum();
+        if exact {
+            assert_eq!(st.live_requested_bytes, requested as u64, "live requested bytes");
+            assert_eq!(st.in_use_bytes, in_use as u64, "in-use bytes");
+        } else {
+            assert!(st.in_use_bytes >= in_use as u64, "in-use bytes below the model's");
+        }
+        assert_eq!(st.in_use_bytes + st.free_bytes, st.mapped_bytes);
+        assert!(st.mapped_bytes <= 12 << 20);
+    }
+}
+
+fn run(ops: &[Op], shards: usize) {
+    let pool = Pool::builder()
+        .capacity(12 << 20)
+        .shards(shards)
+        .hugepages(HugePages::Off)
+        .retain_bytes(2 << 20)
+        .build()
+        .unwrap();
+    pool.bind_current_thread(0);
+    let mut m = Model { pool, live: Vec::new(), by_addr: BTreeMap::new(), next_fill: 0, shard: 0 };
+    for (i, op) in ops.iter().enumerate() {
+        m.apply(op);
+        m.check_all(shards == 1);
+        if i % BATCH == BATCH - 1 {
+            m.pool.validate().unwrap_or_else(|e| panic!("after op {i} ({op:?}): {e}"));
+            m.check_all(true); // validate() drained the remote queues
+        }
+    }
+    m.pool.validate().unwrap();
+    for l in std::mem::take(&mut m.live) {
+        m.check(&l);
+        // SAFETY: live, freed once.
+        unsafe { m.pool.free(l.ptr) };
+    }
+    m.pool.validate().unwrap();
+    let st = m.pool.stats();
+    assert_eq!((st.in_use_bytes, st.live_requested_bytes), (0, 0));
+    assert_eq!(st.free_bytes, st.mapped_bytes);
+    m.pool.unbind_current_thread();
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, max_shrink_iters: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn one_shard_model(ops in prop::collection::vec(op(), OPS_PER_CASE)) {
+        run(&ops, 1);
+    }
+
+    #[test]
+    fn two_shards_with_remote_frees(ops in prop::collection::vec(op(), OPS_PER_CASE)) {
+        run(&ops, 2);
+    }
+}
