@@ -141,9 +141,7 @@ impl FragMap {
         encoder.set_color(png::ColorType::Rgb);
         encoder.set_depth(png::BitDepth::Eight);
         let mut writer = encoder.write_header().map_err(std::io::Error::other)?;
-        writer
-            .write_image_data(&self.rgb())
-            .map_err(std::io::Error::other)?;
+        writer.write_image_data(&self.rgb()).map_err(std::io::Error::other)?;
         writer.finish().map_err(std::io::Error::other)
     }
 }
@@ -179,10 +177,7 @@ mod tests {
         let decoder = png::Decoder::new(std::fs::File::open(&path).unwrap());
         let reader = decoder.read_info().unwrap();
         assert_eq!(reader.info().width as usize, PAGES_PER_BAND);
-        assert_eq!(
-            reader.info().height as usize,
-            2 * (GRANULES_PER_PAGE + 1) - 1
-        );
+        assert_eq!(reader.info().height as usize, 2 * (GRANULES_PER_PAGE + 1) - 1);
         std::fs::remove_file(path).unwrap();
     }
 }

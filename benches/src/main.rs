@@ -13,10 +13,7 @@ use nta_bench::trace::{parse, Trace};
 use nta_bench::workloads::{Scale, DEFAULT_SEED};
 
 #[derive(Parser)]
-#[command(
-    name = "nta-bench",
-    about = "NTA against glibc, mimalloc, jemalloc, a pow2 model and a mempool model"
-)]
+#[command(name = "nta-bench", about = "NTA against glibc, mimalloc, jemalloc, a pow2 model and a mempool model")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -85,14 +82,8 @@ fn run_replay(file: &PathBuf, alloc: PeerKind) -> ExitCode {
                 ("alloc", Json::str(alloc.name())),
                 ("ops", Json::Int(result.ops)),
                 ("elapsed_ns", Json::Int(result.elapsed_ns)),
-                (
-                    "peak_live_requested_bytes",
-                    Json::Int(result.peak_live_requested_bytes),
-                ),
-                (
-                    "peak_footprint_bytes",
-                    Json::Int(result.peak_footprint_bytes),
-                ),
+                ("peak_live_requested_bytes", Json::Int(result.peak_live_requested_bytes)),
+                ("peak_footprint_bytes", Json::Int(result.peak_footprint_bytes)),
                 ("footprint_source", Json::str(result.footprint_source)),
                 ("failed_allocs", Json::Int(result.failed_allocs)),
             ]);
@@ -109,14 +100,7 @@ fn run_replay(file: &PathBuf, alloc: PeerKind) -> ExitCode {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::All {
-            quick,
-            json,
-            seed,
-            workloads,
-            allocs,
-            map_dir,
-        } => {
+        Command::All { quick, json, seed, workloads, allocs, map_dir } => {
             let options = SuiteOptions {
                 scale: if quick { Scale::Quick } else { Scale::Full },
                 seed,

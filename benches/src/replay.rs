@@ -100,8 +100,7 @@ impl State {
                     match unsafe { peer.resize(ptr, len, new_len) } {
                         Some(new_ptr) => {
                             self.slots[slot] = Some(Block(new_ptr, new_len));
-                            self.live_requested_bytes =
-                                self.live_requested_bytes - len as u64 + new_len as u64;
+                            self.live_requested_bytes = self.live_requested_bytes - len as u64 + new_len as u64;
                         }
                         None => self.result.failed_allocs += 1,
                     }
@@ -110,10 +109,7 @@ impl State {
             TraceOp::Thread(_) => return,
         }
         self.result.ops += 1;
-        self.result.peak_live_requested_bytes = self
-            .result
-            .peak_live_requested_bytes
-            .max(self.live_requested_bytes);
+        self.result.peak_live_requested_bytes = self.result.peak_live_requested_bytes.max(self.live_requested_bytes);
     }
 
     /// Runs `ops` (none of them a thread switch), timing only the operations.
@@ -155,11 +151,7 @@ pub fn replay<P: Peer + ?Sized>(peer: &P, trace: &Trace) -> ReplayResult {
         slots: vec![None; trace.slots],
         live_requested_bytes: 0,
         result: ReplayResult {
-            footprint_source: if peer.held_bytes().is_some() {
-                "own"
-            } else {
-                "rss"
-            },
+            footprint_source: if peer.held_bytes().is_some() { "own" } else { "rss" },
             ..Default::default()
         },
         base_held: peer.held_bytes(),
@@ -171,15 +163,10 @@ pub fn replay<P: Peer + ?Sized>(peer: &P, trace: &Trace) -> ReplayResult {
         used[*thread] = true;
     }
     // A poisoned lock can only follow a panic in a peer; keep its data.
-    let lock = || {
-        state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    };
+    let lock = || state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     std::thread::scope(|scope| {
         let (done_tx, done_rx) = mpsc::channel::<()>();
-        let mut workers: Vec<Option<mpsc::Sender<std::ops::Range<usize>>>> =
-            vec![None; TRACE_THREADS];
+        let mut workers: Vec<Option<mpsc::Sender<std::ops::Range<usize>>>> = vec![None; TRACE_THREADS];
         for (thread, worker) in workers.iter_mut().enumerate().skip(1) {
             if !used[thread] {
                 continue;
@@ -190,10 +177,7 @@ pub fn replay<P: Peer + ?Sized>(peer: &P, trace: &Trace) -> ReplayResult {
             scope.spawn(move || {
                 peer.bind_thread(thread);
                 for range in rx {
-                    state
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .run_batch(peer, &trace.ops[range]);
+                    state.lock().unwrap_or_else(|p| p.into_inner()).run_batch(peer, &trace.ops[range]);
                     if done_tx.send(()).is_err() {
                         break;
                     }
@@ -212,9 +196,7 @@ pub fn replay<P: Peer + ?Sized>(peer: &P, trace: &Trace) -> ReplayResult {
         // Dropping the senders ends the workers.
         workers.clear();
     });
-    let mut state = state
-        .into_inner()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut state = state.into_inner().unwrap_or_else(|poisoned| poisoned.into_inner());
     for Block(ptr, len) in state.slots.iter_mut().filter_map(Option::take) {
         // SAFETY: every block still in the table is live and freed once.
         unsafe { peer.free(ptr, len) };

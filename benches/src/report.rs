@@ -23,11 +23,7 @@ pub struct Table {
 impl Table {
     /// A table with `title` and `headers` and no rows yet.
     pub fn new(title: impl Into<String>, headers: &[&str]) -> Self {
-        Self {
-            title: title.into(),
-            headers: headers.iter().map(|h| h.to_string()).collect(),
-            ..Self::default()
-        }
+        Self { title: title.into(), headers: headers.iter().map(|h| h.to_string()).collect(), ..Self::default() }
     }
 
     /// Appends a row.
@@ -82,12 +78,7 @@ pub enum Json {
 impl Json {
     /// An object from key/value pairs.
     pub fn obj(pairs: Vec<(&str, Json)>) -> Json {
-        Json::Obj(
-            pairs
-                .into_iter()
-                .map(|(key, value)| (key.to_string(), value))
-                .collect(),
-        )
+        Json::Obj(pairs.into_iter().map(|(key, value)| (key.to_string(), value)).collect())
     }
 
     /// A string value.
@@ -176,10 +167,7 @@ pub fn fmt_num(value: Option<f64>, decimals: usize) -> String {
 
 /// Bytes as MiB with one decimal, or `n/a`.
 pub fn fmt_mib(bytes: Option<u64>) -> String {
-    bytes.map_or_else(
-        || "n/a".to_string(),
-        |b| format!("{:.1}", b as f64 / (1u64 << 20) as f64),
-    )
+    bytes.map_or_else(|| "n/a".to_string(), |b| format!("{:.1}", b as f64 / (1u64 << 20) as f64))
 }
 
 /// A fraction as a percentage with one decimal.
@@ -196,20 +184,9 @@ mod tests {
         let value = Json::obj(vec![
             ("a", Json::Int(1)),
             ("b", Json::str("x\"y\n")),
-            (
-                "c",
-                Json::Arr(vec![
-                    Json::Null,
-                    Json::Bool(true),
-                    Json::Num(0.5),
-                    Json::Num(f64::NAN),
-                ]),
-            ),
+            ("c", Json::Arr(vec![Json::Null, Json::Bool(true), Json::Num(0.5), Json::Num(f64::NAN)])),
         ]);
-        assert_eq!(
-            value.to_string(),
-            r#"{"a":1,"b":"x\"y\n","c":[null,true,0.5,null]}"#
-        );
+        assert_eq!(value.to_string(), r#"{"a":1,"b":"x\"y\n","c":[null,true,0.5,null]}"#);
     }
 
     #[test]

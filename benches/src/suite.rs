@@ -41,14 +41,8 @@ pub enum WorkloadId {
 
 impl WorkloadId {
     /// All workloads in the order `all` runs them (P2 first, see module docs).
-    pub const RUN_ORDER: [WorkloadId; 6] = [
-        WorkloadId::P2,
-        WorkloadId::P1,
-        WorkloadId::P3,
-        WorkloadId::P4,
-        WorkloadId::P5,
-        WorkloadId::P6,
-    ];
+    pub const RUN_ORDER: [WorkloadId; 6] =
+        [WorkloadId::P2, WorkloadId::P1, WorkloadId::P3, WorkloadId::P4, WorkloadId::P5, WorkloadId::P6];
 
     /// "P1" .. "P6".
     pub fn name(self) -> &'static str {
@@ -103,15 +97,9 @@ fn run_on_peers<V: PeerVisitor + Clone>(
         .iter()
         .map(|&kind| {
             let start = Instant::now();
-            let outcome = with_peer(kind, config_for(kind), visitor.clone())
-                .map_err(|error| error.to_string());
+            let outcome = with_peer(kind, config_for(kind), visitor.clone()).map_err(|error| error.to_string());
             if options.progress {
-                eprintln!(
-                    "[nta-bench] {} {:<8} {:>7.2} s",
-                    id.name(),
-                    kind.name(),
-                    start.elapsed().as_secs_f64()
-                );
+                eprintln!("[nta-bench] {} {:<8} {:>7.2} s", id.name(), kind.name(), start.elapsed().as_secs_f64());
             }
             (kind, outcome)
         })
@@ -132,31 +120,11 @@ macro_rules! visitor {
     };
 }
 
-visitor!(
-    PacketMixVisitor,
-    PacketMixParams,
-    PacketMixResult,
-    packet_mix::run
-);
-visitor!(
-    FootprintVisitor,
-    FootprintParams,
-    FootprintResult,
-    footprint::run
-);
+visitor!(PacketMixVisitor, PacketMixParams, PacketMixResult, packet_mix::run);
+visitor!(FootprintVisitor, FootprintParams, FootprintResult, footprint::run);
 visitor!(FillVisitor, FillParams, FillResult, fill::run);
-visitor!(
-    FreeOrderVisitor,
-    FreeOrderParams,
-    Vec<FreeOrderCell>,
-    free_order::run
-);
-visitor!(
-    CrossThreadVisitor,
-    CrossThreadParams,
-    CrossThreadResult,
-    cross_thread::run
-);
+visitor!(FreeOrderVisitor, FreeOrderParams, Vec<FreeOrderCell>, free_order::run);
+visitor!(CrossThreadVisitor, CrossThreadParams, CrossThreadResult, cross_thread::run);
 visitor!(ChurnVisitor, ChurnParams, ChurnResult, churn::run);
 
 /// The NTA figure of a workload, for the ratio column.
@@ -169,16 +137,8 @@ fn nta_value<R>(outcomes: &PeerOutcomes<R>, metric: impl Fn(&R) -> Option<f64>) 
 }
 
 /// The figure of `kind`, for the goal footers.
-fn peer_value<R>(
-    outcomes: &PeerOutcomes<R>,
-    kind: PeerKind,
-    metric: impl Fn(&R) -> Option<f64>,
-) -> Option<f64> {
-    outcomes
-        .iter()
-        .find(|(k, _)| *k == kind)
-        .and_then(|(_, outcome)| outcome.as_ref().ok())
-        .and_then(metric)
+fn peer_value<R>(outcomes: &PeerOutcomes<R>, kind: PeerKind, metric: impl Fn(&R) -> Option<f64>) -> Option<f64> {
+    outcomes.iter().find(|(k, _)| *k == kind).and_then(|(_, outcome)| outcome.as_ref().ok()).and_then(metric)
 }
 
 /// "goal: ... → met (x)" / "missed (x)" / "not measured".
@@ -197,19 +157,13 @@ fn error_row(kind: PeerKind, error: &str, columns: usize) -> Vec<String> {
 }
 
 fn error_json(id: WorkloadId, kind: PeerKind, error: &str) -> Json {
-    Json::obj(vec![
-        ("workload", Json::str(id.name())),
-        ("alloc", Json::str(kind.name())),
-        ("error", Json::str(error)),
-    ])
+    Json::obj(vec![("workload", Json::str(id.name())), ("alloc", Json::str(kind.name())), ("error", Json::str(error))])
 }
 
 fn scale_note(scale: Scale) -> String {
     match scale {
         Scale::Full => "Scale: full.".to_string(),
-        Scale::Quick => {
-            "Scale: **--quick** (operation counts scaled down, see each title).".to_string()
-        }
+        Scale::Quick => "Scale: **--quick** (operation counts scaled down, see each title).".to_string(),
         Scale::Tiny => "Scale: tiny (test configuration; figures are meaningless).".to_string(),
     }
 }
@@ -222,12 +176,7 @@ fn default_config(_kind: PeerKind) -> PeerConfig {
 pub fn packet_mix_report(options: &SuiteOptions) -> WorkloadReport {
     let mut params = PacketMixParams::at(options.scale);
     params.seed = options.seed;
-    let outcomes = run_on_peers(
-        options,
-        WorkloadId::P1,
-        default_config,
-        PacketMixVisitor(&params),
-    );
+    let outcomes = run_on_peers(options, WorkloadId::P1, default_config, PacketMixVisitor(&params));
     let metric = |r: &PacketMixResult| Some(r.ns_per_pair());
     let nta = nta_value(&outcomes, metric);
     let mut table = Table::new(
@@ -235,12 +184,7 @@ pub fn packet_mix_report(options: &SuiteOptions) -> WorkloadReport {
             "P1 packet mix: IMIX 64/594/1518 B at 7:4:1, window {} live, {} timed pairs",
             params.window, params.pairs
         ),
-        &[
-            "allocator",
-            "ns per alloc+free pair",
-            "failed allocs",
-            "NTA/peer (lower: NTA faster)",
-        ],
+        &["allocator", "ns per alloc+free pair", "failed allocs", "NTA/peer (lower: NTA faster)"],
     );
     table.notes.push(scale_note(options.scale));
     let mut json = Vec::new();
@@ -271,33 +215,16 @@ pub fn packet_mix_report(options: &SuiteOptions) -> WorkloadReport {
         }
     }
     let vs = |kind| ratio(nta, peer_value(&outcomes, kind, metric));
-    table.footer.push(goal_line(
-        "NTA/mimalloc ≤ 1.0",
-        vs(PeerKind::Mimalloc),
-        |v| v <= 1.0,
-    ));
-    table
-        .footer
-        .push(goal_line("NTA/glibc ≤ 0.5", vs(PeerKind::System), |v| {
-            v <= 0.5
-        }));
-    WorkloadReport {
-        id: WorkloadId::P1,
-        table,
-        json,
-    }
+    table.footer.push(goal_line("NTA/mimalloc ≤ 1.0", vs(PeerKind::Mimalloc), |v| v <= 1.0));
+    table.footer.push(goal_line("NTA/glibc ≤ 0.5", vs(PeerKind::System), |v| v <= 0.5));
+    WorkloadReport { id: WorkloadId::P1, table, json }
 }
 
 /// P2 report.
 pub fn footprint_report(options: &SuiteOptions) -> WorkloadReport {
     let mut params = FootprintParams::at(options.scale);
     params.seed = options.seed;
-    let outcomes = run_on_peers(
-        options,
-        WorkloadId::P2,
-        default_config,
-        FootprintVisitor(&params),
-    );
+    let outcomes = run_on_peers(options, WorkloadId::P2, default_config, FootprintVisitor(&params));
     let metric = |r: &FootprintResult| r.held_ratio().or(r.rss_ratio());
     let nta = nta_value(&outcomes, metric);
     let mut table = Table::new(
@@ -339,17 +266,11 @@ pub fn footprint_report(options: &SuiteOptions) -> WorkloadReport {
                 json.push(Json::obj(vec![
                     ("workload", Json::str("P2")),
                     ("alloc", Json::str(kind.name())),
-                    (
-                        "peak_live_requested_bytes",
-                        Json::Int(result.peak_live_requested_bytes),
-                    ),
+                    ("peak_live_requested_bytes", Json::Int(result.peak_live_requested_bytes)),
                     ("peak_held_bytes", Json::opt_int(result.peak_held_bytes)),
                     ("held_is_exact", Json::Bool(result.held_is_exact)),
                     ("held_over_live", Json::opt_num(result.held_ratio())),
-                    (
-                        "peak_rss_delta_bytes",
-                        Json::opt_int(result.peak_rss_delta_bytes),
-                    ),
+                    ("peak_rss_delta_bytes", Json::opt_int(result.peak_rss_delta_bytes)),
                     ("rss_over_live", Json::opt_num(result.rss_ratio())),
                     ("failed_allocs", Json::Int(result.failed_allocs)),
                     ("nta_over_peer", Json::opt_num(r)),
@@ -361,14 +282,8 @@ pub fn footprint_report(options: &SuiteOptions) -> WorkloadReport {
             }
         }
     }
-    table
-        .footer
-        .push(goal_line("NTA held/live ≤ 1.05", nta, |v| v <= 1.05));
-    WorkloadReport {
-        id: WorkloadId::P2,
-        table,
-        json,
-    }
+    table.footer.push(goal_line("NTA held/live ≤ 1.05", nta, |v| v <= 1.05));
+    WorkloadReport { id: WorkloadId::P2, table, json }
 }
 
 /// P3 report (and its PNG maps).
@@ -376,13 +291,9 @@ pub fn fill_report(options: &SuiteOptions) -> WorkloadReport {
     let mut params = FillParams::at(options.scale);
     params.seed = options.seed;
     let capacity = params.capacity_bytes;
-    let config = |_kind| PeerConfig {
-        capacity_bytes: Some(capacity),
-        nta_shards: Some(1),
-    };
+    let config = |_kind| PeerConfig { capacity_bytes: Some(capacity), nta_shards: Some(1) };
     let outcomes = run_on_peers(options, WorkloadId::P3, config, FillVisitor(&params));
-    let metric =
-        |r: &FillResult| (!r.phases.is_empty() && !r.cap_violated).then(|| r.min_utilization());
+    let metric = |r: &FillResult| (!r.phases.is_empty() && !r.cap_violated).then(|| r.min_utilization());
     let nta = nta_value(&outcomes, metric);
     let mut maxima = Vec::new();
     let mut max_bytes = params.start_max_bytes;
@@ -391,11 +302,7 @@ pub fn fill_report(options: &SuiteOptions) -> WorkloadReport {
         max_bytes /= 2;
     }
     let mut headers = vec!["allocator".to_string(), "cap".to_string()];
-    headers.extend(
-        maxima
-            .iter()
-            .map(|m| format!("util. at failure, max {m} B")),
-    );
+    headers.extend(maxima.iter().map(|m| format!("util. at failure, max {m} B")));
     headers.push("lowest".into());
     headers.push("NTA/peer (lowest; higher: NTA fuller)".into());
     let mut table = Table {
@@ -417,33 +324,20 @@ pub fn fill_report(options: &SuiteOptions) -> WorkloadReport {
     for (kind, outcome) in &outcomes {
         match outcome {
             Ok(result) => {
-                let cap = if kind.enforces_capacity() {
-                    "own"
-                } else {
-                    "emulated"
-                };
+                let cap = if kind.enforces_capacity() { "own" } else { "emulated" };
                 let mut row = vec![kind.name().to_string(), cap.to_string()];
                 for &max in &maxima {
-                    let phase = result
-                        .phases
-                        .iter()
-                        .find(|phase| phase.max_request_bytes == max);
-                    row.push(
-                        phase.map_or_else(
-                            || "—".to_string(),
-                            |phase| fmt_percent(phase.utilization),
-                        ),
-                    );
+                    let phase = result.phases.iter().find(|phase| phase.max_request_bytes == max);
+                    row.push(phase.map_or_else(|| "—".to_string(), |phase| fmt_percent(phase.utilization)));
                 }
                 let lowest = metric(result);
                 row.push(lowest.map_or_else(|| "n/a".to_string(), fmt_percent));
                 row.push(fmt_ratio(ratio(nta, lowest)));
                 table.row(row);
                 if result.cap_violated {
-                    table.footer.push(format!(
-                        "{}: live bytes exceeded the capacity: the cap is not enforced",
-                        kind.name()
-                    ));
+                    table
+                        .footer
+                        .push(format!("{}: live bytes exceeded the capacity: the cap is not enforced", kind.name()));
                 }
                 let mut map_path = Json::Null;
                 if let (Some(map), Some(dir)) = (&result.map, &options.map_dir) {
@@ -461,9 +355,7 @@ pub fn fill_report(options: &SuiteOptions) -> WorkloadReport {
                             ));
                             map_path = Json::str(path.display().to_string());
                         }
-                        Err(error) => table
-                            .footer
-                            .push(format!("{} map not written: {error}", kind.name())),
+                        Err(error) => table.footer.push(format!("{} map not written: {error}", kind.name())),
                     }
                 }
                 let phases = result
@@ -471,19 +363,10 @@ pub fn fill_report(options: &SuiteOptions) -> WorkloadReport {
                     .iter()
                     .map(|phase| {
                         Json::obj(vec![
-                            (
-                                "max_request_bytes",
-                                Json::Int(phase.max_request_bytes as u64),
-                            ),
-                            (
-                                "failed_request_bytes",
-                                Json::Int(phase.failed_request_bytes as u64),
-                            ),
+                            ("max_request_bytes", Json::Int(phase.max_request_bytes as u64)),
+                            ("failed_request_bytes", Json::Int(phase.failed_request_bytes as u64)),
                             ("allocations", Json::Int(phase.allocations)),
-                            (
-                                "live_requested_bytes",
-                                Json::Int(phase.live_requested_bytes),
-                            ),
+                            ("live_requested_bytes", Json::Int(phase.live_requested_bytes)),
                             ("utilization", Json::Num(phase.utilization)),
                         ])
                     })
@@ -506,43 +389,24 @@ pub fn fill_report(options: &SuiteOptions) -> WorkloadReport {
             }
         }
     }
-    table
-        .footer
-        .push(goal_line("NTA ≥ 97% at every failure", nta, |v| {
-            v >= 0.97
-        }));
-    WorkloadReport {
-        id: WorkloadId::P3,
-        table,
-        json,
-    }
+    table.footer.push(goal_line("NTA ≥ 97% at every failure", nta, |v| v >= 0.97));
+    WorkloadReport { id: WorkloadId::P3, table, json }
 }
 
 /// P4 report, in the seed-001 column format.
 pub fn free_order_report(options: &SuiteOptions) -> WorkloadReport {
     let params = FreeOrderParams::at(options.scale);
-    let outcomes = run_on_peers(
-        options,
-        WorkloadId::P4,
-        default_config,
-        FreeOrderVisitor(&params),
-    );
+    let outcomes = run_on_peers(options, WorkloadId::P4, default_config, FreeOrderVisitor(&params));
     let ms = |ns: u64| ns as f64 / 1e6;
     let find = |cells: &[FreeOrderCell], size: usize, order: FreeOrder| {
-        cells
-            .iter()
-            .find(|cell| cell.object_bytes == size && cell.order == order)
-            .cloned()
+        cells.iter().find(|cell| cell.object_bytes == size && cell.order == order).cloned()
     };
     let nta_cells: Option<Vec<FreeOrderCell>> = outcomes
         .iter()
         .find(|(kind, _)| *kind == PeerKind::Nta)
         .and_then(|(_, outcome)| outcome.as_ref().ok().cloned());
     let mut table = Table::new(
-        format!(
-            "P4 seed-001 table: {} objects per cell, freed in order / alternately / reversed",
-            params.objects
-        ),
+        format!("P4 seed-001 table: {} objects per cell, freed in order / alternately / reversed", params.objects),
         &[
             "Allocator",
             "Free order",
@@ -555,10 +419,7 @@ pub fn free_order_report(options: &SuiteOptions) -> WorkloadReport {
     );
     table.notes.push(scale_note(options.scale));
     if options.scale != Scale::Full {
-        table.notes.push(format!(
-            "Not the seed's 1M ({} objects per cell).",
-            params.objects
-        ));
+        table.notes.push(format!("Not the seed's 1M ({} objects per cell).", params.objects));
     }
     let mut json = Vec::new();
     for (kind, outcome) in &outcomes {
@@ -576,19 +437,10 @@ pub fn free_order_report(options: &SuiteOptions) -> WorkloadReport {
                     continue;
                 };
                 let nta_cell = nta_cells.as_deref().and_then(|nta| find(nta, size, order));
-                let alloc_ratio = ratio(
-                    nta_cell.as_ref().map(|c| ms(c.alloc_ns)),
-                    Some(ms(cell.alloc_ns)),
-                );
-                let free_ratio = ratio(
-                    nta_cell.as_ref().map(|c| ms(c.free_ns)),
-                    Some(ms(cell.free_ns)),
-                );
-                let failed = if cell.failed_allocs > 0 {
-                    format!(" ({} failed)", cell.failed_allocs)
-                } else {
-                    String::new()
-                };
+                let alloc_ratio = ratio(nta_cell.as_ref().map(|c| ms(c.alloc_ns)), Some(ms(cell.alloc_ns)));
+                let free_ratio = ratio(nta_cell.as_ref().map(|c| ms(c.free_ns)), Some(ms(cell.free_ns)));
+                let failed =
+                    if cell.failed_allocs > 0 { format!(" ({} failed)", cell.failed_allocs) } else { String::new() };
                 table.row(vec![
                     kind.name().into(),
                     order.name().into(),
@@ -614,14 +466,8 @@ pub fn free_order_report(options: &SuiteOptions) -> WorkloadReport {
         }
     }
     // Goal: every NTA cell ≤ glibc and ≤ 1.2 × mimalloc, alloc and free alike.
-    for (peer, bound, text) in [
-        (PeerKind::System, 1.0, "≤ glibc"),
-        (PeerKind::Mimalloc, 1.2, "≤ 1.2× mimalloc"),
-    ] {
-        let peer_cells = outcomes
-            .iter()
-            .find(|(k, _)| *k == peer)
-            .and_then(|(_, o)| o.as_ref().ok());
+    for (peer, bound, text) in [(PeerKind::System, 1.0, "≤ glibc"), (PeerKind::Mimalloc, 1.2, "≤ 1.2× mimalloc")] {
+        let peer_cells = outcomes.iter().find(|(k, _)| *k == peer).and_then(|(_, o)| o.as_ref().ok());
         match (&nta_cells, peer_cells) {
             (Some(nta), Some(other)) => {
                 let mut misses = Vec::new();
@@ -630,10 +476,9 @@ pub fn free_order_report(options: &SuiteOptions) -> WorkloadReport {
                     let Some(other) = find(other, cell.object_bytes, cell.order) else {
                         continue;
                     };
-                    for (what, mine, theirs) in [
-                        ("alloc", cell.alloc_ns, other.alloc_ns),
-                        ("free", cell.free_ns, other.free_ns),
-                    ] {
+                    for (what, mine, theirs) in
+                        [("alloc", cell.alloc_ns, other.alloc_ns), ("free", cell.free_ns, other.free_ns)]
+                    {
                         total += 1;
                         if mine as f64 > bound * theirs as f64 {
                             misses.push(format!(
@@ -646,9 +491,7 @@ pub fn free_order_report(options: &SuiteOptions) -> WorkloadReport {
                     }
                 }
                 if misses.is_empty() {
-                    table
-                        .footer
-                        .push(format!("Goal every NTA cell {text}: met ({total} figures)"));
+                    table.footer.push(format!("Goal every NTA cell {text}: met ({total} figures)"));
                 } else {
                     table.footer.push(format!(
                         "Goal every NTA cell {text}: **missed** in {}/{total}: {}",
@@ -657,28 +500,17 @@ pub fn free_order_report(options: &SuiteOptions) -> WorkloadReport {
                     ));
                 }
             }
-            _ => table
-                .footer
-                .push(format!("Goal every NTA cell {text}: not measured")),
+            _ => table.footer.push(format!("Goal every NTA cell {text}: not measured")),
         }
     }
-    WorkloadReport {
-        id: WorkloadId::P4,
-        table,
-        json,
-    }
+    WorkloadReport { id: WorkloadId::P4, table, json }
 }
 
 /// P5 report.
 pub fn cross_thread_report(options: &SuiteOptions) -> WorkloadReport {
     let mut params = CrossThreadParams::at(options.scale);
     params.seed = options.seed;
-    let outcomes = run_on_peers(
-        options,
-        WorkloadId::P5,
-        default_config,
-        CrossThreadVisitor(&params),
-    );
+    let outcomes = run_on_peers(options, WorkloadId::P5, default_config, CrossThreadVisitor(&params));
     let metric = |r: &CrossThreadResult| Some(r.pairs_per_sec());
     let nta = nta_value(&outcomes, metric);
     let mut table = Table::new(
@@ -686,18 +518,10 @@ pub fn cross_thread_report(options: &SuiteOptions) -> WorkloadReport {
             "P5 cross-thread: A allocates IMIX buffers, B frees them, SPSC ring of {}, {} pairs",
             params.queue_capacity, params.pairs
         ),
-        &[
-            "allocator",
-            "pairs/s",
-            "ns per pair",
-            "failed allocs",
-            "NTA/peer (throughput; higher: NTA faster)",
-        ],
+        &["allocator", "pairs/s", "ns per pair", "failed allocs", "NTA/peer (throughput; higher: NTA faster)"],
     );
     table.notes.push(scale_note(options.scale));
-    table.notes.push(
-        "NTA: default shards; A binds shard 0 and B shard 1, so every free is remote.".to_string(),
-    );
+    table.notes.push("NTA: default shards; A binds shard 0 and B shard 1, so every free is remote.".to_string());
     let mut json = Vec::new();
     for (kind, outcome) in &outcomes {
         match outcome {
@@ -728,26 +552,15 @@ pub fn cross_thread_report(options: &SuiteOptions) -> WorkloadReport {
         }
     }
     let vs = ratio(nta, peer_value(&outcomes, PeerKind::Mimalloc, metric));
-    table
-        .footer
-        .push(goal_line("NTA ≥ 1.0× mimalloc", vs, |v| v >= 1.0));
-    WorkloadReport {
-        id: WorkloadId::P5,
-        table,
-        json,
-    }
+    table.footer.push(goal_line("NTA ≥ 1.0× mimalloc", vs, |v| v >= 1.0));
+    WorkloadReport { id: WorkloadId::P5, table, json }
 }
 
 /// P6 report.
 pub fn churn_report(options: &SuiteOptions) -> WorkloadReport {
     let mut params = ChurnParams::at(options.scale);
     params.seed = options.seed;
-    let outcomes = run_on_peers(
-        options,
-        WorkloadId::P6,
-        default_config,
-        ChurnVisitor(&params),
-    );
+    let outcomes = run_on_peers(options, WorkloadId::P6, default_config, ChurnVisitor(&params));
     let metric = |r: &ChurnResult| Some(r.ops_per_sec());
     let nta = nta_value(&outcomes, metric);
     let mut table = Table::new(
@@ -767,10 +580,7 @@ pub fn churn_report(options: &SuiteOptions) -> WorkloadReport {
     );
     table.notes.push(scale_note(options.scale));
     if options.scale != Scale::Full {
-        table.notes.push(format!(
-            "**Scaled down**: {} operations instead of 100M.",
-            params.ops
-        ));
+        table.notes.push(format!("**Scaled down**: {} operations instead of 100M.", params.ops));
     }
     table.notes.push(format!(
         "Footprint: own stats where the allocator has them (glibc's are process-wide), sampled {} times.",
@@ -789,12 +599,7 @@ pub fn churn_report(options: &SuiteOptions) -> WorkloadReport {
                     kind.name().into(),
                     format!("{:.0}", result.ops_per_sec()),
                     result.failed_allocs.to_string(),
-                    format!(
-                        "{} / {} / {}",
-                        fmt_mib(quarter),
-                        fmt_mib(last),
-                        fmt_mib(max)
-                    ),
+                    format!("{} / {} / {}", fmt_mib(quarter), fmt_mib(last), fmt_mib(max)),
                     fmt_num(result.drift(), 3),
                     fmt_num(result.peak_ratio(), 2),
                     fmt_ratio(r),
@@ -837,16 +642,8 @@ pub fn churn_report(options: &SuiteOptions) -> WorkloadReport {
         .find(|(k, _)| *k == PeerKind::Nta)
         .and_then(|(_, o)| o.as_ref().ok())
         .and_then(ChurnResult::drift);
-    table.footer.push(goal_line(
-        "NTA footprint flat (drift ≤ 1.10)",
-        nta_drift,
-        |v| v <= 1.10,
-    ));
-    WorkloadReport {
-        id: WorkloadId::P6,
-        table,
-        json,
-    }
+    table.footer.push(goal_line("NTA footprint flat (drift ≤ 1.10)", nta_drift, |v| v <= 1.10));
+    WorkloadReport { id: WorkloadId::P6, table, json }
 }
 
 /// Runs one workload on every selected peer.
@@ -864,11 +661,8 @@ pub fn run_workload(id: WorkloadId, options: &SuiteOptions) -> WorkloadReport {
 /// Runs `workloads` in [`WorkloadId::RUN_ORDER`] and returns their reports in
 /// P1..P6 order.
 pub fn run_all(workloads: &[WorkloadId], options: &SuiteOptions) -> Vec<WorkloadReport> {
-    let mut reports: Vec<WorkloadReport> = WorkloadId::RUN_ORDER
-        .iter()
-        .filter(|id| workloads.contains(id))
-        .map(|&id| run_workload(id, options))
-        .collect();
+    let mut reports: Vec<WorkloadReport> =
+        WorkloadId::RUN_ORDER.iter().filter(|id| workloads.contains(id)).map(|&id| run_workload(id, options)).collect();
     reports.sort_by_key(|report| report.id);
     reports
 }

@@ -68,10 +68,7 @@ pub struct Trace {
 impl Trace {
     /// Number of `a`, `f` and `r` operations (thread switches not counted).
     pub fn memory_ops(&self) -> u64 {
-        self.ops
-            .iter()
-            .filter(|op| !matches!(op, TraceOp::Thread(_)))
-            .count() as u64
+        self.ops.iter().filter(|op| !matches!(op, TraceOp::Thread(_))).count() as u64
     }
 }
 
@@ -120,29 +117,18 @@ enum IdState {
 }
 
 fn malformed(line: usize, why: impl Into<String>) -> TraceError {
-    TraceError {
-        line,
-        kind: TraceErrorKind::Malformed(why.into()),
-    }
+    TraceError { line, kind: TraceErrorKind::Malformed(why.into()) }
 }
 
 fn number(line: usize, field: Option<&str>, what: &str) -> Result<u64, TraceError> {
     let field = field.ok_or_else(|| malformed(line, format!("missing {what}")))?;
-    field.parse::<u64>().map_err(|_| {
-        malformed(
-            line,
-            format!("{what} `{field}` is not a non-negative integer"),
-        )
-    })
+    field.parse::<u64>().map_err(|_| malformed(line, format!("{what} `{field}` is not a non-negative integer")))
 }
 
 fn size(line: usize, field: Option<&str>) -> Result<usize, TraceError> {
     let bytes = number(line, field, "size")?;
     if bytes > MAX_TRACE_SIZE_BYTES {
-        return Err(malformed(
-            line,
-            format!("size {bytes} is above the {MAX_TRACE_SIZE_BYTES}-byte limit"),
-        ));
+        return Err(malformed(line, format!("size {bytes} is above the {MAX_TRACE_SIZE_BYTES}-byte limit")));
     }
     usize::try_from(bytes).map_err(|_| malformed(line, "size does not fit this machine"))
 }
@@ -163,10 +149,7 @@ pub fn parse(bytes: &[u8]) -> Result<Trace, TraceError> {
                 let id = number(line, fields.next(), "id")?;
                 let len = size(line, fields.next())?;
                 if let Some(IdState::Live(_)) = ids.get(&id) {
-                    return Err(TraceError {
-                        line,
-                        kind: TraceErrorKind::AlreadyLive(id),
-                    });
+                    return Err(TraceError { line, kind: TraceErrorKind::AlreadyLive(id) });
                 }
                 let slot = trace.slots;
                 trace.slots += 1;
@@ -175,24 +158,10 @@ pub fn parse(bytes: &[u8]) -> Result<Trace, TraceError> {
             }
             "f" | "r" => {
                 let id = number(line, fields.next(), "id")?;
-                let new_len = if op == "r" {
-                    Some(size(line, fields.next())?)
-                } else {
-                    None
-                };
+                let new_len = if op == "r" { Some(size(line, fields.next())?) } else { None };
                 let slot = match ids.get(&id) {
-                    None => {
-                        return Err(TraceError {
-                            line,
-                            kind: TraceErrorKind::UnknownId(id),
-                        })
-                    }
-                    Some(IdState::Freed) => {
-                        return Err(TraceError {
-                            line,
-                            kind: TraceErrorKind::AlreadyFreed(id),
-                        })
-                    }
+                    None => return Err(TraceError { line, kind: TraceErrorKind::UnknownId(id) }),
+                    Some(IdState::Freed) => return Err(TraceError { line, kind: TraceErrorKind::AlreadyFreed(id) }),
                     Some(&IdState::Live(slot)) => slot,
                 };
                 match new_len {
@@ -206,19 +175,11 @@ pub fn parse(bytes: &[u8]) -> Result<Trace, TraceError> {
             "t" => {
                 let thread = number(line, fields.next(), "thread")?;
                 if thread >= TRACE_THREADS as u64 {
-                    return Err(malformed(
-                        line,
-                        format!("thread {thread} is not in 0..={}", TRACE_THREADS - 1),
-                    ));
+                    return Err(malformed(line, format!("thread {thread} is not in 0..={}", TRACE_THREADS - 1)));
                 }
                 TraceOp::Thread(thread as usize)
             }
-            other => {
-                return Err(malformed(
-                    line,
-                    format!("unknown operation `{other}` (expected a, f, r or t)"),
-                ))
-            }
+            other => return Err(malformed(line, format!("unknown operation `{other}` (expected a, f, r or t)"))),
         };
         if let Some(extra) = fields.next() {
             return Err(malformed(line, format!("unexpected field `{extra}`")));
@@ -244,10 +205,7 @@ mod tests {
             vec![
                 TraceOp::Alloc { slot: 0, len: 100 },
                 TraceOp::Thread(3),
-                TraceOp::Resize {
-                    slot: 0,
-                    new_len: 50
-                },
+                TraceOp::Resize { slot: 0, new_len: 50 },
                 TraceOp::Free { slot: 0 },
                 TraceOp::Alloc { slot: 1, len: 7 },
             ]
@@ -273,50 +231,17 @@ mod tests {
         for &(text, line) in cases {
             let error = error_of(text);
             assert_eq!(error.line, line, "{text:?}: {error}");
-            assert!(
-                matches!(error.kind, TraceErrorKind::Malformed(_)),
-                "{text:?}: {error}"
-            );
+            assert!(matches!(error.kind, TraceErrorKind::Malformed(_)), "{text:?}: {error}");
         }
     }
 
     #[test]
     fn id_errors_are_reported_with_their_line() {
-        assert_eq!(
-            error_of("a 1 10\nf 2\n"),
-            TraceError {
-                line: 2,
-                kind: TraceErrorKind::UnknownId(2)
-            }
-        );
-        assert_eq!(
-            error_of("a 1 10\nr 2 5\n"),
-            TraceError {
-                line: 2,
-                kind: TraceErrorKind::UnknownId(2)
-            }
-        );
-        assert_eq!(
-            error_of("a 1 10\nf 1\nf 1\n"),
-            TraceError {
-                line: 3,
-                kind: TraceErrorKind::AlreadyFreed(1)
-            }
-        );
-        assert_eq!(
-            error_of("a 1 10\nf 1\nr 1 4\n"),
-            TraceError {
-                line: 3,
-                kind: TraceErrorKind::AlreadyFreed(1)
-            }
-        );
-        assert_eq!(
-            error_of("a 1 10\n#\na 1 10\n"),
-            TraceError {
-                line: 3,
-                kind: TraceErrorKind::AlreadyLive(1)
-            }
-        );
+        assert_eq!(error_of("a 1 10\nf 2\n"), TraceError { line: 2, kind: TraceErrorKind::UnknownId(2) });
+        assert_eq!(error_of("a 1 10\nr 2 5\n"), TraceError { line: 2, kind: TraceErrorKind::UnknownId(2) });
+        assert_eq!(error_of("a 1 10\nf 1\nf 1\n"), TraceError { line: 3, kind: TraceErrorKind::AlreadyFreed(1) });
+        assert_eq!(error_of("a 1 10\nf 1\nr 1 4\n"), TraceError { line: 3, kind: TraceErrorKind::AlreadyFreed(1) });
+        assert_eq!(error_of("a 1 10\n#\na 1 10\n"), TraceError { line: 3, kind: TraceErrorKind::AlreadyLive(1) });
     }
 
     #[test]

@@ -5,10 +5,7 @@ use std::process::Command;
 
 fn trace_file(name: &str, text: &str) -> std::path::PathBuf {
     let path = std::env::temp_dir().join(format!("nta-bench-{}-{name}.trace", std::process::id()));
-    std::fs::File::create(&path)
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
+    std::fs::File::create(&path).unwrap().write_all(text.as_bytes()).unwrap();
     path
 }
 
@@ -21,17 +18,10 @@ fn replay(path: &std::path::Path, alloc: &str) -> std::process::Output {
 
 #[test]
 fn replay_prints_one_json_line_with_the_fields() {
-    let path = trace_file(
-        "ok",
-        "# two threads\na 1 100\na 2 200\nt 1\nf 1\nr 2 50\nt 0\nf 2\n",
-    );
+    let path = trace_file("ok", "# two threads\na 1 100\na 2 200\nt 1\nf 1\nr 2 50\nt 0\nf 2\n");
     for alloc in ["nta", "system", "mimalloc", "jemalloc", "pow2", "mempool"] {
         let output = replay(&path, alloc);
-        assert!(
-            output.status.success(),
-            "{alloc}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        assert!(output.status.success(), "{alloc}: {}", String::from_utf8_lossy(&output.stderr));
         let stdout = String::from_utf8(output.stdout).unwrap();
         assert_eq!(stdout.lines().count(), 1);
         for field in [
@@ -41,10 +31,7 @@ fn replay_prints_one_json_line_with_the_fields() {
             "\"peak_footprint_bytes\":",
             "\"failed_allocs\":0",
         ] {
-            assert!(
-                stdout.contains(field),
-                "{alloc}: {field} missing in {stdout}"
-            );
+            assert!(stdout.contains(field), "{alloc}: {field} missing in {stdout}");
         }
     }
     std::fs::remove_file(path).unwrap();
@@ -55,11 +42,7 @@ fn replay_rejects_bad_lines_with_their_number_and_exits_non_zero() {
     for (name, text, needle) in [
         ("malformed", "a 1 10\nq 3\n", "line 2: malformed"),
         ("unknown", "a 1 10\n\nf 9\n", "line 3: unknown id 9"),
-        (
-            "freed",
-            "a 1 10\nf 1\nf 1\n",
-            "line 3: id 1 is already freed",
-        ),
+        ("freed", "a 1 10\nf 1\nf 1\n", "line 3: id 1 is already freed"),
     ] {
         let path = trace_file(name, text);
         let output = replay(&path, "system");

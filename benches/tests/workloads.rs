@@ -12,13 +12,9 @@ use nta_bench::workloads::packet_mix::{self, PacketMixParams};
 use nta_bench::workloads::Scale;
 
 /// Runs `check` on every peer, built with `config`.
-fn on_every_peer<V: PeerVisitor<Output = ()> + Clone>(
-    config: impl Fn(PeerKind) -> PeerConfig,
-    visitor: V,
-) {
+fn on_every_peer<V: PeerVisitor<Output = ()> + Clone>(config: impl Fn(PeerKind) -> PeerConfig, visitor: V) {
     for kind in PeerKind::ALL {
-        with_peer(kind, config(kind), visitor.clone())
-            .unwrap_or_else(|error| panic!("{}: {error}", kind.name()));
+        with_peer(kind, config(kind), visitor.clone()).unwrap_or_else(|error| panic!("{}: {error}", kind.name()));
     }
 }
 
@@ -32,9 +28,7 @@ impl PeerVisitor for PacketMix {
         assert_eq!(result.failed_allocs, 0, "{}", peer.name());
         assert_eq!(result.pairs, params.pairs);
         let max_live = (params.window * IMIX_SIZES[2]) as u64;
-        assert!(
-            result.peak_live_requested_bytes > 0 && result.peak_live_requested_bytes <= max_live
-        );
+        assert!(result.peak_live_requested_bytes > 0 && result.peak_live_requested_bytes <= max_live);
     }
 }
 
@@ -52,11 +46,7 @@ impl PeerVisitor for Footprint {
         let result = footprint::run(peer, &params);
         assert_eq!(result.failed_allocs, 0, "{}", peer.name());
         let min_live = (params.window * IMIX_SIZES[0]) as u64;
-        assert!(
-            result.peak_live_requested_bytes >= min_live,
-            "{}",
-            peer.name()
-        );
+        assert!(result.peak_live_requested_bytes >= min_live, "{}", peer.name());
         if matches!(peer.name(), "pow2" | "mempool") {
             // The models' held bytes are exact and cover every live byte.
             assert!(result.held_ratio().unwrap() >= 1.0, "{}", peer.name());
@@ -82,30 +72,15 @@ impl PeerVisitor for Fill {
         assert_eq!(result.phases.len(), 8, "{name}");
         let mut previous = 0;
         for phase in &result.phases {
-            assert!(
-                (0.0..=1.0).contains(&phase.utilization),
-                "{name}: {phase:?}"
-            );
-            assert!(
-                phase.failed_request_bytes <= phase.max_request_bytes,
-                "{name}"
-            );
-            assert!(
-                phase.live_requested_bytes >= previous,
-                "{name}: nothing is freed"
-            );
+            assert!((0.0..=1.0).contains(&phase.utilization), "{name}: {phase:?}");
+            assert!(phase.failed_request_bytes <= phase.max_request_bytes, "{name}");
+            assert!(phase.live_requested_bytes >= previous, "{name}: nothing is freed");
             previous = phase.live_requested_bytes;
         }
         // Only the mempool can fail at once (a first request above 2048 B).
-        assert!(
-            name == "mempool" || result.phases[0].utilization > 0.0,
-            "{name}"
-        );
+        assert!(name == "mempool" || result.phases[0].utilization > 0.0, "{name}");
         // Only the mempool can fail at once (a first request above 2048 B).
-        assert!(
-            name == "mempool" || result.phases[0].utilization > 0.0,
-            "{name}"
-        );
+        assert!(name == "mempool" || result.phases[0].utilization > 0.0, "{name}");
         if let Some(map) = &result.map {
             let used_bytes = (map.used_granules() * 32) as u64;
             assert!(used_bytes >= previous, "{name}: every live byte is painted");
@@ -119,13 +94,7 @@ impl PeerVisitor for Fill {
 #[test]
 fn p3_fill_reports_utilization_between_0_and_1() {
     let capacity = FillParams::at(Scale::Tiny).capacity_bytes;
-    on_every_peer(
-        |_| PeerConfig {
-            capacity_bytes: Some(capacity),
-            nta_shards: Some(1),
-        },
-        Fill,
-    );
+    on_every_peer(|_| PeerConfig { capacity_bytes: Some(capacity), nta_shards: Some(1) }, Fill);
 }
 
 #[derive(Clone)]
@@ -173,10 +142,7 @@ impl PeerVisitor for Churn {
     fn visit<P: Peer>(self, peer: &P) {
         let params = ChurnParams::at(Scale::Tiny);
         let result = churn::run(peer, &params);
-        assert_eq!(
-            result.ops,
-            result.allocs + result.frees + result.shrinks + result.failed_allocs
-        );
+        assert_eq!(result.ops, result.allocs + result.frees + result.shrinks + result.failed_allocs);
         assert_eq!(result.samples.len() as u64, params.samples);
         assert!(result.shrinks > 0 && result.frees > 0);
         if peer.name() != "mempool" {
@@ -204,13 +170,5 @@ fn workloads_are_deterministic_given_the_seed() {
         }
     }
     let capacity = FillParams::at(Scale::Tiny).capacity_bytes;
-    with_peer(
-        PeerKind::Pow2,
-        PeerConfig {
-            capacity_bytes: Some(capacity),
-            nta_shards: None,
-        },
-        Twice,
-    )
-    .unwrap();
+    with_peer(PeerKind::Pow2, PeerConfig { capacity_bytes: Some(capacity), nta_shards: None }, Twice).unwrap();
 }

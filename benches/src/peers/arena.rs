@@ -36,13 +36,7 @@ impl BumpArena {
     /// An arena of exactly `capacity_bytes` (rounded up to a page), or one
     /// that grows without bound when `capacity_bytes` is `None`.
     pub fn new(capacity_bytes: Option<usize>) -> Self {
-        let mut arena = Self {
-            chunks: Vec::new(),
-            cursor: 0,
-            end: 0,
-            capped: false,
-            held_bytes: 0,
-        };
+        let mut arena = Self { chunks: Vec::new(), cursor: 0, end: 0, capped: false, held_bytes: 0 };
         if let Some(capacity) = capacity_bytes {
             arena.capped = true;
             let capacity = capacity.div_ceil(CHUNK_ALIGN).max(1) * CHUNK_ALIGN;

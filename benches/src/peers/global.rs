@@ -152,18 +152,7 @@ impl MallocStats for MimallocPeer {
         let mut fields = [0usize; 8];
         let [elapsed, user, system, rss, peak_rss, commit, peak_commit, faults] = &mut fields;
         // SAFETY: every out-pointer points at a live usize.
-        unsafe {
-            libmimalloc_sys::mi_process_info(
-                elapsed,
-                user,
-                system,
-                rss,
-                peak_rss,
-                commit,
-                peak_commit,
-                faults,
-            )
-        };
+        unsafe { libmimalloc_sys::mi_process_info(elapsed, user, system, rss, peak_rss, commit, peak_commit, faults) };
         // On Linux mimalloc estimates commit as the read/write memory it has
         // reserved and not decommitted: its own footprint.
         Some(fields[5] as u64)
@@ -183,9 +172,7 @@ impl MallocStats for JemallocPeer {
     fn held() -> Option<u64> {
         // jemalloc caches its statistics; advancing the epoch refreshes them.
         tikv_jemalloc_ctl::epoch::advance().ok()?;
-        tikv_jemalloc_ctl::stats::resident::read()
-            .ok()
-            .map(|bytes| bytes as u64)
+        tikv_jemalloc_ctl::stats::resident::read().ok().map(|bytes| bytes as u64)
     }
 
     fn exact() -> bool {

@@ -29,10 +29,7 @@ pub const MEMPOOL_DATA_ROOM_BYTES: usize = 2048;
 /// Bytes per element: headroom plus data room.
 pub const MEMPOOL_ELEMENT_BYTES: usize = MEMPOOL_HEADROOM_BYTES + MEMPOOL_DATA_ROOM_BYTES;
 
-const _: () = assert!(
-    MEMPOOL_ELEMENT_BYTES % 64 == 0,
-    "elements stay cache-line aligned"
-);
+const _: () = assert!(MEMPOOL_ELEMENT_BYTES % 64 == 0, "elements stay cache-line aligned");
 
 struct State {
     /// First free element (null: none); each free element's first word links
@@ -52,21 +49,14 @@ pub struct MempoolModel {
 
 impl std::fmt::Debug for MempoolModel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MempoolModel")
-            .field("held_bytes", &self.state.lock().arena.held_bytes())
-            .finish()
+        f.debug_struct("MempoolModel").field("held_bytes", &self.state.lock().arena.held_bytes()).finish()
     }
 }
 
 impl MempoolModel {
     /// A pool of `capacity_bytes / element` buffers, or a growing one.
     pub fn new(capacity_bytes: Option<usize>) -> Self {
-        Self {
-            state: Mutex::new(State {
-                free_head: std::ptr::null_mut(),
-                arena: BumpArena::new(capacity_bytes),
-            }),
-        }
+        Self { state: Mutex::new(State { free_head: std::ptr::null_mut(), arena: BumpArena::new(capacity_bytes) }) }
     }
 
     /// The capped region as (start address, length), if capped.
@@ -109,12 +99,7 @@ impl Peer for MempoolModel {
         state.free_head = element;
     }
 
-    unsafe fn resize(
-        &self,
-        ptr: NonNull<u8>,
-        _old_len: usize,
-        new_len: usize,
-    ) -> Option<NonNull<u8>> {
+    unsafe fn resize(&self, ptr: NonNull<u8>, _old_len: usize, new_len: usize) -> Option<NonNull<u8>> {
         (new_len <= MEMPOOL_DATA_ROOM_BYTES).then_some(ptr)
     }
 

@@ -25,9 +25,7 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 pub use global::{JemallocPeer, MimallocPeer, SystemPeer};
-pub use mempool::{
-    MempoolModel, MEMPOOL_DATA_ROOM_BYTES, MEMPOOL_ELEMENT_BYTES, MEMPOOL_HEADROOM_BYTES,
-};
+pub use mempool::{MempoolModel, MEMPOOL_DATA_ROOM_BYTES, MEMPOOL_ELEMENT_BYTES, MEMPOOL_HEADROOM_BYTES};
 pub use nta::NtaPeer;
 pub use pow2::Pow2Model;
 
@@ -56,12 +54,7 @@ pub trait Peer: Send + Sync {
     ///
     /// # Safety
     /// As for [`Peer::free`], with `old_len` the block's current length.
-    unsafe fn resize(
-        &self,
-        ptr: NonNull<u8>,
-        old_len: usize,
-        new_len: usize,
-    ) -> Option<NonNull<u8>>;
+    unsafe fn resize(&self, ptr: NonNull<u8>, old_len: usize, new_len: usize) -> Option<NonNull<u8>>;
 
     /// Bytes usable in the block (at least `len`), for capacity emulation.
     ///
@@ -119,14 +112,8 @@ pub enum PeerKind {
 
 impl PeerKind {
     /// Every peer, NTA first.
-    pub const ALL: [PeerKind; 6] = [
-        PeerKind::Nta,
-        PeerKind::System,
-        PeerKind::Mimalloc,
-        PeerKind::Jemalloc,
-        PeerKind::Pow2,
-        PeerKind::Mempool,
-    ];
+    pub const ALL: [PeerKind; 6] =
+        [PeerKind::Nta, PeerKind::System, PeerKind::Mimalloc, PeerKind::Jemalloc, PeerKind::Pow2, PeerKind::Mempool];
 
     /// The name used on the command line and in reports.
     pub fn name(self) -> &'static str {
@@ -178,11 +165,7 @@ impl std::error::Error for BuildError {}
 
 /// Builds the peer `kind` as configured and runs `visitor` on it; the peer is
 /// dropped (and its memory released) afterwards.
-pub fn with_peer<V: PeerVisitor>(
-    kind: PeerKind,
-    config: PeerConfig,
-    visitor: V,
-) -> Result<V::Output, BuildError> {
+pub fn with_peer<V: PeerVisitor>(kind: PeerKind, config: PeerConfig, visitor: V) -> Result<V::Output, BuildError> {
     match (kind, config.capacity_bytes) {
         (PeerKind::Nta, _) => Ok(visitor.visit(&NtaPeer::new(config)?)),
         (PeerKind::Pow2, capacity) => Ok(visitor.visit(&Pow2Model::new(capacity))),
@@ -211,11 +194,7 @@ pub struct CapEmulated<P> {
 impl<P: Peer> CapEmulated<P> {
     /// Wraps `inner` with a cap of `capacity_bytes` usable bytes.
     pub fn new(inner: P, capacity_bytes: usize) -> Self {
-        Self {
-            inner,
-            capacity_bytes: capacity_bytes as u64,
-            usable_bytes: AtomicU64::new(0),
-        }
+        Self { inner, capacity_bytes: capacity_bytes as u64, usable_bytes: AtomicU64::new(0) }
     }
 }
 
@@ -247,12 +226,7 @@ impl<P: Peer> Peer for CapEmulated<P> {
         unsafe { self.inner.free(ptr, len) }
     }
 
-    unsafe fn resize(
-        &self,
-        ptr: NonNull<u8>,
-        old_len: usize,
-        new_len: usize,
-    ) -> Option<NonNull<u8>> {
+    unsafe fn resize(&self, ptr: NonNull<u8>, old_len: usize, new_len: usize) -> Option<NonNull<u8>> {
         // SAFETY: the caller upholds resize's contract, which is inner's.
         let old_usable = unsafe { self.inner.usable_size(ptr, old_len) } as u64;
         // SAFETY: as above.

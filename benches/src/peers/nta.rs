@@ -18,9 +18,7 @@ pub struct NtaPeer {
 
 impl std::fmt::Debug for NtaPeer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NtaPeer")
-            .field("stats", &self.pool.stats())
-            .finish()
+        f.debug_struct("NtaPeer").field("stats", &self.pool.stats()).finish()
     }
 }
 
@@ -35,9 +33,7 @@ impl NtaPeer {
         if let Some(shards) = config.nta_shards {
             builder = builder.shards(shards);
         }
-        let pool = builder
-            .build()
-            .map_err(|error| BuildError(format!("nta-core Pool::build failed: {error:?}")))?;
+        let pool = builder.build().map_err(|error| BuildError(format!("nta-core Pool::build failed: {error:?}")))?;
         Ok(Self { pool })
     }
 
@@ -64,12 +60,7 @@ impl Peer for NtaPeer {
         unsafe { self.pool.free_sized(ptr, len) }
     }
 
-    unsafe fn resize(
-        &self,
-        ptr: NonNull<u8>,
-        old_len: usize,
-        new_len: usize,
-    ) -> Option<NonNull<u8>> {
+    unsafe fn resize(&self, ptr: NonNull<u8>, old_len: usize, new_len: usize) -> Option<NonNull<u8>> {
         if new_len <= old_len {
             // SAFETY: ptr is a live block of this pool, as Peer::resize requires.
             unsafe { self.pool.shrink(ptr, new_len) };
@@ -108,10 +99,7 @@ impl Peer for NtaPeer {
     /// of a window that the pool does not own.
     fn map_regions(&self, live_blocks: &[(usize, usize)]) -> Vec<(usize, usize)> {
         let window = nta_core::HUGE_NODE_BYTES;
-        let mut starts: Vec<usize> = live_blocks
-            .iter()
-            .map(|&(address, _)| address / window * window)
-            .collect();
+        let mut starts: Vec<usize> = live_blocks.iter().map(|&(address, _)| address / window * window).collect();
         starts.sort_unstable();
         starts.dedup();
         starts.into_iter().map(|start| (start, window)).collect()

@@ -47,9 +47,7 @@ pub struct Pow2Model {
 
 impl std::fmt::Debug for Pow2Model {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pow2Model")
-            .field("held_bytes", &self.state.lock().arena.held_bytes())
-            .finish()
+        f.debug_struct("Pow2Model").field("held_bytes", &self.state.lock().arena.held_bytes()).finish()
     }
 }
 
@@ -131,20 +129,11 @@ impl Peer for Pow2Model {
         let mut state = self.state.lock();
         // SAFETY: the caller guarantees ptr is a live object of len's class,
         // so its first word is ours to use as the link.
-        unsafe {
-            ptr.as_ptr()
-                .cast::<*mut u8>()
-                .write(state.free_heads[index])
-        };
+        unsafe { ptr.as_ptr().cast::<*mut u8>().write(state.free_heads[index]) };
         state.free_heads[index] = ptr.as_ptr();
     }
 
-    unsafe fn resize(
-        &self,
-        ptr: NonNull<u8>,
-        old_len: usize,
-        new_len: usize,
-    ) -> Option<NonNull<u8>> {
+    unsafe fn resize(&self, ptr: NonNull<u8>, old_len: usize, new_len: usize) -> Option<NonNull<u8>> {
         let (old_index, _) = class_of(old_len)?;
         let (new_index, _) = class_of(new_len)?;
         if old_index == new_index {
@@ -181,10 +170,7 @@ mod tests {
         assert_eq!(class_of(1), Some((0, 32)));
         assert_eq!(class_of(33), Some((1, 64)));
         assert_eq!(class_of(1518), Some((6, 2048)));
-        assert_eq!(
-            class_of(POW2_MAX_BYTES),
-            Some((POW2_CLASSES - 1, POW2_MAX_BYTES))
-        );
+        assert_eq!(class_of(POW2_MAX_BYTES), Some((POW2_CLASSES - 1, POW2_MAX_BYTES)));
         assert_eq!(class_of(POW2_MAX_BYTES + 1), None);
     }
 

@@ -41,12 +41,7 @@ impl ChurnParams {
             Scale::Quick => 4_000_000,
             Scale::Tiny => 20_000,
         };
-        Self {
-            ops,
-            target_live: 10_000,
-            samples: 20,
-            seed: DEFAULT_SEED,
-        }
+        Self { ops, target_live: 10_000, samples: 20, seed: DEFAULT_SEED }
     }
 }
 
@@ -99,11 +94,7 @@ impl ChurnResult {
 
     /// Largest footprint sample over the largest live requested bytes.
     pub fn peak_ratio(&self) -> Option<f64> {
-        let held = self
-            .samples
-            .iter()
-            .filter_map(|s| s.held_bytes.or(s.rss_delta_bytes))
-            .max()?;
+        let held = self.samples.iter().filter_map(|s| s.held_bytes.or(s.rss_delta_bytes)).max()?;
         let live = self.samples.iter().map(|s| s.live_requested_bytes).max()?;
         Some(held as f64 / live.max(1) as f64)
     }
@@ -136,11 +127,7 @@ pub fn run<P: Peer + ?Sized>(peer: &P, params: &ChurnParams) -> ChurnResult {
                 None => failed_allocs += 1,
             }
         } else if rng.below(double_target) >= live.len() as u64 {
-            let len = if rng.below(2) == 0 {
-                sizes::imix(&mut rng)
-            } else {
-                sizes::long_tail(&mut rng)
-            };
+            let len = if rng.below(2) == 0 { sizes::imix(&mut rng) } else { sizes::long_tail(&mut rng) };
             match peer.alloc(len) {
                 Some(ptr) => {
                     // SAFETY: ptr is a fresh block of len bytes.
@@ -163,12 +150,8 @@ pub fn run<P: Peer + ?Sized>(peer: &P, params: &ChurnParams) -> ChurnResult {
             samples.push(ChurnSample {
                 ops_done: op + 1,
                 live_requested_bytes,
-                held_bytes: base_held
-                    .zip(peer.held_bytes())
-                    .map(|(base, now)| now.saturating_sub(base)),
-                rss_delta_bytes: base_rss
-                    .zip(resident_bytes())
-                    .map(|(base, now)| now.saturating_sub(base)),
+                held_bytes: base_held.zip(peer.held_bytes()).map(|(base, now)| now.saturating_sub(base)),
+                rss_delta_bytes: base_rss.zip(resident_bytes()).map(|(base, now)| now.saturating_sub(base)),
             });
         }
     }
@@ -178,13 +161,5 @@ pub fn run<P: Peer + ?Sized>(peer: &P, params: &ChurnParams) -> ChurnResult {
         unsafe { peer.free(ptr, len) };
     }
     peer.settle();
-    ChurnResult {
-        ops: params.ops,
-        allocs,
-        frees,
-        shrinks,
-        failed_allocs,
-        elapsed_ns,
-        samples,
-    }
+    ChurnResult { ops: params.ops, allocs, frees, shrinks, failed_allocs, elapsed_ns, samples }
 }

@@ -38,11 +38,7 @@ impl CrossThreadParams {
             Scale::Quick => 1_000_000,
             Scale::Tiny => 5_000,
         };
-        Self {
-            pairs,
-            queue_capacity: 1024,
-            seed: DEFAULT_SEED,
-        }
+        Self { pairs, queue_capacity: 1024, seed: DEFAULT_SEED }
     }
 }
 
@@ -78,55 +74,46 @@ unsafe impl Send for InFlight {}
 pub fn run<P: Peer + ?Sized>(peer: &P, params: &CrossThreadParams) -> CrossThreadResult {
     let ring: SpscRing<InFlight> = SpscRing::new(params.queue_capacity);
     let barrier = Barrier::new(2);
-    let (failed_allocs, (pairs_completed, requested_bytes, elapsed_ns)) =
-        std::thread::scope(|scope| {
-            let producer = scope.spawn(|| {
-                peer.bind_thread(0);
-                let mut rng = SplitMix64::new(params.seed);
-                let mut failed = 0u64;
-                barrier.wait();
-                for _ in 0..params.pairs {
-                    let len = sizes::imix(&mut rng);
-                    let Some(ptr) = peer.alloc(len) else {
-                        failed += 1;
-                        continue;
-                    };
-                    // SAFETY: ptr is a fresh block of len bytes.
-                    unsafe { touch(ptr, len) };
-                    let item = InFlight(Some((ptr, len)));
-                    spin_until(|| ring.try_push(item).ok());
-                }
-                spin_until(|| ring.try_push(InFlight(None)).ok());
-                failed
-            });
-            let consumer = scope.spawn(|| {
-                peer.bind_thread(1);
-                let mut completed = 0u64;
-                let mut requested = 0u64;
-                barrier.wait();
-                let start = Instant::now();
-                while let InFlight(Some((ptr, len))) = spin_until(|| ring.try_pop()) {
-                    // SAFETY: A handed over ownership of this live block.
-                    unsafe {
-                        std::hint::black_box(ptr.as_ptr().read_volatile());
-                        peer.free(ptr, len);
-                    }
-                    completed += 1;
-                    requested += len as u64;
-                }
-                (completed, requested, nanos(start.elapsed()))
-            });
-            // A panic in a worker is a bug in this crate; propagate it.
-            (
-                producer.join().expect("P5 producer panicked"),
-                consumer.join().expect("P5 consumer panicked"),
-            )
+    let (failed_allocs, (pairs_completed, requested_bytes, elapsed_ns)) = std::thread::scope(|scope| {
+        let producer = scope.spawn(|| {
+            peer.bind_thread(0);
+            let mut rng = SplitMix64::new(params.seed);
+            let mut failed = 0u64;
+            barrier.wait();
+            for _ in 0..params.pairs {
+                let len = sizes::imix(&mut rng);
+                let Some(ptr) = peer.alloc(len) else {
+                    failed += 1;
+                    continue;
+                };
+                // SAFETY: ptr is a fresh block of len bytes.
+                unsafe { touch(ptr, len) };
+                let item = InFlight(Some((ptr, len)));
+                spin_until(|| ring.try_push(item).ok());
+            }
+            spin_until(|| ring.try_push(InFlight(None)).ok());
+            failed
         });
+        let consumer = scope.spawn(|| {
+            peer.bind_thread(1);
+            let mut completed = 0u64;
+            let mut requested = 0u64;
+            barrier.wait();
+            let start = Instant::now();
+            while let InFlight(Some((ptr, len))) = spin_until(|| ring.try_pop()) {
+                // SAFETY: A handed over ownership of this live block.
+                unsafe {
+                    std::hint::black_box(ptr.as_ptr().read_volatile());
+                    peer.free(ptr, len);
+                }
+                completed += 1;
+                requested += len as u64;
+            }
+            (completed, requested, nanos(start.elapsed()))
+        });
+        // A panic in a worker is a bug in this crate; propagate it.
+        (producer.join().expect("P5 producer panicked"), consumer.join().expect("P5 consumer panicked"))
+    });
     peer.settle();
-    CrossThreadResult {
-        pairs_completed,
-        failed_allocs,
-        requested_bytes,
-        elapsed_ns,
-    }
+    CrossThreadResult { pairs_completed, failed_allocs, requested_bytes, elapsed_ns }
 }

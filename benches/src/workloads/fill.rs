@@ -38,12 +38,7 @@ impl FillParams {
             Scale::Full | Scale::Quick => 64 << 20,
             Scale::Tiny => 4 << 20,
         };
-        Self {
-            capacity_bytes,
-            start_max_bytes: 4096,
-            last_max_bytes: 32,
-            seed: DEFAULT_SEED,
-        }
+        Self { capacity_bytes, start_max_bytes: 4096, last_max_bytes: 32, seed: DEFAULT_SEED }
     }
 }
 
@@ -77,10 +72,7 @@ pub struct FillResult {
 impl FillResult {
     /// The lowest utilization over all failures.
     pub fn min_utilization(&self) -> f64 {
-        self.phases
-            .iter()
-            .map(|phase| phase.utilization)
-            .fold(f64::INFINITY, f64::min)
+        self.phases.iter().map(|phase| phase.utilization).fold(f64::INFINITY, f64::min)
     }
 }
 
@@ -122,21 +114,13 @@ pub fn run<P: Peer + ?Sized>(peer: &P, params: &FillParams) -> FillResult {
             }
         }
     }
-    let blocks: Vec<(usize, usize)> = live
-        .iter()
-        .map(|&(ptr, len)| (ptr.as_ptr() as usize, len))
-        .collect();
+    let blocks: Vec<(usize, usize)> = live.iter().map(|&(ptr, len)| (ptr.as_ptr() as usize, len)).collect();
     let regions = peer.map_regions(&blocks);
-    let map = (!regions.is_empty())
-        .then(|| FragMap::build(&regions, |address| peer.owns_page(address), &blocks));
+    let map = (!regions.is_empty()).then(|| FragMap::build(&regions, |address| peer.owns_page(address), &blocks));
     for (ptr, len) in live {
         // SAFETY: every block is live with its length and freed once.
         unsafe { peer.free(ptr, len) };
     }
     peer.settle();
-    FillResult {
-        phases,
-        cap_violated,
-        map,
-    }
+    FillResult { phases, cap_violated, map }
 }

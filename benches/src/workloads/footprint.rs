@@ -34,12 +34,7 @@ impl FootprintParams {
             Scale::Quick => (100_000, 1_000_000),
             Scale::Tiny => (2_000, 10_000),
         };
-        Self {
-            window,
-            pairs,
-            sample_every: 4096,
-            seed: DEFAULT_SEED,
-        }
+        Self { window, pairs, sample_every: 4096, seed: DEFAULT_SEED }
     }
 }
 
@@ -61,14 +56,12 @@ pub struct FootprintResult {
 impl FootprintResult {
     /// Peak held over peak live requested, by the allocator's own figure.
     pub fn held_ratio(&self) -> Option<f64> {
-        self.peak_held_bytes
-            .map(|held| held as f64 / self.peak_live_requested_bytes.max(1) as f64)
+        self.peak_held_bytes.map(|held| held as f64 / self.peak_live_requested_bytes.max(1) as f64)
     }
 
     /// Peak RSS delta over peak live requested.
     pub fn rss_ratio(&self) -> Option<f64> {
-        self.peak_rss_delta_bytes
-            .map(|rss| rss as f64 / self.peak_live_requested_bytes.max(1) as f64)
+        self.peak_rss_delta_bytes.map(|rss| rss as f64 / self.peak_live_requested_bytes.max(1) as f64)
     }
 }
 
@@ -81,12 +74,7 @@ struct Sampler {
 
 impl Sampler {
     fn new<P: Peer + ?Sized>(peer: &P) -> Self {
-        Self {
-            base_held: peer.held_bytes(),
-            base_rss: resident_bytes(),
-            peak_held: None,
-            peak_rss: None,
-        }
+        Self { base_held: peer.held_bytes(), base_rss: resident_bytes(), peak_held: None, peak_rss: None }
     }
 
     fn sample<P: Peer + ?Sized>(&mut self, peer: &P) {

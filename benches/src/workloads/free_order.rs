@@ -93,12 +93,7 @@ pub struct FreeOrderCell {
 }
 
 /// Measures one cell.
-pub fn run_cell<P: Peer + ?Sized>(
-    peer: &P,
-    object_bytes: usize,
-    order: FreeOrder,
-    objects: usize,
-) -> FreeOrderCell {
+pub fn run_cell<P: Peer + ?Sized>(peer: &P, object_bytes: usize, order: FreeOrder, objects: usize) -> FreeOrderCell {
     let mut blocks: Vec<Option<NonNull<u8>>> = Vec::with_capacity(objects);
     let start = Instant::now();
     for _ in 0..objects {
@@ -115,14 +110,7 @@ pub fn run_cell<P: Peer + ?Sized>(
     }
     let free_ns = nanos(start.elapsed());
     peer.settle();
-    FreeOrderCell {
-        object_bytes,
-        order,
-        objects,
-        alloc_ns,
-        free_ns,
-        failed_allocs,
-    }
+    FreeOrderCell { object_bytes, order, objects, alloc_ns, free_ns, failed_allocs }
 }
 
 /// Runs the whole table on `peer`: sizes outer, orders inner.
@@ -144,8 +132,7 @@ mod tests {
     fn each_order_is_a_permutation() {
         for count in [1, 2, 7, 10] {
             for order in FreeOrder::ALL {
-                let mut seen: Vec<usize> =
-                    (0..count).map(|step| order.index(step, count)).collect();
+                let mut seen: Vec<usize> = (0..count).map(|step| order.index(step, count)).collect();
                 seen.sort_unstable();
                 assert_eq!(seen, (0..count).collect::<Vec<_>>(), "{order:?} {count}");
             }

@@ -32,11 +32,7 @@ impl PacketMixParams {
             Scale::Quick => 2_000_000,
             Scale::Tiny => 5_000,
         };
-        Self {
-            window: 1024,
-            pairs,
-            seed: DEFAULT_SEED,
-        }
+        Self { window: 1024, pairs, seed: DEFAULT_SEED }
     }
 }
 
@@ -99,9 +95,7 @@ impl SlidingWindow {
                 // SAFETY: ptr is a fresh block of len bytes.
                 unsafe { touch(ptr, len) };
                 self.live_requested_bytes += len as u64;
-                self.peak_live_requested_bytes = self
-                    .peak_live_requested_bytes
-                    .max(self.live_requested_bytes);
+                self.peak_live_requested_bytes = self.peak_live_requested_bytes.max(self.live_requested_bytes);
             }
             None => self.failed_allocs += 1,
         }
