@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 use nta_bench::peers::{with_peer, Peer, PeerConfig, PeerKind, PeerVisitor};
 use nta_bench::replay::{replay, ReplayResult};
 use nta_bench::report::Json;
-use nta_bench::suite::{run_all, SuiteOptions, WorkloadId};
+use nta_bench::suite::{run_all, worker, Isolation, SuiteOptions, WorkloadId};
 use nta_bench::trace::{parse, Trace};
 use nta_bench::workloads::{Scale, DEFAULT_SEED};
 
@@ -33,7 +33,7 @@ enum Command {
         #[arg(long, default_value_t = DEFAULT_SEED)]
         seed: u64,
         /// Only these workloads (comma-separated).
-        #[arg(long, value_delimiter = ',', value_enum)]
+        #[arg(long, value_delimiter = ',', value_enum, ignore_case = true)]
         workloads: Option<Vec<WorkloadId>>,
         /// Only these allocators (comma-separated; keep nta for the ratios).
         #[arg(long, value_delimiter = ',', value_enum)]
@@ -41,6 +41,25 @@ enum Command {
         /// Directory for the P3 fragmentation maps (PNG).
         #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/out"))]
         map_dir: PathBuf,
+        /// Run every (workload, allocator) pair in this process instead of a
+        /// fresh child process each (footprints of the process-wide
+        /// allocators then carry over from one run to the next).
+        #[arg(long)]
+        in_process: bool,
+    },
+    /// Internal: run one workload on one allocator and print its result as JSON.
+    #[command(hide = true)]
+    Worker {
+        #[arg(long, value_enum, ignore_case = true)]
+        workload: WorkloadId,
+        #[arg(long, value_enum)]
+        alloc: PeerKind,
+        #[arg(long, value_enum)]
+        scale: Scale,
+        #[arg(long)]
+        seed: u64,
+        #[arg(long)]
+        map_dir: Option<PathBuf>,
     },
     /// Replay an allocation trace and print one JSON line.
     Replay {
@@ -100,13 +119,18 @@ fn run_replay(file: &PathBuf, alloc: PeerKind) -> ExitCode {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::All { quick, json, seed, workloads, allocs, map_dir } => {
+        Command::All { quick, json, seed, workloads, allocs, map_dir, in_process } => {
+            let isolation = match std::env::current_exe() {
+                Ok(exe) if !in_process => Isolation::ChildProcess(exe),
+                _ => Isolation::InProcess,
+            };
             let options = SuiteOptions {
                 scale: if quick { Scale::Quick } else { Scale::Full },
                 seed,
                 peers: allocs.unwrap_or_else(|| PeerKind::ALL.to_vec()),
                 map_dir: Some(map_dir),
                 progress: true,
+                isolation,
             };
             let workloads = workloads.unwrap_or_else(|| WorkloadId::RUN_ORDER.to_vec());
             for report in run_all(&workloads, &options) {
@@ -118,6 +142,18 @@ fn main() -> ExitCode {
                     println!("{}", report.table.to_markdown());
                 }
             }
+            ExitCode::SUCCESS
+        }
+        Command::Worker { workload, alloc, scale, seed, map_dir } => {
+            let options = SuiteOptions {
+                scale,
+                seed,
+                peers: vec![alloc],
+                map_dir,
+                progress: false,
+                isolation: Isolation::InProcess,
+            };
+            println!("{}", worker(workload, alloc, &options));
             ExitCode::SUCCESS
         }
         Command::Replay { file, alloc } => run_replay(&file, alloc),

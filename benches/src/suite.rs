@@ -5,12 +5,21 @@
 //! the NTA/peer ratio, plus footers that check the goals, and one
 //! JSON line per peer (and per cell, phase or sample where there are several).
 //!
-//! `all` runs P2 first: glibc, mimalloc and jemalloc are process-wide, and
-//! their own footprint figures are deltas, so the footprint test should see
-//! them before other workloads have left memory cached in them.
+//! Isolation: glibc, mimalloc and jemalloc are process-wide, their own
+//! footprint figures are deltas, and what one run leaves cached in them
+//! would blur the next run's footprint. So `nta-bench all` runs each
+//! (workload, peer) pair in a fresh child process (`nta-bench worker ...`),
+//! which prints its result as one JSON line; a crash in a peer then shows
+//! as "did not run" in its row instead of ending the suite. Tests run in
+//! process ([`Isolation::InProcess`]). In process, `all` runs P2 first so
+//! that the footprint test sees the allocators fresh.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Instant;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 use crate::peers::{with_peer, Peer, PeerConfig, PeerKind, PeerVisitor};
 use crate::report::{fmt_mib, fmt_num, fmt_percent, fmt_ratio, ratio, Json, Table};
@@ -70,6 +79,17 @@ pub struct SuiteOptions {
     pub map_dir: Option<PathBuf>,
     /// Whether to print one progress line per peer run on stderr.
     pub progress: bool,
+    /// Where each (workload, peer) pair runs.
+    pub isolation: Isolation,
+}
+
+/// Where each (workload, peer) pair runs.
+#[derive(Clone, Debug)]
+pub enum Isolation {
+    /// In this process.
+    InProcess,
+    /// In a child process: this executable, run as `worker` (see the module docs).
+    ChildProcess(PathBuf),
 }
 
 /// One workload's report.
@@ -86,18 +106,63 @@ pub struct WorkloadReport {
 /// Each peer's outcome for a workload: its result, or why it did not run.
 type PeerOutcomes<R> = Vec<(PeerKind, Result<R, String>)>;
 
-fn run_on_peers<V: PeerVisitor + Clone>(
-    options: &SuiteOptions,
+/// How workload `id` builds peer `kind`: P3 caps every peer (NTA with one
+/// shard); the others use the peers' defaults.
+pub fn peer_config(id: WorkloadId, options: &SuiteOptions) -> PeerConfig {
+    match id {
+        WorkloadId::P3 => PeerConfig { capacity_bytes: Some(fill_params(options).capacity_bytes), nta_shards: Some(1) },
+        _ => PeerConfig::default(),
+    }
+}
+
+/// Runs `visitor` for workload `id` on `kind` in a child process and parses
+/// its JSON line.
+fn run_child<T: DeserializeOwned>(
+    exe: &Path,
     id: WorkloadId,
-    config_for: impl Fn(PeerKind) -> PeerConfig,
-    visitor: V,
-) -> PeerOutcomes<V::Output> {
+    kind: PeerKind,
+    options: &SuiteOptions,
+) -> Result<T, String> {
+    let scale = match options.scale {
+        Scale::Full => "full",
+        Scale::Quick => "quick",
+        Scale::Tiny => "tiny",
+    };
+    let mut command = Command::new(exe);
+    command.args(["worker", "--workload", id.name(), "--alloc", kind.name(), "--scale", scale]);
+    command.args(["--seed", &options.seed.to_string()]);
+    if let Some(dir) = &options.map_dir {
+        command.arg("--map-dir").arg(dir);
+    }
+    let output = command.output().map_err(|error| format!("cannot start worker: {error}"))?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if !output.status.success() {
+        let last = stderr.lines().last().unwrap_or("").trim();
+        return Err(format!("worker failed ({}): {last}", output.status));
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout.lines().last().unwrap_or("");
+    let outcome: Result<T, String> =
+        serde_json::from_str(line).map_err(|error| format!("unreadable worker output ({error}): {line}"))?;
+    outcome
+}
+
+fn run_on_peers<V>(options: &SuiteOptions, id: WorkloadId, visitor: V) -> PeerOutcomes<V::Output>
+where
+    V: PeerVisitor + Clone,
+    V::Output: DeserializeOwned,
+{
     options
         .peers
         .iter()
         .map(|&kind| {
             let start = Instant::now();
-            let outcome = with_peer(kind, config_for(kind), visitor.clone()).map_err(|error| error.to_string());
+            let outcome = match &options.isolation {
+                Isolation::InProcess => {
+                    with_peer(kind, peer_config(id, options), visitor.clone()).map_err(|error| error.to_string())
+                }
+                Isolation::ChildProcess(exe) => run_child(exe, id, kind, options),
+            };
             if options.progress {
                 eprintln!("[nta-bench] {} {:<8} {:>7.2} s", id.name(), kind.name(), start.elapsed().as_secs_f64());
             }
@@ -122,7 +187,57 @@ macro_rules! visitor {
 
 visitor!(PacketMixVisitor, PacketMixParams, PacketMixResult, packet_mix::run);
 visitor!(FootprintVisitor, FootprintParams, FootprintResult, footprint::run);
-visitor!(FillVisitor, FillParams, FillResult, fill::run);
+
+/// A map PNG written by P3.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MapFile {
+    /// `first failure` or `final state`.
+    pub stage: String,
+    /// Where it was written, or why it was not.
+    pub path: Result<String, String>,
+    /// Pages in the map.
+    pub pages: usize,
+    /// Granules used.
+    pub used_granules: usize,
+    /// Granules free.
+    pub free_granules: usize,
+}
+
+/// P3's outcome: the fill result and the maps it wrote.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FillOutcome {
+    /// The fill result (maps not included).
+    pub result: FillResult,
+    /// The PNG maps written.
+    pub maps: Vec<MapFile>,
+}
+
+#[derive(Clone)]
+struct FillVisitor<'a>(&'a FillParams, Option<&'a Path>);
+
+impl PeerVisitor for FillVisitor<'_> {
+    type Output = FillOutcome;
+    fn visit<P: Peer>(self, peer: &P) -> FillOutcome {
+        let result = fill::run(peer, self.0);
+        let mut maps = Vec::new();
+        if let Some(dir) = self.1 {
+            for (stage, map) in [("first failure", &result.first_map), ("final state", &result.final_map)] {
+                let Some(map) = map else { continue };
+                let file_stage = if stage == "first failure" { "first" } else { "final" };
+                let path = dir.join(format!("p3-fill-{}-{file_stage}.png", peer.name()));
+                let written = std::fs::create_dir_all(dir).and_then(|()| map.write_png(&path));
+                maps.push(MapFile {
+                    stage: stage.to_string(),
+                    path: written.map(|()| path.display().to_string()).map_err(|error| error.to_string()),
+                    pages: map.pages(),
+                    used_granules: map.used_granules(),
+                    free_granules: map.free_granules(),
+                });
+            }
+        }
+        FillOutcome { result, maps }
+    }
+}
 visitor!(FreeOrderVisitor, FreeOrderParams, Vec<FreeOrderCell>, free_order::run);
 visitor!(CrossThreadVisitor, CrossThreadParams, CrossThreadResult, cross_thread::run);
 visitor!(ChurnVisitor, ChurnParams, ChurnResult, churn::run);
@@ -168,15 +283,52 @@ fn scale_note(scale: Scale) -> String {
     }
 }
 
-fn default_config(_kind: PeerKind) -> PeerConfig {
-    PeerConfig::default()
+fn packet_mix_params(options: &SuiteOptions) -> PacketMixParams {
+    PacketMixParams { seed: options.seed, ..PacketMixParams::at(options.scale) }
+}
+
+fn footprint_params(options: &SuiteOptions) -> FootprintParams {
+    FootprintParams { seed: options.seed, ..FootprintParams::at(options.scale) }
+}
+
+fn fill_params(options: &SuiteOptions) -> FillParams {
+    FillParams { seed: options.seed, ..FillParams::at(options.scale) }
+}
+
+fn cross_thread_params(options: &SuiteOptions) -> CrossThreadParams {
+    CrossThreadParams { seed: options.seed, ..CrossThreadParams::at(options.scale) }
+}
+
+fn churn_params(options: &SuiteOptions) -> ChurnParams {
+    ChurnParams { seed: options.seed, ..ChurnParams::at(options.scale) }
+}
+
+/// The body of `nta-bench worker`: runs workload `id` on `kind` in this
+/// process and returns the outcome as one JSON line (an `Err` outcome when
+/// the peer cannot be built).
+pub fn worker(id: WorkloadId, kind: PeerKind, options: &SuiteOptions) -> String {
+    fn one<V: PeerVisitor>(kind: PeerKind, config: PeerConfig, visitor: V) -> String
+    where
+        V::Output: Serialize,
+    {
+        let outcome: Result<V::Output, String> = with_peer(kind, config, visitor).map_err(|error| error.to_string());
+        serde_json::to_string(&outcome).unwrap_or_else(|error| format!("{{\"Err\":\"cannot encode: {error}\"}}"))
+    }
+    let config = peer_config(id, options);
+    match id {
+        WorkloadId::P1 => one(kind, config, PacketMixVisitor(&packet_mix_params(options))),
+        WorkloadId::P2 => one(kind, config, FootprintVisitor(&footprint_params(options))),
+        WorkloadId::P3 => one(kind, config, FillVisitor(&fill_params(options), options.map_dir.as_deref())),
+        WorkloadId::P4 => one(kind, config, FreeOrderVisitor(&FreeOrderParams::at(options.scale))),
+        WorkloadId::P5 => one(kind, config, CrossThreadVisitor(&cross_thread_params(options))),
+        WorkloadId::P6 => one(kind, config, ChurnVisitor(&churn_params(options))),
+    }
 }
 
 /// P1 report.
 pub fn packet_mix_report(options: &SuiteOptions) -> WorkloadReport {
-    let mut params = PacketMixParams::at(options.scale);
-    params.seed = options.seed;
-    let outcomes = run_on_peers(options, WorkloadId::P1, default_config, PacketMixVisitor(&params));
+    let params = packet_mix_params(options);
+    let outcomes = run_on_peers(options, WorkloadId::P1, PacketMixVisitor(&params));
     let metric = |r: &PacketMixResult| Some(r.ns_per_pair());
     let nta = nta_value(&outcomes, metric);
     let mut table = Table::new(
@@ -222,9 +374,8 @@ pub fn packet_mix_report(options: &SuiteOptions) -> WorkloadReport {
 
 /// P2 report.
 pub fn footprint_report(options: &SuiteOptions) -> WorkloadReport {
-    let mut params = FootprintParams::at(options.scale);
-    params.seed = options.seed;
-    let outcomes = run_on_peers(options, WorkloadId::P2, default_config, FootprintVisitor(&params));
+    let params = footprint_params(options);
+    let outcomes = run_on_peers(options, WorkloadId::P2, FootprintVisitor(&params));
     let metric = |r: &FootprintResult| r.held_ratio().or(r.rss_ratio());
     let nta = nta_value(&outcomes, metric);
     let mut table = Table::new(
@@ -288,12 +439,13 @@ pub fn footprint_report(options: &SuiteOptions) -> WorkloadReport {
 
 /// P3 report (and its PNG maps).
 pub fn fill_report(options: &SuiteOptions) -> WorkloadReport {
-    let mut params = FillParams::at(options.scale);
-    params.seed = options.seed;
+    let params = fill_params(options);
     let capacity = params.capacity_bytes;
-    let config = |_kind| PeerConfig { capacity_bytes: Some(capacity), nta_shards: Some(1) };
-    let outcomes = run_on_peers(options, WorkloadId::P3, config, FillVisitor(&params));
-    let metric = |r: &FillResult| (!r.phases.is_empty() && !r.cap_violated).then(|| r.min_utilization());
+    let outcomes = run_on_peers(options, WorkloadId::P3, FillVisitor(&params, options.map_dir.as_deref()));
+    let metric = |outcome: &FillOutcome| {
+        let r = &outcome.result;
+        (!r.phases.is_empty() && !r.cap_violated).then(|| r.min_utilization())
+    };
     let nta = nta_value(&outcomes, metric);
     let mut maxima = Vec::new();
     let mut max_bytes = params.start_max_bytes;
@@ -323,14 +475,15 @@ pub fn fill_report(options: &SuiteOptions) -> WorkloadReport {
     let mut json = Vec::new();
     for (kind, outcome) in &outcomes {
         match outcome {
-            Ok(result) => {
+            Ok(outcome) => {
+                let result = &outcome.result;
                 let cap = if kind.enforces_capacity() { "own" } else { "emulated" };
                 let mut row = vec![kind.name().to_string(), cap.to_string()];
                 for &max in &maxima {
                     let phase = result.phases.iter().find(|phase| phase.max_request_bytes == max);
                     row.push(phase.map_or_else(|| "—".to_string(), |phase| fmt_percent(phase.utilization)));
                 }
-                let lowest = metric(result);
+                let lowest = metric(outcome);
                 row.push(lowest.map_or_else(|| "n/a".to_string(), fmt_percent));
                 row.push(fmt_ratio(ratio(nta, lowest)));
                 table.row(row);
@@ -339,23 +492,23 @@ pub fn fill_report(options: &SuiteOptions) -> WorkloadReport {
                         .footer
                         .push(format!("{}: live bytes exceeded the capacity: the cap is not enforced", kind.name()));
                 }
-                let mut map_path = Json::Null;
-                if let (Some(map), Some(dir)) = (&result.map, &options.map_dir) {
-                    let path = dir.join(format!("p3-fill-{}.png", kind.name()));
-                    let written = std::fs::create_dir_all(dir).and_then(|()| map.write_png(&path));
-                    match written {
-                        Ok(()) => {
+                let mut map_paths = Vec::new();
+                for map in &outcome.maps {
+                    match &map.path {
+                        Ok(path) => {
                             table.footer.push(format!(
-                                "{} map: {} ({} pages; {} granules used, {} free)",
+                                "{} map ({}): {path} ({} pages; {} granules used, {} free)",
                                 kind.name(),
-                                path.display(),
-                                map.pages(),
-                                map.used_granules(),
-                                map.free_granules()
+                                map.stage,
+                                map.pages,
+                                map.used_granules,
+                                map.free_granules
                             ));
-                            map_path = Json::str(path.display().to_string());
+                            map_paths.push(Json::str(path.clone()));
                         }
-                        Err(error) => table.footer.push(format!("{} map not written: {error}", kind.name())),
+                        Err(error) => {
+                            table.footer.push(format!("{} {} map not written: {error}", kind.name(), map.stage))
+                        }
                     }
                 }
                 let phases = result
@@ -379,7 +532,7 @@ pub fn fill_report(options: &SuiteOptions) -> WorkloadReport {
                     ("phases", Json::Arr(phases)),
                     ("min_utilization", Json::opt_num(lowest)),
                     ("cap_violated", Json::Bool(result.cap_violated)),
-                    ("map_png", map_path),
+                    ("map_png", Json::Arr(map_paths)),
                     ("nta_over_peer", Json::opt_num(ratio(nta, lowest))),
                 ]));
             }
@@ -389,6 +542,10 @@ pub fn fill_report(options: &SuiteOptions) -> WorkloadReport {
             }
         }
     }
+    table.footer.push(
+        "mempool: a request above its 2048 B data room fails at once, so its first failure is the first such request."
+            .to_string(),
+    );
     table.footer.push(goal_line("NTA ≥ 97% at every failure", nta, |v| v >= 0.97));
     WorkloadReport { id: WorkloadId::P3, table, json }
 }
@@ -396,7 +553,7 @@ pub fn fill_report(options: &SuiteOptions) -> WorkloadReport {
 /// P4 report, in the seed-001 column format.
 pub fn free_order_report(options: &SuiteOptions) -> WorkloadReport {
     let params = FreeOrderParams::at(options.scale);
-    let outcomes = run_on_peers(options, WorkloadId::P4, default_config, FreeOrderVisitor(&params));
+    let outcomes = run_on_peers(options, WorkloadId::P4, FreeOrderVisitor(&params));
     let ms = |ns: u64| ns as f64 / 1e6;
     let find = |cells: &[FreeOrderCell], size: usize, order: FreeOrder| {
         cells.iter().find(|cell| cell.object_bytes == size && cell.order == order).cloned()
@@ -418,7 +575,7 @@ pub fn free_order_report(options: &SuiteOptions) -> WorkloadReport {
         ],
     );
     table.notes.push(scale_note(options.scale));
-    if options.scale != Scale::Full {
+    if params.objects != 1 << 20 {
         table.notes.push(format!("Not the seed's 1M ({} objects per cell).", params.objects));
     }
     let mut json = Vec::new();
@@ -508,9 +665,8 @@ pub fn free_order_report(options: &SuiteOptions) -> WorkloadReport {
 
 /// P5 report.
 pub fn cross_thread_report(options: &SuiteOptions) -> WorkloadReport {
-    let mut params = CrossThreadParams::at(options.scale);
-    params.seed = options.seed;
-    let outcomes = run_on_peers(options, WorkloadId::P5, default_config, CrossThreadVisitor(&params));
+    let params = cross_thread_params(options);
+    let outcomes = run_on_peers(options, WorkloadId::P5, CrossThreadVisitor(&params));
     let metric = |r: &CrossThreadResult| Some(r.pairs_per_sec());
     let nta = nta_value(&outcomes, metric);
     let mut table = Table::new(
@@ -558,9 +714,8 @@ pub fn cross_thread_report(options: &SuiteOptions) -> WorkloadReport {
 
 /// P6 report.
 pub fn churn_report(options: &SuiteOptions) -> WorkloadReport {
-    let mut params = ChurnParams::at(options.scale);
-    params.seed = options.seed;
-    let outcomes = run_on_peers(options, WorkloadId::P6, default_config, ChurnVisitor(&params));
+    let params = churn_params(options);
+    let outcomes = run_on_peers(options, WorkloadId::P6, ChurnVisitor(&params));
     let metric = |r: &ChurnResult| Some(r.ops_per_sec());
     let nta = nta_value(&outcomes, metric);
     let mut table = Table::new(

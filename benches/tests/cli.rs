@@ -60,3 +60,29 @@ fn replay_of_a_missing_file_fails_cleanly() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("cannot read"));
 }
+
+#[test]
+fn worker_prints_one_json_outcome() {
+    let output = Command::new(env!("CARGO_BIN_EXE_nta-bench"))
+        .args(["worker", "--workload", "P1", "--alloc", "pow2", "--scale", "tiny", "--seed", "1"])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(stdout.starts_with("{\"Ok\":{\"pairs\":5000,"), "{stdout}");
+}
+
+#[test]
+fn all_runs_selected_workloads_in_child_processes() {
+    let dir = std::env::temp_dir().join(format!("nta-bench-maps-{}", std::process::id()));
+    let output = Command::new(env!("CARGO_BIN_EXE_nta-bench"))
+        .args(["all", "--quick", "--workloads", "p3", "--allocs", "nta,pow2", "--map-dir", dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("### P3 fill test"), "{stdout}");
+    assert!(stdout.contains("| nta | own |") && stdout.contains("| pow2 | own |"), "{stdout}");
+    assert!(dir.join("p3-fill-pow2-final.png").exists());
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -81,12 +81,12 @@ impl PeerVisitor for Fill {
         assert!(name == "mempool" || result.phases[0].utilization > 0.0, "{name}");
         // Only the mempool can fail at once (a first request above 2048 B).
         assert!(name == "mempool" || result.phases[0].utilization > 0.0, "{name}");
-        if let Some(map) = &result.map {
+        if let Some(map) = &result.final_map {
             let used_bytes = (map.used_granules() * 32) as u64;
             assert!(used_bytes >= previous, "{name}: every live byte is painted");
         }
         if matches!(name, "pow2" | "mempool") {
-            assert!(result.map.is_some(), "{name} has a map");
+            assert!(result.first_map.is_some() && result.final_map.is_some(), "{name} has maps");
         }
     }
 }

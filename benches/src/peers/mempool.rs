@@ -10,7 +10,8 @@
 //!
 //! Free elements sit on a LIFO list linked through their headroom. Capped,
 //! the pool has `capacity / element` elements; uncapped, it grows by 2 MiB
-//! chunks, as if sized for the peak in advance.
+//! chunks, as if sized for the peak in advance. Elements are threaded onto
+//! the list a chunk at a time (touching each), like DPDK's populate step.
 //!
 //! One mutex guards the state (DPDK uses per-lcore caches over a ring; the
 //! model's timings include an uncontended lock per call).
@@ -41,6 +42,28 @@ struct State {
 // SAFETY: the list points into memory the arena owns; the state is only
 // reached through the mutex.
 unsafe impl Send for State {}
+
+/// Elements populated at once: as many as one arena chunk holds.
+const POPULATE_ELEMENTS: usize = super::arena::CHUNK_BYTES / MEMPOOL_ELEMENT_BYTES;
+
+impl State {
+    /// Carves up to [`POPULATE_ELEMENTS`] elements and threads them onto the
+    /// free list, touching each, as `rte_mempool_populate` does when a pool is
+    /// created; `false` when the arena has no room for even one.
+    #[cold]
+    #[inline(never)]
+    fn populate(&mut self) -> bool {
+        let mut populated = 0;
+        while populated < POPULATE_ELEMENTS {
+            let Some(element) = self.arena.carve(MEMPOOL_ELEMENT_BYTES, 64) else { break };
+            // SAFETY: element is a fresh, 64-aligned element of the arena.
+            unsafe { element.as_ptr().cast::<*mut u8>().write(self.free_head) };
+            self.free_head = element.as_ptr();
+            populated += 1;
+        }
+        populated > 0
+    }
+}
 
 /// The mempool model; see the module docs.
 pub struct MempoolModel {
@@ -76,14 +99,12 @@ impl Peer for MempoolModel {
             return None;
         }
         let mut state = self.state.lock();
-        let element = if state.free_head.is_null() {
-            state.arena.carve(MEMPOOL_ELEMENT_BYTES, 64)?.as_ptr()
-        } else {
-            let head = state.free_head;
-            // SAFETY: head is a free element; its first word is the link.
-            state.free_head = unsafe { head.cast::<*mut u8>().read() };
-            head
-        };
+        if state.free_head.is_null() && !state.populate() {
+            return None;
+        }
+        let element = state.free_head;
+        // SAFETY: element is a free element; its first word is the link.
+        state.free_head = unsafe { element.cast::<*mut u8>().read() };
         // SAFETY: the data room starts HEADROOM bytes into the element.
         NonNull::new(unsafe { element.add(MEMPOOL_HEADROOM_BYTES) })
     }

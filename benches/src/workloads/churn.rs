@@ -38,7 +38,7 @@ impl ChurnParams {
     pub fn at(scale: Scale) -> Self {
         let ops = match scale {
             Scale::Full => 100_000_000,
-            Scale::Quick => 4_000_000,
+            Scale::Quick => 20_000_000,
             Scale::Tiny => 20_000,
         };
         Self { ops, target_live: 10_000, samples: 20, seed: DEFAULT_SEED }
@@ -46,7 +46,7 @@ impl ChurnParams {
 }
 
 /// One footprint sample.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ChurnSample {
     /// Operations done when sampled.
     pub ops_done: u64,
@@ -59,7 +59,7 @@ pub struct ChurnSample {
 }
 
 /// P6 result.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct ChurnResult {
     /// Operations done.
     pub ops: u64,

@@ -34,8 +34,8 @@ impl CrossThreadParams {
     /// The parameters at `scale`.
     pub fn at(scale: Scale) -> Self {
         let pairs = match scale {
-            Scale::Full => 10_000_000,
-            Scale::Quick => 1_000_000,
+            Scale::Full => 20_000_000,
+            Scale::Quick => 5_000_000,
             Scale::Tiny => 5_000,
         };
         Self { pairs, queue_capacity: 1024, seed: DEFAULT_SEED }
@@ -43,7 +43,7 @@ impl CrossThreadParams {
 }
 
 /// P5 result.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct CrossThreadResult {
     /// Buffers allocated by A and freed by B.
     pub pairs_completed: u64,

@@ -6,6 +6,9 @@
 //! requested bytes over the capacity, so rounding, headers, metadata and
 //! fragmentation all count against the allocator.
 //!
+//! The fragmentation map ([`FragMap`]) is taken at the first failure (the
+//! first graph of seed 002) and in the final state.
+//!
 //! Peers without a cap of their own run under
 //! [`CapEmulated`](crate::peers::CapEmulated), which counts usable sizes: it
 //! sees size-class rounding but not fragmentation or metadata, and reports
@@ -43,7 +46,7 @@ impl FillParams {
 }
 
 /// One phase: from the start (or the previous failure) to a failure.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct FillPhase {
     /// Largest request size in this phase.
     pub max_request_bytes: usize,
@@ -58,15 +61,19 @@ pub struct FillPhase {
 }
 
 /// P3 result.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct FillResult {
     /// One entry per failure, largest `max` first.
     pub phases: Vec<FillPhase>,
     /// True if the live requested bytes ever exceeded the capacity: the cap
     /// is not enforced, and the run stopped there.
     pub cap_violated: bool,
-    /// The fragmentation map of the final state, if the peer has one.
-    pub map: Option<FragMap>,
+    /// The fragmentation map at the first failure, if the peer has maps.
+    #[serde(skip)]
+    pub first_map: Option<FragMap>,
+    /// The fragmentation map of the final state, if the peer has maps.
+    #[serde(skip)]
+    pub final_map: Option<FragMap>,
 }
 
 impl FillResult {
@@ -86,6 +93,7 @@ pub fn run<P: Peer + ?Sized>(peer: &P, params: &FillParams) -> FillResult {
     let mut max_request_bytes = params.start_max_bytes.max(1);
     let mut allocations = 0u64;
     let mut cap_violated = false;
+    let mut first_map = None;
     loop {
         let len = rng.range_inclusive(1, max_request_bytes);
         match peer.alloc(len) {
@@ -99,6 +107,9 @@ pub fn run<P: Peer + ?Sized>(peer: &P, params: &FillParams) -> FillResult {
                 }
             }
             None => {
+                if phases.is_empty() {
+                    first_map = map_of(peer, &live);
+                }
                 phases.push(FillPhase {
                     max_request_bytes,
                     failed_request_bytes: len,
@@ -114,13 +125,18 @@ pub fn run<P: Peer + ?Sized>(peer: &P, params: &FillParams) -> FillResult {
             }
         }
     }
-    let blocks: Vec<(usize, usize)> = live.iter().map(|&(ptr, len)| (ptr.as_ptr() as usize, len)).collect();
-    let regions = peer.map_regions(&blocks);
-    let map = (!regions.is_empty()).then(|| FragMap::build(&regions, |address| peer.owns_page(address), &blocks));
+    let final_map = map_of(peer, &live);
     for (ptr, len) in live {
         // SAFETY: every block is live with its length and freed once.
         unsafe { peer.free(ptr, len) };
     }
     peer.settle();
-    FillResult { phases, cap_violated, map }
+    FillResult { phases, cap_violated, first_map, final_map }
+}
+
+/// The map of `live` on `peer`, if the peer has maps.
+fn map_of<P: Peer + ?Sized>(peer: &P, live: &[(NonNull<u8>, usize)]) -> Option<FragMap> {
+    let blocks: Vec<(usize, usize)> = live.iter().map(|&(ptr, len)| (ptr.as_ptr() as usize, len)).collect();
+    let regions = peer.map_regions(&blocks);
+    (!regions.is_empty()).then(|| FragMap::build(&regions, |address| peer.owns_page(address), &blocks))
 }

@@ -30,8 +30,8 @@ impl FootprintParams {
     /// The parameters at `scale`.
     pub fn at(scale: Scale) -> Self {
         let (window, pairs) = match scale {
-            Scale::Full => (100_000, 5_000_000),
-            Scale::Quick => (100_000, 1_000_000),
+            Scale::Full => (100_000, 10_000_000),
+            Scale::Quick => (100_000, 3_000_000),
             Scale::Tiny => (2_000, 10_000),
         };
         Self { window, pairs, sample_every: 4096, seed: DEFAULT_SEED }
@@ -39,7 +39,7 @@ impl FootprintParams {
 }
 
 /// P2 result.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct FootprintResult {
     /// Peak requested bytes of live buffers.
     pub peak_live_requested_bytes: u64,

@@ -15,7 +15,7 @@ use crate::peers::Peer;
 pub const OBJECT_SIZES: [usize; 5] = [4, 16, 64, 256, 1024];
 
 /// The order in which the objects are freed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum FreeOrder {
     /// Index 0, 1, 2, ...
     InOrder,
@@ -67,8 +67,7 @@ impl FreeOrderParams {
     /// The parameters at `scale`.
     pub fn at(scale: Scale) -> Self {
         let objects = match scale {
-            Scale::Full => 1 << 20,
-            Scale::Quick => 1 << 18,
+            Scale::Full | Scale::Quick => 1 << 20,
             Scale::Tiny => 1000,
         };
         Self { objects }
@@ -76,7 +75,7 @@ impl FreeOrderParams {
 }
 
 /// One cell of the table.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct FreeOrderCell {
     /// Object size in bytes.
     pub object_bytes: usize,

@@ -14,7 +14,7 @@ pub mod free_order;
 pub mod packet_mix;
 
 /// How big a run is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Scale {
     /// The sizes the issue specifies.
     Full,

@@ -28,8 +28,8 @@ impl PacketMixParams {
     /// The parameters at `scale`.
     pub fn at(scale: Scale) -> Self {
         let pairs = match scale {
-            Scale::Full => 20_000_000,
-            Scale::Quick => 2_000_000,
+            Scale::Full => 50_000_000,
+            Scale::Quick => 10_000_000,
             Scale::Tiny => 5_000,
         };
         Self { window: 1024, pairs, seed: DEFAULT_SEED }
@@ -37,7 +37,7 @@ impl PacketMixParams {
 }
 
 /// P1 result.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct PacketMixResult {
     /// Timed pairs attempted.
     pub pairs: u64,
