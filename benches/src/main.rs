@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use nta_bench::peers::{with_peer, Peer, PeerConfig, PeerKind, PeerVisitor};
+use nta_bench::peers::{with_peer, NtaTuning, Peer, PeerConfig, PeerKind, PeerVisitor};
 use nta_bench::replay::{replay, ReplayResult};
 use nta_bench::report::Json;
 use nta_bench::suite::{run_all, worker, Isolation, SuiteOptions, WorkloadId};
@@ -46,6 +46,8 @@ enum Command {
         /// allocators then carry over from one run to the next).
         #[arg(long)]
         in_process: bool,
+        #[command(flatten)]
+        nta: NtaArgs,
     },
     /// Internal: run one workload on one allocator and print its result as JSON.
     #[command(hide = true)]
@@ -60,6 +62,8 @@ enum Command {
         seed: u64,
         #[arg(long)]
         map_dir: Option<PathBuf>,
+        #[command(flatten)]
+        nta: NtaArgs,
     },
     /// Replay an allocation trace and print one JSON line.
     Replay {
@@ -69,6 +73,30 @@ enum Command {
         #[arg(long, value_enum)]
         alloc: PeerKind,
     },
+}
+
+/// NTA settings away from nta-core's defaults, for diagnosis.
+#[derive(clap::Args)]
+struct NtaArgs {
+    /// Diagnostic: NTA on private anonymous memory instead of memfd segments.
+    #[arg(long)]
+    nta_private: bool,
+    /// Diagnostic: NTA keeps this many wholly free bytes mapped (default: nta-core's).
+    #[arg(long)]
+    nta_retain_bytes: Option<usize>,
+    /// Diagnostic: NTA shard count (default: one per CPU; P3 always uses 1).
+    #[arg(long)]
+    nta_shards: Option<usize>,
+}
+
+impl NtaArgs {
+    fn tuning(&self) -> NtaTuning {
+        NtaTuning {
+            exportable: self.nta_private.then_some(false),
+            retain_bytes: self.nta_retain_bytes,
+            shards: self.nta_shards,
+        }
+    }
 }
 
 struct ReplayVisitor<'a>(&'a Trace);
@@ -119,7 +147,7 @@ fn run_replay(file: &PathBuf, alloc: PeerKind) -> ExitCode {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::All { quick, json, seed, workloads, allocs, map_dir, in_process } => {
+        Command::All { quick, json, seed, workloads, allocs, map_dir, in_process, nta } => {
             let isolation = match std::env::current_exe() {
                 Ok(exe) if !in_process => Isolation::ChildProcess(exe),
                 _ => Isolation::InProcess,
@@ -131,6 +159,7 @@ fn main() -> ExitCode {
                 map_dir: Some(map_dir),
                 progress: true,
                 isolation,
+                nta_tuning: nta.tuning(),
             };
             let workloads = workloads.unwrap_or_else(|| WorkloadId::RUN_ORDER.to_vec());
             for report in run_all(&workloads, &options) {
@@ -144,7 +173,7 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Command::Worker { workload, alloc, scale, seed, map_dir } => {
+        Command::Worker { workload, alloc, scale, seed, map_dir, nta } => {
             let options = SuiteOptions {
                 scale,
                 seed,
@@ -152,6 +181,7 @@ fn main() -> ExitCode {
                 map_dir,
                 progress: false,
                 isolation: Isolation::InProcess,
+                nta_tuning: nta.tuning(),
             };
             println!("{}", worker(workload, alloc, &options));
             ExitCode::SUCCESS

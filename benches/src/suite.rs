@@ -21,7 +21,7 @@ use std::time::Instant;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::peers::{with_peer, Peer, PeerConfig, PeerKind, PeerVisitor};
+use crate::peers::{with_peer, NtaTuning, Peer, PeerConfig, PeerKind, PeerVisitor};
 use crate::report::{fmt_mib, fmt_num, fmt_percent, fmt_ratio, ratio, Json, Table};
 use crate::workloads::churn::{self, ChurnParams, ChurnResult};
 use crate::workloads::cross_thread::{self, CrossThreadParams, CrossThreadResult};
@@ -81,6 +81,8 @@ pub struct SuiteOptions {
     pub progress: bool,
     /// Where each (workload, peer) pair runs.
     pub isolation: Isolation,
+    /// NTA settings away from the defaults (diagnostics; reports say so).
+    pub nta_tuning: NtaTuning,
 }
 
 /// Where each (workload, peer) pair runs.
@@ -109,9 +111,12 @@ type PeerOutcomes<R> = Vec<(PeerKind, Result<R, String>)>;
 /// How workload `id` builds peer `kind`: P3 caps every peer (NTA with one
 /// shard); the others use the peers' defaults.
 pub fn peer_config(id: WorkloadId, options: &SuiteOptions) -> PeerConfig {
+    let nta_tuning = options.nta_tuning;
     match id {
-        WorkloadId::P3 => PeerConfig { capacity_bytes: Some(fill_params(options).capacity_bytes), nta_shards: Some(1) },
-        _ => PeerConfig::default(),
+        WorkloadId::P3 => {
+            PeerConfig { capacity_bytes: Some(fill_params(options).capacity_bytes), nta_shards: Some(1), nta_tuning }
+        }
+        _ => PeerConfig { nta_tuning, nta_shards: nta_tuning.shards, capacity_bytes: None },
     }
 }
 
@@ -133,6 +138,15 @@ fn run_child<T: DeserializeOwned>(
     command.args(["--seed", &options.seed.to_string()]);
     if let Some(dir) = &options.map_dir {
         command.arg("--map-dir").arg(dir);
+    }
+    if options.nta_tuning.exportable == Some(false) {
+        command.arg("--nta-private");
+    }
+    if let Some(bytes) = options.nta_tuning.retain_bytes {
+        command.args(["--nta-retain-bytes", &bytes.to_string()]);
+    }
+    if let Some(shards) = options.nta_tuning.shards {
+        command.args(["--nta-shards", &shards.to_string()]);
     }
     let output = command.output().map_err(|error| format!("cannot start worker: {error}"))?;
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -275,12 +289,22 @@ fn error_json(id: WorkloadId, kind: PeerKind, error: &str) -> Json {
     Json::obj(vec![("workload", Json::str(id.name())), ("alloc", Json::str(kind.name())), ("error", Json::str(error))])
 }
 
-fn scale_note(scale: Scale) -> String {
-    match scale {
+fn scale_note(options: &SuiteOptions) -> String {
+    let scale = match options.scale {
         Scale::Full => "Scale: full.".to_string(),
         Scale::Quick => "Scale: **--quick** (operation counts scaled down, see each title).".to_string(),
         Scale::Tiny => "Scale: tiny (test configuration; figures are meaningless).".to_string(),
+    };
+    let tuning = options.nta_tuning;
+    if tuning == NtaTuning::default() {
+        return scale;
     }
+    format!(
+        "{scale} NTA **not at its defaults**: exportable {}, retain_bytes {}, shards {}.",
+        tuning.exportable.map_or("default".to_string(), |e| e.to_string()),
+        tuning.retain_bytes.map_or("default".to_string(), |r| r.to_string()),
+        tuning.shards.map_or("default".to_string(), |s| s.to_string())
+    )
 }
 
 fn packet_mix_params(options: &SuiteOptions) -> PacketMixParams {
@@ -338,7 +362,7 @@ pub fn packet_mix_report(options: &SuiteOptions) -> WorkloadReport {
         ),
         &["allocator", "ns per alloc+free pair", "failed allocs", "NTA/peer (lower: NTA faster)"],
     );
-    table.notes.push(scale_note(options.scale));
+    table.notes.push(scale_note(options));
     let mut json = Vec::new();
     for (kind, outcome) in &outcomes {
         match outcome {
@@ -393,7 +417,7 @@ pub fn footprint_report(options: &SuiteOptions) -> WorkloadReport {
             "NTA/peer (held/live; lower: NTA leaner)",
         ],
     );
-    table.notes.push(scale_note(options.scale));
+    table.notes.push(scale_note(options));
     table.notes.push(
         "Own stats: NTA mapped_bytes, mimalloc committed, jemalloc stats.resident, glibc mallinfo2 arena+mmap \
          (marked * : process-wide, includes the harness), models: chunks held. All are deltas from the start of the run."
@@ -465,7 +489,7 @@ pub fn fill_report(options: &SuiteOptions) -> WorkloadReport {
         headers,
         ..Table::default()
     };
-    table.notes.push(scale_note(options.scale));
+    table.notes.push(scale_note(options));
     table.notes.push(
         "Utilization = live requested bytes / capacity at each failure. NTA: Pool capacity, 1 shard. \
          pow2 and mempool: models capped at the capacity. system, mimalloc, jemalloc: cap *emulated* by summing \
@@ -574,7 +598,7 @@ pub fn free_order_report(options: &SuiteOptions) -> WorkloadReport {
             "NTA/peer free",
         ],
     );
-    table.notes.push(scale_note(options.scale));
+    table.notes.push(scale_note(options));
     if params.objects != 1 << 20 {
         table.notes.push(format!("Not the seed's 1M ({} objects per cell).", params.objects));
     }
@@ -676,7 +700,7 @@ pub fn cross_thread_report(options: &SuiteOptions) -> WorkloadReport {
         ),
         &["allocator", "pairs/s", "ns per pair", "failed allocs", "NTA/peer (throughput; higher: NTA faster)"],
     );
-    table.notes.push(scale_note(options.scale));
+    table.notes.push(scale_note(options));
     table.notes.push("NTA: default shards; A binds shard 0 and B shard 1, so every free is remote.".to_string());
     let mut json = Vec::new();
     for (kind, outcome) in &outcomes {
@@ -733,7 +757,7 @@ pub fn churn_report(options: &SuiteOptions) -> WorkloadReport {
             "NTA/peer (ops/s; higher: NTA faster)",
         ],
     );
-    table.notes.push(scale_note(options.scale));
+    table.notes.push(scale_note(options));
     if options.scale != Scale::Full {
         table.notes.push(format!("**Scaled down**: {} operations instead of 100M.", params.ops));
     }

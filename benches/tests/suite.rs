@@ -14,6 +14,7 @@ fn every_workload_reports_every_peer() {
         map_dir: None,
         progress: false,
         isolation: Isolation::InProcess,
+        nta_tuning: Default::default(),
     };
     let workloads = [WorkloadId::P1, WorkloadId::P2, WorkloadId::P3, WorkloadId::P4, WorkloadId::P5, WorkloadId::P6];
     let reports = run_all(&workloads, &options);

@@ -94,7 +94,10 @@ impl PeerVisitor for Fill {
 #[test]
 fn p3_fill_reports_utilization_between_0_and_1() {
     let capacity = FillParams::at(Scale::Tiny).capacity_bytes;
-    on_every_peer(|_| PeerConfig { capacity_bytes: Some(capacity), nta_shards: Some(1) }, Fill);
+    on_every_peer(
+        |_| PeerConfig { capacity_bytes: Some(capacity), nta_shards: Some(1), ..PeerConfig::default() },
+        Fill,
+    );
 }
 
 #[derive(Clone)]
@@ -170,5 +173,5 @@ fn workloads_are_deterministic_given_the_seed() {
         }
     }
     let capacity = FillParams::at(Scale::Tiny).capacity_bytes;
-    with_peer(PeerKind::Pow2, PeerConfig { capacity_bytes: Some(capacity), nta_shards: None }, Twice).unwrap();
+    with_peer(PeerKind::Pow2, PeerConfig { capacity_bytes: Some(capacity), ..PeerConfig::default() }, Twice).unwrap();
 }

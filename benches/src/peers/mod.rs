@@ -141,6 +141,21 @@ pub struct PeerConfig {
     pub capacity_bytes: Option<usize>,
     /// NTA shard count (`None`: nta-core's default, one per CPU).
     pub nta_shards: Option<usize>,
+    /// NTA tuning away from nta-core's defaults (diagnostics only).
+    pub nta_tuning: NtaTuning,
+}
+
+/// NTA builder settings that differ from nta-core's defaults; the suite uses
+/// the defaults unless `nta-bench all --nta-private / --nta-retain-bytes`
+/// asks otherwise, to find out where NTA's time goes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NtaTuning {
+    /// `Some(false)`: private anonymous segments instead of memfd.
+    pub exportable: Option<bool>,
+    /// Wholly free bytes kept mapped before segments go back to the OS.
+    pub retain_bytes: Option<usize>,
+    /// Shard count for every workload but P3 (which always uses one).
+    pub shards: Option<usize>,
 }
 
 /// A computation that runs on any peer; see [`with_peer`].

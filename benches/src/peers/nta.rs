@@ -33,6 +33,12 @@ impl NtaPeer {
         if let Some(shards) = config.nta_shards {
             builder = builder.shards(shards);
         }
+        if let Some(exportable) = config.nta_tuning.exportable {
+            builder = builder.exportable(exportable);
+        }
+        if let Some(retain_bytes) = config.nta_tuning.retain_bytes {
+            builder = builder.retain_bytes(retain_bytes);
+        }
         let pool = builder.build().map_err(|error| BuildError(format!("nta-core Pool::build failed: {error:?}")))?;
         Ok(Self { pool })
     }
