@@ -27,6 +27,13 @@
 //! goes back to its huge node and merges there. A huge node that becomes
 //! wholly free is kept (up to [`KEEP_WHOLE_NODES`] per shard) or handed back.
 //!
+//! # Deferred coalescing
+//!
+//! Frees of chunks up to 2 KiB first go to the shard's bounded quick cache
+//! (see `quick_cache`) and are served again to allocations of the same
+//! size; the cache is flushed — merged for real — before the pool grows,
+//! before an allocation fails, and on `Pool::collect`.
+//!
 //! Invariant: `whole_free` equals the number of extents of exactly
 //! `HUGE_GRANULES` on the TLSF lists.
 
@@ -34,6 +41,7 @@ use crate::bitmap;
 use crate::extent::{footer_before, header_size, write_tags, FreeHdr};
 use crate::free_list::FreeLists;
 use crate::granule::*;
+use crate::quick_cache::QuickCache;
 use crate::segment::Segments;
 use crate::size_class::{exact_index, tlsf_insert_index, tlsf_search_index, EXACT_LISTS, TLSF_LISTS};
 use crate::stats::{bump, Counters};
@@ -53,6 +61,7 @@ pub struct Heap {
     small: FreeLists<{ EXACT_LISTS / 64 }>,
     large: FreeLists<{ TLSF_LISTS / 64 }>,
     whole_free: usize,
+    quick: QuickCache,
 }
 
 /// Extra granules to search for so that an `align`ed start fits.
@@ -90,7 +99,12 @@ impl Default for Heap {
 
 impl Heap {
     pub const fn new() -> Self {
-        Heap { small: FreeLists::new(), large: FreeLists::new(), whole_free: 0 }
+        Heap { small: FreeLists::new(), large: FreeLists::new(), whole_free: 0, quick: QuickCache::new() }
+    }
+
+    /// The quick cache of freed small chunks (see `quick_cache`).
+    pub fn quick(&self) -> &QuickCache {
+        &self.quick
     }
 
     /// Wholly free huge nodes on the lists.
@@ -148,6 +162,18 @@ impl Heap {
         align: usize,
     ) -> Option<NonNull<u8>> {
         let g = granules_for(len);
+        if align <= GRANULE {
+            if let Some(p) = self.quick.pop(g) {
+                // SAFETY: cached chunks are chunks of this heap's nodes.
+                let loc = unsafe { Loc::of(segs, p as usize).unwrap_unchecked() };
+                segs.meta(loc.seg).slack[loc.granule].store(slack_for(len, g) as u8, Relaxed);
+                bump(&c.in_use_granules, g as i64);
+                bump(&c.live_requested, len as i64);
+                bump(&c.allocs, 1);
+                // SAFETY: inside a mapped segment, hence not null.
+                return Some(unsafe { NonNull::new_unchecked(p) });
+            }
+        }
         let need = g + align_extra(align);
         if g <= SMALL_MAX_GRANULES && need <= PAGE_GRANULES {
             let idx = self.small.find_ge(exact_index(need))?;
@@ -161,9 +187,10 @@ impl Heap {
         Some(unsafe { self.carve(segs, c, hdr, header_size(hdr.cast()), g, len, align, false) })
     }
 
-    /// Everything the fast path does not: new page nodes, new segments, and
-    /// fits that TLSF's round-up skipped. Cold: runs once per page node or
-    /// segment, or when memory is nearly exhausted.
+    /// Everything the fast path does not: new page nodes, flushing the
+    /// quick cache, new segments, and fits that TLSF's round-up skipped.
+    /// Cold: runs once per page node or segment, or when memory is nearly
+    /// exhausted.
     ///
     /// # Safety
     /// As for [`Heap::alloc_fast`].
@@ -177,29 +204,58 @@ impl Heap {
         len: usize,
         align: usize,
     ) -> Option<NonNull<u8>> {
-        // SAFETY: forwarded from the caller.
-        if let Some(p) = unsafe { self.alloc_fast(segs, c, len, align) } {
-            return Some(p);
-        }
         let g = granules_for(len);
-        let need = g + align_extra(align);
-        if g <= SMALL_MAX_GRANULES && need <= PAGE_GRANULES {
-            // SAFETY: forwarded from the caller.
+        let small = g <= SMALL_MAX_GRANULES && g + align_extra(align) <= PAGE_GRANULES;
+        loop {
+            // SAFETY: forwarded from the caller, who holds the shard.
             unsafe {
-                if self.new_page_node(segs, shard, c) {
-                    return self.alloc_fast(segs, c, len, align);
+                if let Some(p) = self.alloc_fast(segs, c, len, align) {
+                    return Some(p);
                 }
-                // No room for a page node anywhere: take the space at the
-                // huge level so the pool fills up completely.
-                return self.alloc_large(segs, shard, c, g, len, align, false);
+                if small {
+                    if self.new_page_node(segs, c) {
+                        continue;
+                    }
+                } else if let Some(p) = self.alloc_large(segs, c, g, len, align) {
+                    return Some(p);
+                }
+                // Before the pool grows, merge what the quick cache holds.
+                if !self.quick.is_empty() {
+                    self.flush_quick(segs, c);
+                    continue;
+                }
+                if self.grow(segs, shard) {
+                    continue;
+                }
+                // No segment left: a small request takes space at the huge
+                // level directly, so the pool fills up completely.
+                return if small { self.alloc_large(segs, c, g, len, align) } else { None };
             }
         }
-        // SAFETY: forwarded from the caller.
-        unsafe { self.alloc_large(segs, shard, c, g, len, align, true) }
+    }
+
+    /// Merges every chunk in the quick cache into the free lists. Wholly
+    /// free nodes that result go back to the segment table.
+    ///
+    /// # Safety
+    /// The caller holds the shard.
+    pub unsafe fn flush_quick(&mut self, segs: &Segments, c: &Counters) {
+        while let Some((p, g)) = self.quick.pop_any() {
+            // SAFETY: cached chunks are live-marked chunks of this heap.
+            unsafe {
+                let loc = Loc::of(segs, p as usize).unwrap_unchecked();
+                let m = segs.meta(loc.seg);
+                bitmap::assign(&m.start, loc.granule, false);
+                bitmap::set_range(&m.free, loc.granule, loc.granule + g);
+                if self.release_range(segs, c, loc.seg, loc.granule, g) {
+                    segs.release(loc.seg, true);
+                }
+            }
+        }
     }
 
     /// Finds a huge-level extent that can hold `g` granules at `align`.
-    fn find_large(&self, segs: &Segments, g: usize, align: usize) -> Option<(*mut FreeHdr, usize)> {
+    fn find_large(&self, g: usize, align: usize) -> Option<(*mut FreeHdr, usize)> {
         let need = g + align_extra(align);
         if let Some(idx) = tlsf_search_index(need).and_then(|i| self.large.find_ge(i)) {
             let hdr = self.large.head(idx);
@@ -225,30 +281,22 @@ impl Heap {
                 hdr = unsafe { (*hdr).next };
             }
         }
-        let _ = segs;
         None
     }
 
-    /// Allocates at the huge level, growing by a segment if allowed.
+    /// Allocates at the huge level from the nodes this heap has.
     ///
     /// # Safety
     /// As for [`Heap::alloc_fast`].
-    #[allow(clippy::too_many_arguments)]
     unsafe fn alloc_large(
         &mut self,
         segs: &Segments,
-        shard: usize,
         c: &Counters,
         g: usize,
         len: usize,
         align: usize,
-        grow: bool,
     ) -> Option<NonNull<u8>> {
-        let mut found = self.find_large(segs, g, align);
-        if found.is_none() && grow && self.grow(segs, shard) {
-            found = self.find_large(segs, g, align);
-        }
-        let (hdr, e) = found?;
+        let (hdr, e) = self.find_large(g, align)?;
         // SAFETY: `hdr` is a free extent of `e` granules that holds the request.
         Some(unsafe { self.carve(segs, c, hdr, e, g, len, align, false) })
     }
@@ -262,17 +310,13 @@ impl Heap {
         true
     }
 
-    /// Carves a 4 KiB aligned page node out of a huge node and puts it on
-    /// the exact lists as one free 128-granule extent.
+    /// Carves a 4 KiB aligned page node out of a huge node this heap has and
+    /// puts it on the exact lists as one free 128-granule extent.
     ///
     /// # Safety
     /// The caller holds the shard.
-    unsafe fn new_page_node(&mut self, segs: &Segments, shard: usize, c: &Counters) -> bool {
-        let mut found = self.find_large(segs, PAGE_GRANULES, PAGE_NODE_BYTES);
-        if found.is_none() && self.grow(segs, shard) {
-            found = self.find_large(segs, PAGE_GRANULES, PAGE_NODE_BYTES);
-        }
-        let Some((hdr, e)) = found else { return false };
+    unsafe fn new_page_node(&mut self, segs: &Segments, c: &Counters) -> bool {
+        let Some((hdr, e)) = self.find_large(PAGE_GRANULES, PAGE_NODE_BYTES) else { return false };
         // SAFETY: `hdr` is a huge-level free extent that holds an aligned page.
         unsafe {
             self.unlink(hdr, e, false);
@@ -343,23 +387,28 @@ impl Heap {
         unsafe { NonNull::new_unchecked(segs.addr(seg, at)) }
     }
 
-    /// Frees the chunk at `loc` of `g` granules (the caller checked it).
-    /// Returns true when its huge node became wholly free and must be handed
-    /// back to the segment table by the caller.
+    /// Frees the chunk at `loc` of `g` granules (the caller checked it),
+    /// into the quick cache when `cache` and there is room, else merging it
+    /// at once. Returns true when its huge node became wholly free and must
+    /// be handed back to the segment table by the caller.
     ///
     /// # Safety
     /// `loc` must start a live chunk of exactly `g` granules in a node this
     /// heap owns, and the caller holds the shard.
     #[inline]
-    pub unsafe fn free(&mut self, segs: &Segments, c: &Counters, loc: Loc, g: usize) -> bool {
+    pub unsafe fn free(&mut self, segs: &Segments, c: &Counters, loc: Loc, g: usize, cache: bool) -> bool {
         let m = segs.meta(loc.seg);
         let s = loc.granule;
         let requested = g * GRANULE - m.slack[s].load(Relaxed) as usize;
-        bitmap::assign(&m.start, s, false);
-        bitmap::set_range(&m.free, s, s + g);
         bump(&c.in_use_granules, -(g as i64));
         bump(&c.live_requested, -(requested as i64));
         bump(&c.frees, 1);
+        // SAFETY: the caller gives up the live chunk.
+        if cache && unsafe { self.quick.push(segs.addr(loc.seg, s), g) } {
+            return false;
+        }
+        bitmap::assign(&m.start, s, false);
+        bitmap::set_range(&m.free, s, s + g);
         // SAFETY: the range was just made free; the caller holds the shard.
         unsafe { self.release_range(segs, c, loc.seg, s, g) }
     }

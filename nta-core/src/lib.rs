@@ -61,6 +61,7 @@ mod meta_array;
 mod node;
 mod occupancy;
 mod pool;
+mod quick_cache;
 mod remote;
 mod segment;
 mod shard;

@@ -238,7 +238,10 @@ impl PoolInner {
             if let Some(mut g) = shard.try_lock() {
                 self.drain(&mut g);
                 // SAFETY: we hold shard j.
-                unsafe { g.heap().drain_whole_nodes(&self.segs, |seg| self.segs.release(seg, false)) };
+                unsafe {
+                    g.heap().flush_quick(&self.segs, &shard.counters);
+                    g.heap().drain_whole_nodes(&self.segs, |seg| self.segs.release(seg, false));
+                }
             }
         }
     }
@@ -268,7 +271,7 @@ impl PoolInner {
         }
         let shard = g.shard();
         // SAFETY: `loc` starts a live chunk of `granules` in this shard.
-        let whole = unsafe { g.heap().free(&self.segs, &shard.counters, loc, granules) };
+        let whole = unsafe { g.heap().free(&self.segs, &shard.counters, loc, granules, !self.checked) };
         if whole {
             self.segs.release(loc.seg, true);
         }
@@ -442,13 +445,14 @@ impl PoolInner {
         Some(new)
     }
 
-    /// Drains every shard's remote-free queue now.
+    /// Drains every shard's remote-free queue and merges every chunk held
+    /// in the quick caches, now.
     pub fn collect(&self) {
         for shard in self.shards.iter() {
-            if !shard.remote.is_empty() {
-                let mut g = shard.lock();
-                self.drain(&mut g);
-            }
+            let mut g = shard.lock();
+            self.drain(&mut g);
+            // SAFETY: we hold the shard.
+            unsafe { g.heap().flush_quick(&self.segs, &shard.counters) };
         }
     }
 
@@ -473,6 +477,7 @@ impl PoolInner {
             st.frees += c.frees.load(Relaxed);
             let mut g = shard.lock();
             largest = largest.max(g.heap().largest_free() * GRANULE);
+            st.cached_bytes += g.heap().quick().bytes() as u64;
         }
         if self.segs.has_free() {
             largest = largest.max(HUGE_NODE_BYTES);

@@ -22,6 +22,9 @@ pub struct Stats {
     pub free_bytes: u64,
     /// Bytes of segments currently mapped.
     pub mapped_bytes: u64,
+    /// Freed small chunks parked in the shards' quick caches (deferred
+    /// coalescing); counted in `free_bytes`.
+    pub cached_bytes: u64,
     /// The largest single free extent, in bytes.
     pub largest_free_bytes: u64,
     /// Bytes of metadata address space reserved (touched lazily).

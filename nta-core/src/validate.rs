@@ -44,6 +44,20 @@ pub fn validate(inner: &PoolInner) -> Result<(), String> {
     let mut tally = vec![Tally::default(); nshards];
     // extent address -> (page level, granules, owner shard)
     let mut extents: HashMap<usize, (bool, usize, usize)> = HashMap::new();
+    // Chunks parked in quick caches: address -> (granules, shard). They are
+    // marked used in the bitmaps but already counted as free.
+    let mut cached: HashMap<usize, (usize, usize)> = HashMap::new();
+    for (shard, g) in guards.iter_mut().enumerate() {
+        let mut dup = None;
+        g.heap().quick().for_each(|p, n| {
+            if cached.insert(p as usize, (n, shard)).is_some() {
+                dup = Some(p);
+            }
+        });
+        if let Some(p) = dup {
+            return Err(format!("shard {shard}: chunk {p:p} is in the quick cache twice"));
+        }
+    }
     let mut mapped = 0;
     for seg in 0..segs.count() {
         let m = segs.meta(seg);
@@ -73,7 +87,15 @@ pub fn validate(inner: &PoolInner) -> Result<(), String> {
                 let mut i = 0;
                 while i < HUGE_GRANULES {
                     if m.in_page_node(i) {
-                        walk_span(inner, seg, i, i + PAGE_GRANULES, true, shard, &mut tally[shard], &mut extents)?;
+                        walk_span(
+                            inner,
+                            seg,
+                            (i, i + PAGE_GRANULES, true),
+                            shard,
+                            &mut tally[shard],
+                            &mut extents,
+                            &mut cached,
+                        )?;
                         tally[shard].pages += 1;
                         i += PAGE_GRANULES;
                     } else {
@@ -81,7 +103,7 @@ pub fn validate(inner: &PoolInner) -> Result<(), String> {
                         while j < HUGE_GRANULES && !m.in_page_node(j) {
                             j += PAGE_GRANULES - (j % PAGE_GRANULES);
                         }
-                        walk_span(inner, seg, i, j, false, shard, &mut tally[shard], &mut extents)?;
+                        walk_span(inner, seg, (i, j, false), shard, &mut tally[shard], &mut extents, &mut cached)?;
                         i = j;
                     }
                 }
@@ -136,6 +158,9 @@ pub fn validate(inner: &PoolInner) -> Result<(), String> {
             ));
         }
     }
+    if let Some((addr, (n, shard))) = cached.into_iter().next() {
+        return Err(format!("shard {shard}: quick-cached chunk {addr:#x} ({n} granules) is not a chunk of its nodes"));
+    }
     if let Some((addr, (page, n, owner))) = extents.into_iter().next() {
         return Err(format!("free extent {addr:#x} ({n} granules, page={page}, shard {owner}) is on no free list"));
     }
@@ -143,16 +168,14 @@ pub fn validate(inner: &PoolInner) -> Result<(), String> {
 }
 
 /// Walks one level region `lo..hi` of segment `seg`.
-#[allow(clippy::too_many_arguments)]
 fn walk_span(
     inner: &PoolInner,
     seg: usize,
-    lo: usize,
-    hi: usize,
-    page: bool,
+    (lo, hi, page): (usize, usize, bool),
     shard: usize,
     tally: &mut Tally,
     extents: &mut HashMap<usize, (bool, usize, usize)>,
+    cached: &mut HashMap<usize, (usize, usize)>,
 ) -> Result<(), String> {
     let segs = inner.segments();
     let m = segs.meta(seg);
@@ -192,8 +215,18 @@ fn walk_span(
             if slack > GRANULE || (slack == GRANULE && g != 1) {
                 return Err(format!("segment {seg} granule {k}: slack {slack} impossible for {g} granules"));
             }
-            tally.in_use += g as u64;
-            tally.live += (g * GRANULE - slack) as u64;
+            match cached.remove(&(segs.addr(seg, k) as usize)) {
+                Some((n, owner)) if n != g || owner != shard => {
+                    return Err(format!(
+                        "segment {seg} granule {k}: quick-cached as {n} granules of shard {owner}, but the chunk has {g} in shard {shard}"
+                    ))
+                }
+                Some(_) => {}
+                None => {
+                    tally.in_use += g as u64;
+                    tally.live += (g * GRANULE - slack) as u64;
+                }
+            }
             k = end;
         }
     }
