@@ -199,6 +199,8 @@ pub fn with_peer<V: PeerVisitor>(kind: PeerKind, config: PeerConfig, visitor: V)
 ///
 /// This sees size-class rounding but not external fragmentation or metadata,
 /// so it flatters the wrapped allocator; reports say "emulated" next to it.
+/// A resize is accounted but never refused (P3, the only capped workload,
+/// does not resize).
 #[derive(Debug)]
 pub struct CapEmulated<P> {
     inner: P,
