@@ -11,6 +11,8 @@
 //!   Requests above 2 MiB or aligned above 4 KiB go to the system
 //!   allocator, and so do all requests if the pool cannot be set up.
 //!   Use it to measure NTA on a whole program; it cannot be exported.
+//!   Small frees go through the freeing thread's cache (`thread_cache`),
+//!   which each thread flushes when it exits.
 //!
 //! ```
 //! #[global_allocator]
@@ -26,15 +28,21 @@
 
 use crate::granule::{GRANULE, MAX_ALIGN, MAX_ALLOC_BYTES};
 use crate::pool::{Config, Pool, PoolInner};
+use crate::thread_cache::{self, PoolRef};
 use allocator_api2::alloc::{AllocError, Allocator, Layout};
 use std::alloc::{GlobalAlloc, System};
 use std::ptr::{self, NonNull};
 use std::sync::OnceLock;
 
-/// A process-wide NTA pool usable as `#[global_allocator]`.
+/// The process-wide pool behind [`NtaGlobal`]. A static (not a field) so
+/// thread caches can hold a `'static` reference to it.
+static GLOBAL_POOL: OnceLock<Option<PoolInner>> = OnceLock::new();
+
+/// A process-wide NTA pool usable as `#[global_allocator]`. All values of
+/// this type share one pool, created on first use.
 #[derive(Debug)]
 pub struct NtaGlobal {
-    pool: OnceLock<Option<PoolInner>>,
+    _private: (),
 }
 
 impl Default for NtaGlobal {
@@ -46,12 +54,12 @@ impl Default for NtaGlobal {
 impl NtaGlobal {
     /// A global allocator whose pool is created on first use.
     pub const fn new() -> Self {
-        NtaGlobal { pool: OnceLock::new() }
+        NtaGlobal { _private: () }
     }
 
     #[inline]
-    fn pool(&self) -> Option<&PoolInner> {
-        self.pool
+    fn pool(&self) -> Option<&'static PoolInner> {
+        GLOBAL_POOL
             .get_or_init(|| {
                 let cfg = Config { exportable: false, ..Config::default_for_machine() };
                 PoolInner::new(cfg).ok()
@@ -60,8 +68,8 @@ impl NtaGlobal {
     }
 
     #[inline]
-    fn pool_for(&self, ptr: *mut u8) -> Option<&PoolInner> {
-        self.pool.get().and_then(Option::as_ref).filter(|p| p.contains(ptr))
+    fn pool_for(&self, ptr: *mut u8) -> Option<&'static PoolInner> {
+        GLOBAL_POOL.get().and_then(Option::as_ref).filter(|p| p.contains(ptr))
     }
 
     #[inline]
@@ -78,6 +86,11 @@ unsafe impl GlobalAlloc for NtaGlobal {
     unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
         if Self::fits(layout) {
             if let Some(p) = self.pool() {
+                if layout.align() <= GRANULE {
+                    if let Some(c) = thread_cache::alloc(p, layout.size()) {
+                        return c.as_ptr();
+                    }
+                }
                 return p.alloc(layout.size(), layout.align().max(GRANULE)).map_or(ptr::null_mut(), NonNull::as_ptr);
             }
         }
@@ -90,7 +103,12 @@ unsafe impl GlobalAlloc for NtaGlobal {
         match self.pool_for(ptr) {
             // SAFETY: the pointer is a live chunk of this pool (it lies in
             // the pool's range and GlobalAlloc's caller gives it up).
-            Some(p) => unsafe { p.free(NonNull::new_unchecked(ptr), Some(layout.size())) },
+            Some(p) => unsafe {
+                let c = NonNull::new_unchecked(ptr);
+                if !thread_cache::free_sized(p, || PoolRef::Static(p), c, layout.size()) {
+                    p.free(c, Some(layout.size()))
+                }
+            },
             // SAFETY: not ours, so System made it.
             None => unsafe { System.dealloc(ptr, layout) },
         }

@@ -19,6 +19,7 @@
 //! | `heap` | the pure extent allocator of one shard (no syscalls) |
 //! | `sys`, `meta_array`, `segment` | syscalls; memfd segments in one reserved range |
 //! | `remote`, `shard` | the remote-free queue; shards and their try-lock |
+//! | `quick_cache`, `thread_cache` | bounded caches of freed small chunks: per shard, and per thread (no atomics) |
 //! | `pool` | routing, the [`Pool`] handle and its builder |
 //! | `stats`, `validate`, `occupancy` | counters, the invariant walk, the bitmap view |
 //! | `global` | `GlobalAlloc` ([`NtaGlobal`]) and `allocator_api2::Allocator` for [`Pool`] |
@@ -69,6 +70,7 @@ mod size_class;
 mod stats;
 mod sync;
 mod sys;
+mod thread_cache;
 mod validate;
 
 pub use checked::FreeError;

@@ -25,6 +25,7 @@ use crate::segment::{Backing, SegmentState, Segments};
 use crate::shard::{Shard, ShardGuard};
 use crate::stats::{bump, Stats};
 use crate::sys;
+use crate::thread_cache::{self, PoolRef, ThreadSlot, SLOTS};
 use std::cell::Cell;
 use std::ptr::NonNull;
 use std::sync::atomic::Ordering::*;
@@ -80,6 +81,7 @@ impl Config {
 pub struct PoolInner {
     segs: Segments,
     shards: MetaArray<Shard>,
+    slots: MetaArray<ThreadSlot>,
     checked: bool,
 }
 
@@ -99,7 +101,8 @@ impl PoolInner {
         }
         let segs = Segments::new(count, cfg.hugepages, cfg.exportable, cfg.retain_bytes)?;
         let shards = MetaArray::new(cfg.shards, |_| Shard::default())?;
-        let inner = PoolInner { segs, shards, checked: cfg.checked || cfg!(feature = "checked") };
+        let slots = MetaArray::new(SLOTS, |_| ThreadSlot::default())?;
+        let inner = PoolInner { segs, shards, slots, checked: cfg.checked || cfg!(feature = "checked") };
         if cfg.hugepages == HugePages::Require {
             let seg = inner.segs.acquire(0).ok_or(Error::HugePagesUnavailable)?;
             debug_assert_eq!(inner.segs.backing(seg), Some(Backing::Hugetlb));
@@ -117,6 +120,11 @@ impl PoolInner {
     /// The segment table.
     pub fn segments(&self) -> &Segments {
         &self.segs
+    }
+
+    /// The thread-cache slots (see `thread_cache`).
+    pub(crate) fn thread_slots(&self) -> &[ThreadSlot] {
+        &self.slots
     }
 
     /// Whether checked mode is on.
@@ -178,8 +186,13 @@ impl PoolInner {
         if let Some(p) = unsafe { g.heap().alloc_slow(&self.segs, idx, &shard.counters, len, align) } {
             return Some(p);
         }
-        // Exhausted: reclaim what idle shards hold, then try once more.
+        // Exhausted: give back what this thread's cache holds and reclaim
+        // what idle shards hold, then try once more.
+        drop(g);
+        thread_cache::flush_current(self);
         self.reclaim_from_others(idx);
+        let mut g = shard.lock();
+        self.drain(&mut g);
         // SAFETY: as above.
         let p = unsafe { g.heap().alloc_slow(&self.segs, idx, &shard.counters, len, align) };
         if p.is_none() {
@@ -445,9 +458,12 @@ impl PoolInner {
         Some(new)
     }
 
-    /// Drains every shard's remote-free queue and merges every chunk held
-    /// in the quick caches, now.
+    /// Flushes the calling thread's cache for this pool, drains every
+    /// shard's remote-free queue and merges every chunk held in the shards'
+    /// quick caches, now. (Other threads' caches are flushed by those
+    /// threads: on their own `collect`, or when they exit.)
     pub fn collect(&self) {
+        thread_cache::flush_current(self);
         for shard in self.shards.iter() {
             let mut g = shard.lock();
             self.drain(&mut g);
@@ -467,17 +483,29 @@ impl PoolInner {
         let mut largest = 0;
         for shard in self.shards.iter() {
             let c = &shard.counters;
-            st.live_requested_bytes += c.live_requested.load(Relaxed);
-            st.in_use_bytes += c.in_use_granules.load(Relaxed) * GRANULE as u64;
+            // In-use, live and op counters are deltas that move between
+            // shards and thread slots, so they are summed with wrapping.
+            st.live_requested_bytes = st.live_requested_bytes.wrapping_add(c.live_requested.load(Relaxed));
+            st.in_use_bytes =
+                st.in_use_bytes.wrapping_add(c.in_use_granules.load(Relaxed).wrapping_mul(GRANULE as u64));
+            st.allocs = st.allocs.wrapping_add(c.allocs.load(Relaxed));
+            st.frees = st.frees.wrapping_add(c.frees.load(Relaxed));
             st.page_nodes += c.page_nodes.load(Relaxed);
             st.remote_frees_drained += c.remote_drained.load(Relaxed);
             st.remote_frees_queued += shard.remote.pushed();
             st.failed_allocs += c.failed_allocs.load(Relaxed);
-            st.allocs += c.allocs.load(Relaxed);
-            st.frees += c.frees.load(Relaxed);
             let mut g = shard.lock();
             largest = largest.max(g.heap().largest_free() * GRANULE);
             st.cached_bytes += g.heap().quick().bytes() as u64;
+        }
+        for slot in self.slots.iter() {
+            let c = &slot.counters;
+            st.live_requested_bytes = st.live_requested_bytes.wrapping_add(c.live_requested.load(Relaxed));
+            st.in_use_bytes =
+                st.in_use_bytes.wrapping_add(c.in_use_granules.load(Relaxed).wrapping_mul(GRANULE as u64));
+            st.allocs = st.allocs.wrapping_add(c.allocs.load(Relaxed));
+            st.frees = st.frees.wrapping_add(c.frees.load(Relaxed));
+            st.thread_cached_bytes += slot.bytes() as u64;
         }
         if self.segs.has_free() {
             largest = largest.max(HUGE_NODE_BYTES);
@@ -570,6 +598,9 @@ impl Pool {
     /// exhausted or `len > MAX_ALLOC_BYTES`. A zero length takes one granule.
     #[inline]
     pub fn alloc(&self, len: usize) -> Option<NonNull<u8>> {
+        if let Some(p) = thread_cache::alloc(&self.inner, len) {
+            return Some(p);
+        }
         self.inner.alloc(len, GRANULE)
     }
 
@@ -577,6 +608,9 @@ impl Pool {
     /// when exhausted.
     #[inline]
     pub fn alloc_aligned(&self, len: usize, align: usize) -> Option<NonNull<u8>> {
+        if align <= GRANULE {
+            return self.alloc(len);
+        }
         self.inner.alloc(len, align.max(GRANULE))
     }
 
@@ -601,7 +635,11 @@ impl Pool {
     #[inline]
     pub unsafe fn free_sized(&self, ptr: NonNull<u8>, len: usize) {
         // SAFETY: forwarded.
-        unsafe { self.inner.free(ptr, Some(len)) }
+        unsafe {
+            if !thread_cache::free_sized(&self.inner, || PoolRef::Shared(self.inner.clone()), ptr, len) {
+                self.inner.free(ptr, Some(len))
+            }
+        }
     }
 
     /// Shrinks a chunk in place; its tail returns to the pool and merges

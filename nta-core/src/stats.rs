@@ -25,6 +25,9 @@ pub struct Stats {
     /// Freed small chunks parked in the shards' quick caches (deferred
     /// coalescing); counted in `free_bytes`.
     pub cached_bytes: u64,
+    /// Freed small chunks parked in threads' caches; counted in
+    /// `free_bytes`.
+    pub thread_cached_bytes: u64,
     /// The largest single free extent, in bytes.
     pub largest_free_bytes: u64,
     /// Bytes of metadata address space reserved (touched lazily).

@@ -13,8 +13,14 @@
 //!    level, on the list its size maps to, in a node its shard owns; every
 //!    extent found in step 2 is listed exactly once; list bitmaps agree with
 //!    list heads; `whole_free` counts the wholly free huge nodes listed.
-//! 4. Counters: per shard, `in_use_granules`, `live_requested` and
-//!    `page_nodes` equal what the walk counted (`slack <= 32` per chunk).
+//! 4. Counters: per shard, `page_nodes` equals what the walk counted; the
+//!    sums of `in_use_granules` and `live_requested` over shards and thread
+//!    slots equal the walk's (`slack <= 32` per chunk). Chunks parked in
+//!    quick caches and thread caches are used in the bitmaps but free in
+//!    the counters, and each must be a real chunk of the right size.
+//!
+//! Thread caches are read without their threads' cooperation: validate a
+//! pool only while no other thread is using it.
 
 use crate::bitmap;
 use crate::extent::{footer_before, header_size};
@@ -25,6 +31,8 @@ use crate::segment::SegmentState;
 use crate::size_class::{exact_index, tlsf_insert_index};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
+
+const ANY_SHARD: usize = usize::MAX;
 
 #[derive(Default, Clone, Copy)]
 struct Tally {
@@ -56,6 +64,18 @@ pub fn validate(inner: &PoolInner) -> Result<(), String> {
         });
         if let Some(p) = dup {
             return Err(format!("shard {shard}: chunk {p:p} is in the quick cache twice"));
+        }
+    }
+    // Chunks in thread caches may belong to any shard (ANY_SHARD).
+    for slot in inner.thread_slots() {
+        let mut dup = None;
+        slot.for_each(|p, n| {
+            if cached.insert(p as usize, (n, ANY_SHARD)).is_some() {
+                dup = Some(p);
+            }
+        });
+        if let Some(p) = dup {
+            return Err(format!("chunk {p:p} is cached twice (thread cache)"));
         }
     }
     let mut mapped = 0;
@@ -113,6 +133,7 @@ pub fn validate(inner: &PoolInner) -> Result<(), String> {
     if mapped * HUGE_NODE_BYTES != segs.mapped_bytes() {
         return Err(format!("mapped segments {mapped} disagree with mapped_bytes {}", segs.mapped_bytes()));
     }
+    let mut counted = (0u64, 0u64);
     for (shard, g) in guards.iter_mut().enumerate() {
         let heap = g.heap();
         if !heap.lists_consistent() {
@@ -149,14 +170,26 @@ pub fn validate(inner: &PoolInner) -> Result<(), String> {
         }
         let c = &g.shard().counters;
         let t = tally[shard];
-        let (in_use, live, pages) =
-            (c.in_use_granules.load(Relaxed), c.live_requested.load(Relaxed), c.page_nodes.load(Relaxed));
-        if (in_use, live, pages) != (t.in_use, t.live, t.pages) {
-            return Err(format!(
-                "shard {shard}: counters (in_use granules {in_use}, live bytes {live}, page nodes {pages}) but the walk found ({}, {}, {})",
-                t.in_use, t.live, t.pages
-            ));
+        counted.0 = counted.0.wrapping_add(c.in_use_granules.load(Relaxed));
+        counted.1 = counted.1.wrapping_add(c.live_requested.load(Relaxed));
+        let pages = c.page_nodes.load(Relaxed);
+        if pages != t.pages {
+            return Err(format!("shard {shard}: page_nodes counter {pages} but the walk found {}", t.pages));
         }
+    }
+    // In-use and live counters move between shards and thread slots (a
+    // thread may free what another shard allocated), so they are compared
+    // in total.
+    for slot in inner.thread_slots() {
+        counted.0 = counted.0.wrapping_add(slot.counters.in_use_granules.load(Relaxed));
+        counted.1 = counted.1.wrapping_add(slot.counters.live_requested.load(Relaxed));
+    }
+    let walked = tally.iter().fold((0u64, 0u64), |a, t| (a.0 + t.in_use, a.1 + t.live));
+    if counted != walked {
+        return Err(format!(
+            "counters say {} granules in use and {} live bytes, the walk found {} and {}",
+            counted.0, counted.1, walked.0, walked.1
+        ));
     }
     if let Some((addr, (n, shard))) = cached.into_iter().next() {
         return Err(format!("shard {shard}: quick-cached chunk {addr:#x} ({n} granules) is not a chunk of its nodes"));
@@ -216,7 +249,7 @@ fn walk_span(
                 return Err(format!("segment {seg} granule {k}: slack {slack} impossible for {g} granules"));
             }
             match cached.remove(&(segs.addr(seg, k) as usize)) {
-                Some((n, owner)) if n != g || owner != shard => {
+                Some((n, owner)) if n != g || (owner != shard && owner != ANY_SHARD) => {
                     return Err(format!(
                         "segment {seg} granule {k}: quick-cached as {n} granules of shard {owner}, but the chunk has {g} in shard {shard}"
                     ))

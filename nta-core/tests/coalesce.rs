@@ -59,12 +59,12 @@ fn fill_then_free(order: Order, sized: bool) {
     pool.validate().unwrap();
     let st = pool.stats();
     assert_eq!(st.free_bytes, st.mapped_bytes, "{order:?}: quick-cached chunks count as free");
-    assert!(st.cached_bytes <= 128 << 10);
+    assert!(st.cached_bytes <= 128 << 10 && st.thread_cached_bytes <= 256 << 10, "cache bounds");
     // Merge what the quick cache deferred.
     pool.collect();
     pool.validate().unwrap();
     let st = pool.stats();
-    assert_eq!(st.cached_bytes, 0);
+    assert_eq!((st.cached_bytes, st.thread_cached_bytes), (0, 0));
     assert_eq!(st.in_use_bytes, 0);
     assert_eq!(st.live_requested_bytes, 0);
     assert_eq!(st.free_bytes, st.mapped_bytes, "{order:?}");

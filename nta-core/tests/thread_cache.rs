@@ -1,0 +1,101 @@
+//! Thread caches: sized frees park small chunks in the freeing thread's
+//! cache, the same thread's next allocation of that size reuses them, and
+//! every way a cache ends (collect, eviction, thread exit, pool drop) gives
+//! the chunks back.
+
+use nta_core::{HugePages, Pool};
+
+fn pool() -> Pool {
+    Pool::builder().capacity(8 << 20).shards(1).hugepages(HugePages::Off).build().unwrap()
+}
+
+#[test]
+fn same_size_is_reused_without_touching_the_shard() {
+    let p = pool();
+    let a = p.alloc(594).unwrap();
+    // SAFETY: live chunk, freed once with its length.
+    unsafe { p.free_sized(a, 594) };
+    let st = p.stats();
+    assert_eq!((st.in_use_bytes, st.live_requested_bytes), (0, 0));
+    assert_eq!(st.thread_cached_bytes, 608);
+    let b = p.alloc(600).unwrap(); // same 19 granules
+    assert_eq!(a, b, "LIFO reuse of the cached chunk");
+    let st = p.stats();
+    assert_eq!((st.in_use_bytes, st.live_requested_bytes, st.thread_cached_bytes), (608, 600, 0));
+    p.validate().unwrap();
+    // SAFETY: live chunk.
+    unsafe { p.free_sized(b, 600) };
+    p.validate().unwrap();
+    p.collect();
+    let st = p.stats();
+    assert_eq!((st.in_use_bytes, st.cached_bytes, st.thread_cached_bytes, st.page_nodes), (0, 0, 0, 0));
+    p.validate().unwrap();
+}
+
+#[test]
+fn thread_exit_flushes_its_cache() {
+    let p = pool();
+    let q = p.clone();
+    std::thread::spawn(move || {
+        let v: Vec<_> = (0..500).map(|i| (q.alloc(64 + i).unwrap(), 64 + i)).collect();
+        for (c, len) in v {
+            // SAFETY: live chunks, freed once.
+            unsafe { q.free_sized(c, len) };
+        }
+        assert!(q.stats().thread_cached_bytes > 0);
+    })
+    .join()
+    .unwrap();
+    let st = p.stats();
+    assert_eq!(st.thread_cached_bytes, 0, "the exiting thread flushed its cache");
+    assert_eq!(st.in_use_bytes, 0);
+    p.collect();
+    p.validate().unwrap();
+    assert_eq!(p.stats().page_nodes, 0);
+}
+
+#[test]
+fn more_pools_than_the_cache_table_evicts_and_flushes() {
+    let pools: Vec<Pool> = (0..6).map(|_| pool()).collect();
+    for p in &pools {
+        let c = p.alloc(1518).unwrap();
+        // SAFETY: live chunk.
+        unsafe { p.free_sized(c, 1518) };
+    }
+    // The two least recently used pools were evicted from this thread's
+    // table, which flushed their caches.
+    assert_eq!(pools[0].stats().thread_cached_bytes, 0);
+    assert_eq!(pools[1].stats().thread_cached_bytes, 0);
+    assert_eq!(pools[5].stats().thread_cached_bytes, 1536);
+    for p in &pools {
+        p.validate().unwrap();
+        assert_eq!(p.stats().in_use_bytes, 0);
+    }
+}
+
+#[test]
+fn dropping_the_pool_while_a_thread_caches_for_it_is_safe() {
+    for _ in 0..8 {
+        let p = pool();
+        let c = p.alloc(256).unwrap();
+        // SAFETY: live chunk.
+        unsafe { p.free_sized(c, 256) };
+        drop(p); // the thread's cache entry keeps the pool alive until evicted
+    }
+}
+
+#[test]
+fn unsized_free_and_large_chunks_bypass_the_cache() {
+    let p = pool();
+    let a = p.alloc(100).unwrap();
+    let big = p.alloc(5000).unwrap();
+    // SAFETY: live chunks.
+    unsafe {
+        p.free(a);
+        p.free_sized(big, 5000);
+    }
+    let st = p.stats();
+    assert_eq!(st.thread_cached_bytes, 0);
+    assert!(st.cached_bytes <= 128, "only the shard's quick cache may hold the 100-byte chunk");
+    p.validate().unwrap();
+}
