@@ -175,3 +175,39 @@ fn workloads_are_deterministic_given_the_seed() {
     let capacity = FillParams::at(Scale::Tiny).capacity_bytes;
     with_peer(PeerKind::Pow2, PeerConfig { capacity_bytes: Some(capacity), ..PeerConfig::default() }, Twice).unwrap();
 }
+
+/// Every workload frees everything it allocates: NTA's own accounting
+/// returns to zero and its invariant walk passes afterwards.
+#[test]
+fn every_workload_leaves_an_nta_pool_empty() {
+    use nta_bench::peers::NtaPeer;
+
+    fn check(peer: &NtaPeer, what: &str) {
+        peer.settle();
+        peer.pool().validate().unwrap_or_else(|error| panic!("{what}: {error}"));
+        let stats = peer.pool().stats();
+        assert_eq!(stats.live_requested_bytes, 0, "{what}: {stats:?}");
+        assert_eq!(stats.in_use_bytes, 0, "{what}: {stats:?}");
+    }
+
+    let peer = NtaPeer::new(PeerConfig::default()).unwrap();
+    packet_mix::run(&peer, &PacketMixParams::at(Scale::Tiny));
+    check(&peer, "P1");
+    footprint::run(&peer, &FootprintParams::at(Scale::Tiny));
+    check(&peer, "P2");
+    free_order::run(&peer, &FreeOrderParams::at(Scale::Tiny));
+    check(&peer, "P4");
+    cross_thread::run(&peer, &CrossThreadParams::at(Scale::Tiny));
+    check(&peer, "P5");
+    churn::run(&peer, &ChurnParams::at(Scale::Tiny));
+    check(&peer, "P6");
+    let params = FillParams::at(Scale::Tiny);
+    let capped = NtaPeer::new(PeerConfig {
+        capacity_bytes: Some(params.capacity_bytes),
+        nta_shards: Some(1),
+        ..PeerConfig::default()
+    })
+    .unwrap();
+    fill::run(&capped, &params);
+    check(&capped, "P3");
+}
