@@ -1,0 +1,22 @@
+//! Benchmarks of NTA against the allocators users would pick instead.
+//!
+//! Layout (one concept per file):
+//! - [`peers`]: the allocators behind one trait, [`peers::Peer`];
+//! - [`workloads`]: P1..P6, generic over the trait;
+//! - [`trace`] and [`replay`]: the allocation-trace format and its replay;
+//! - [`frag_map`]: the PNG fragmentation map of P3;
+//! - [`report`]: markdown tables and JSON lines;
+//! - [`suite`]: runs every workload on every peer and builds the reports;
+//! - [`rng`], [`sizes`], [`spsc`], [`mem_stats`]: shared pieces.
+
+pub mod frag_map;
+pub mod mem_stats;
+pub mod peers;
+pub mod replay;
+pub mod report;
+pub mod rng;
+pub mod sizes;
+pub mod spsc;
+pub mod suite;
+pub mod trace;
+pub mod workloads;

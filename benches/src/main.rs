@@ -1,0 +1,191 @@
+//! `nta-bench`: runs the NTA benchmark suite or replays an allocation trace.
+//! Argument parsing only; everything else is library code.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use nta_bench::peers::{with_peer, NtaTuning, Peer, PeerConfig, PeerKind, PeerVisitor};
+use nta_bench::replay::{replay, ReplayResult};
+use nta_bench::report::Json;
+use nta_bench::suite::{run_all, worker, Isolation, SuiteOptions, WorkloadId};
+use nta_bench::trace::{parse, Trace};
+use nta_bench::workloads::{Scale, DEFAULT_SEED};
+
+#[derive(Parser)]
+#[command(name = "nta-bench", about = "NTA against glibc, mimalloc, jemalloc, a pow2 model and a mempool model")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run every workload (P1..P6) on every allocator and print one table per workload.
+    All {
+        /// Scaled-down run (about 3 minutes on 2 cores).
+        #[arg(long)]
+        quick: bool,
+        /// Print JSON lines instead of markdown tables.
+        #[arg(long)]
+        json: bool,
+        /// Seed of every workload.
+        #[arg(long, default_value_t = DEFAULT_SEED)]
+        seed: u64,
+        /// Only these workloads (comma-separated).
+        #[arg(long, value_delimiter = ',', value_enum, ignore_case = true)]
+        workloads: Option<Vec<WorkloadId>>,
+        /// Only these allocators (comma-separated; keep nta for the ratios).
+        #[arg(long, value_delimiter = ',', value_enum)]
+        allocs: Option<Vec<PeerKind>>,
+        /// Directory for the P3 fragmentation maps (PNG).
+        #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/out"))]
+        map_dir: PathBuf,
+        /// Run every (workload, allocator) pair in this process instead of a
+        /// fresh child process each (footprints of the process-wide
+        /// allocators then carry over from one run to the next).
+        #[arg(long)]
+        in_process: bool,
+        #[command(flatten)]
+        nta: NtaArgs,
+    },
+    /// Internal: run one workload on one allocator and print its result as JSON.
+    #[command(hide = true)]
+    Worker {
+        #[arg(long, value_enum, ignore_case = true)]
+        workload: WorkloadId,
+        #[arg(long, value_enum)]
+        alloc: PeerKind,
+        #[arg(long, value_enum)]
+        scale: Scale,
+        #[arg(long)]
+        seed: u64,
+        #[arg(long)]
+        map_dir: Option<PathBuf>,
+        #[command(flatten)]
+        nta: NtaArgs,
+    },
+    /// Replay an allocation trace and print one JSON line.
+    Replay {
+        /// The trace file (see benches/README.md for the format).
+        file: PathBuf,
+        /// The allocator to replay on.
+        #[arg(long, value_enum)]
+        alloc: PeerKind,
+    },
+}
+
+/// NTA settings away from nta-core's defaults, for diagnosis.
+#[derive(clap::Args)]
+struct NtaArgs {
+    /// Diagnostic: NTA on private anonymous memory instead of memfd segments.
+    #[arg(long)]
+    nta_private: bool,
+    /// Diagnostic: NTA keeps this many wholly free bytes mapped (default: nta-core's).
+    #[arg(long)]
+    nta_retain_bytes: Option<usize>,
+    /// Diagnostic: NTA shard count (default: one per CPU; P3 always uses 1).
+    #[arg(long)]
+    nta_shards: Option<usize>,
+}
+
+impl NtaArgs {
+    fn tuning(&self) -> NtaTuning {
+        NtaTuning {
+            exportable: self.nta_private.then_some(false),
+            retain_bytes: self.nta_retain_bytes,
+            shards: self.nta_shards,
+        }
+    }
+}
+
+struct ReplayVisitor<'a>(&'a Trace);
+
+impl PeerVisitor for ReplayVisitor<'_> {
+    type Output = ReplayResult;
+    fn visit<P: Peer>(self, peer: &P) -> ReplayResult {
+        replay(peer, self.0)
+    }
+}
+
+fn run_replay(file: &PathBuf, alloc: PeerKind) -> ExitCode {
+    let bytes = match std::fs::read(file) {
+        Ok(bytes) => bytes,
+        Err(error) => {
+            eprintln!("nta-bench: cannot read {}: {error}", file.display());
+            return ExitCode::from(2);
+        }
+    };
+    let trace = match parse(&bytes) {
+        Ok(trace) => trace,
+        Err(error) => {
+            eprintln!("nta-bench: {}: {error}", file.display());
+            return ExitCode::from(1);
+        }
+    };
+    match with_peer(alloc, PeerConfig::default(), ReplayVisitor(&trace)) {
+        Ok(result) => {
+            let line = Json::obj(vec![
+                ("alloc", Json::str(alloc.name())),
+                ("ops", Json::Int(result.ops)),
+                ("elapsed_ns", Json::Int(result.elapsed_ns)),
+                ("peak_live_requested_bytes", Json::Int(result.peak_live_requested_bytes)),
+                ("peak_footprint_bytes", Json::Int(result.peak_footprint_bytes)),
+                ("footprint_source", Json::str(result.footprint_source)),
+                ("failed_allocs", Json::Int(result.failed_allocs)),
+            ]);
+            println!("{line}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("nta-bench: {error}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::All { quick, json, seed, workloads, allocs, map_dir, in_process, nta } => {
+            let isolation = match std::env::current_exe() {
+                Ok(exe) if !in_process => Isolation::ChildProcess(exe),
+                _ => Isolation::InProcess,
+            };
+            let options = SuiteOptions {
+                scale: if quick { Scale::Quick } else { Scale::Full },
+                seed,
+                peers: allocs.unwrap_or_else(|| PeerKind::ALL.to_vec()),
+                map_dir: Some(map_dir),
+                progress: true,
+                isolation,
+                nta_tuning: nta.tuning(),
+            };
+            let workloads = workloads.unwrap_or_else(|| WorkloadId::RUN_ORDER.to_vec());
+            for report in run_all(&workloads, &options) {
+                if json {
+                    for line in &report.json {
+                        println!("{line}");
+                    }
+                } else {
+                    println!("{}", report.table.to_markdown());
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Command::Worker { workload, alloc, scale, seed, map_dir, nta } => {
+            let options = SuiteOptions {
+                scale,
+                seed,
+                peers: vec![alloc],
+                map_dir,
+                progress: false,
+                isolation: Isolation::InProcess,
+                nta_tuning: nta.tuning(),
+            };
+            println!("{}", worker(workload, alloc, &options));
+            ExitCode::SUCCESS
+        }
+        Command::Replay { file, alloc } => run_replay(&file, alloc),
+    }
+}

@@ -1,0 +1,847 @@
+//! Runs the workloads on every peer and turns the results into reports.
+//!
+//! Every workload runs on each selected peer in turn, NTA first, in one
+//! process. Each report is one markdown table with the absolute figures and
+//! the NTA/peer ratio, plus footers that check the issue's goals, and one
+//! JSON line per peer (and per cell, phase or sample where there are several).
+//!
+//! Isolation: glibc, mimalloc and jemalloc are process-wide, their own
+//! footprint figures are deltas, and what one run leaves cached in them
+//! would blur the next run's footprint. So `nta-bench all` runs each
+//! (workload, peer) pair in a fresh child process (`nta-bench worker ...`),
+//! which prints its result as one JSON line; a crash in a peer then shows
+//! as "did not run" in its row instead of ending the suite. Tests run in
+//! process ([`Isolation::InProcess`]). In process, `all` runs P2 first so
+//! that the footprint test sees the allocators fresh.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::peers::{with_peer, NtaTuning, Peer, PeerConfig, PeerKind, PeerVisitor};
+use crate::report::{fmt_mib, fmt_num, fmt_percent, fmt_ratio, ratio, Json, Table};
+use crate::workloads::churn::{self, ChurnParams, ChurnResult};
+use crate::workloads::cross_thread::{self, CrossThreadParams, CrossThreadResult};
+use crate::workloads::fill::{self, FillParams, FillResult};
+use crate::workloads::footprint::{self, FootprintParams, FootprintResult};
+use crate::workloads::free_order::{self, FreeOrder, FreeOrderCell, FreeOrderParams, OBJECT_SIZES};
+use crate::workloads::packet_mix::{self, PacketMixParams, PacketMixResult};
+use crate::workloads::Scale;
+
+/// One of the six workloads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
+pub enum WorkloadId {
+    /// Packet mix.
+    P1,
+    /// Footprint.
+    P2,
+    /// Fill test.
+    P3,
+    /// Free-order table.
+    P4,
+    /// Cross-thread.
+    P5,
+    /// Churn.
+    P6,
+}
+
+impl WorkloadId {
+    /// All workloads in the order `all` runs them (P2 first, see module docs).
+    pub const RUN_ORDER: [WorkloadId; 6] =
+        [WorkloadId::P2, WorkloadId::P1, WorkloadId::P3, WorkloadId::P4, WorkloadId::P5, WorkloadId::P6];
+
+    /// "P1" .. "P6".
+    pub fn name(self) -> &'static str {
+        match self {
+            WorkloadId::P1 => "P1",
+            WorkloadId::P2 => "P2",
+            WorkloadId::P3 => "P3",
+            WorkloadId::P4 => "P4",
+            WorkloadId::P5 => "P5",
+            WorkloadId::P6 => "P6",
+        }
+    }
+}
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct SuiteOptions {
+    /// Size of every workload.
+    pub scale: Scale,
+    /// Seed of every workload.
+    pub seed: u64,
+    /// Peers to run, in order (NTA should be among them for the ratios).
+    pub peers: Vec<PeerKind>,
+    /// Where P3 writes its PNG maps (`None`: no maps).
+    pub map_dir: Option<PathBuf>,
+    /// Whether to print one progress line per peer run on stderr.
+    pub progress: bool,
+    /// Where each (workload, peer) pair runs.
+    pub isolation: Isolation,
+    /// NTA settings away from the defaults (diagnostics; reports say so).
+    pub nta_tuning: NtaTuning,
+}
+
+/// Where each (workload, peer) pair runs.
+#[derive(Clone, Debug)]
+pub enum Isolation {
+    /// In this process.
+    InProcess,
+    /// In a child process: this executable, run as `worker` (see the module docs).
+    ChildProcess(PathBuf),
+}
+
+/// One workload's report.
+#[derive(Clone, Debug)]
+pub struct WorkloadReport {
+    /// Which workload.
+    pub id: WorkloadId,
+    /// The markdown table.
+    pub table: Table,
+    /// The JSON lines.
+    pub json: Vec<Json>,
+}
+
+/// Each peer's outcome for a workload: its result, or why it did not run.
+type PeerOutcomes<R> = Vec<(PeerKind, Result<R, String>)>;
+
+/// How workload `id` builds peer `kind`: P3 caps every peer (NTA with one
+/// shard); the others use the peers' defaults.
+pub fn peer_config(id: WorkloadId, options: &SuiteOptions) -> PeerConfig {
+    let nta_tuning = options.nta_tuning;
+    match id {
+        WorkloadId::P3 => {
+            PeerConfig { capacity_bytes: Some(fill_params(options).capacity_bytes), nta_shards: Some(1), nta_tuning }
+        }
+        _ => PeerConfig { nta_tuning, nta_shards: nta_tuning.shards, capacity_bytes: None },
+    }
+}
+
+/// Runs `visitor` for workload `id` on `kind` in a child process and parses
+/// its JSON line.
+fn run_child<T: DeserializeOwned>(
+    exe: &Path,
+    id: WorkloadId,
+    kind: PeerKind,
+    options: &SuiteOptions,
+) -> Result<T, String> {
+    let scale = match options.scale {
+        Scale::Full => "full",
+        Scale::Quick => "quick",
+        Scale::Tiny => "tiny",
+    };
+    let mut command = Command::new(exe);
+    command.args(["worker", "--workload", id.name(), "--alloc", kind.name(), "--scale", scale]);
+    command.args(["--seed", &options.seed.to_string()]);
+    if let Some(dir) = &options.map_dir {
+        command.arg("--map-dir").arg(dir);
+    }
+    if options.nta_tuning.exportable == Some(false) {
+        command.arg("--nta-private");
+    }
+    if let Some(bytes) = options.nta_tuning.retain_bytes {
+        command.args(["--nta-retain-bytes", &bytes.to_string()]);
+    }
+    if let Some(shards) = options.nta_tuning.shards {
+        command.args(["--nta-shards", &shards.to_string()]);
+    }
+    let output = command.output().map_err(|error| format!("cannot start worker: {error}"))?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if !output.status.success() {
+        let last = stderr.lines().last().unwrap_or("").trim();
+        return Err(format!("worker failed ({}): {last}", output.status));
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout.lines().last().unwrap_or("");
+    let outcome: Result<T, String> =
+        serde_json::from_str(line).map_err(|error| format!("unreadable worker output ({error}): {line}"))?;
+    outcome
+}
+
+fn run_on_peers<V>(options: &SuiteOptions, id: WorkloadId, visitor: V) -> PeerOutcomes<V::Output>
+where
+    V: PeerVisitor + Clone,
+    V::Output: DeserializeOwned,
+{
+    options
+        .peers
+        .iter()
+        .map(|&kind| {
+            let start = Instant::now();
+            let outcome = match &options.isolation {
+                Isolation::InProcess => {
+                    with_peer(kind, peer_config(id, options), visitor.clone()).map_err(|error| error.to_string())
+                }
+                Isolation::ChildProcess(exe) => run_child(exe, id, kind, options),
+            };
+            if options.progress {
+                eprintln!("[nta-bench] {} {:<8} {:>7.2} s", id.name(), kind.name(), start.elapsed().as_secs_f64());
+            }
+            (kind, outcome)
+        })
+        .collect()
+}
+
+macro_rules! visitor {
+    ($name:ident, $params:ty, $output:ty, $run:path) => {
+        #[derive(Clone)]
+        struct $name<'a>(&'a $params);
+
+        impl PeerVisitor for $name<'_> {
+            type Output = $output;
+            fn visit<P: Peer>(self, peer: &P) -> $output {
+                $run(peer, self.0)
+            }
+        }
+    };
+}
+
+visitor!(PacketMixVisitor, PacketMixParams, PacketMixResult, packet_mix::run);
+visitor!(FootprintVisitor, FootprintParams, FootprintResult, footprint::run);
+
+/// A map PNG written by P3.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MapFile {
+    /// `first failure` or `final state`.
+    pub stage: String,
+    /// Where it was written, or why it was not.
+    pub path: Result<String, String>,
+    /// Pages in the map.
+    pub pages: usize,
+    /// Granules used.
+    pub used_granules: usize,
+    /// Granules free.
+    pub free_granules: usize,
+}
+
+/// P3's outcome: the fill result and the maps it wrote.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FillOutcome {
+    /// The fill result (maps not included).
+    pub result: FillResult,
+    /// The PNG maps written.
+    pub maps: Vec<MapFile>,
+}
+
+#[derive(Clone)]
+struct FillVisitor<'a>(&'a FillParams, Option<&'a Path>);
+
+impl PeerVisitor for FillVisitor<'_> {
+    type Output = FillOutcome;
+    fn visit<P: Peer>(self, peer: &P) -> FillOutcome {
+        let result = fill::run(peer, self.0);
+        let mut maps = Vec::new();
+        if let Some(dir) = self.1 {
+            for (stage, map) in [("first failure", &result.first_map), ("final state", &result.final_map)] {
+                let Some(map) = map else { continue };
+                let file_stage = if stage == "first failure" { "first" } else { "final" };
+                let path = dir.join(format!("p3-fill-{}-{file_stage}.png", peer.name()));
+                let written = std::fs::create_dir_all(dir).and_then(|()| map.write_png(&path));
+                maps.push(MapFile {
+                    stage: stage.to_string(),
+                    path: written.map(|()| path.display().to_string()).map_err(|error| error.to_string()),
+                    pages: map.pages(),
+                    used_granules: map.used_granules(),
+                    free_granules: map.free_granules(),
+                });
+            }
+        }
+        FillOutcome { result, maps }
+    }
+}
+visitor!(FreeOrderVisitor, FreeOrderParams, Vec<FreeOrderCell>, free_order::run);
+visitor!(CrossThreadVisitor, CrossThreadParams, CrossThreadResult, cross_thread::run);
+visitor!(ChurnVisitor, ChurnParams, ChurnResult, churn::run);
+
+/// The NTA figure of a workload, for the ratio column.
+fn nta_value<R>(outcomes: &PeerOutcomes<R>, metric: impl Fn(&R) -> Option<f64>) -> Option<f64> {
+    outcomes
+        .iter()
+        .find(|(kind, _)| *kind == PeerKind::Nta)
+        .and_then(|(_, outcome)| outcome.as_ref().ok())
+        .and_then(metric)
+}
+
+/// The figure of `kind`, for the goal footers.
+fn peer_value<R>(outcomes: &PeerOutcomes<R>, kind: PeerKind, metric: impl Fn(&R) -> Option<f64>) -> Option<f64> {
+    outcomes.iter().find(|(k, _)| *k == kind).and_then(|(_, outcome)| outcome.as_ref().ok()).and_then(metric)
+}
+
+/// "goal: ... → met (x)" / "missed (x)" / "not measured".
+fn goal_line(text: &str, value: Option<f64>, met: impl Fn(f64) -> bool) -> String {
+    match value {
+        Some(v) if met(v) => format!("Goal {text}: met ({v:.2})"),
+        Some(v) => format!("Goal {text}: **missed** ({v:.2})"),
+        None => format!("Goal {text}: not measured"),
+    }
+}
+
+fn error_row(kind: PeerKind, error: &str, columns: usize) -> Vec<String> {
+    let mut row = vec![kind.name().to_string(), format!("did not run: {error}")];
+    row.resize(columns, String::new());
+    row
+}
+
+fn error_json(id: WorkloadId, kind: PeerKind, error: &str) -> Json {
+    Json::obj(vec![("workload", Json::str(id.name())), ("alloc", Json::str(kind.name())), ("error", Json::str(error))])
+}
+
+fn scale_note(options: &SuiteOptions) -> String {
+    let scale = match options.scale {
+        Scale::Full => "Scale: full.".to_string(),
+        Scale::Quick => "Scale: **--quick** (operation counts scaled down, see each title).".to_string(),
+        Scale::Tiny => "Scale: tiny (test configuration; figures are meaningless).".to_string(),
+    };
+    let tuning = options.nta_tuning;
+    if tuning == NtaTuning::default() {
+        return scale;
+    }
+    format!(
+        "{scale} NTA **not at its defaults**: exportable {}, retain_bytes {}, shards {}.",
+        tuning.exportable.map_or("default".to_string(), |e| e.to_string()),
+        tuning.retain_bytes.map_or("default".to_string(), |r| r.to_string()),
+        tuning.shards.map_or("default".to_string(), |s| s.to_string())
+    )
+}
+
+fn packet_mix_params(options: &SuiteOptions) -> PacketMixParams {
+    PacketMixParams { seed: options.seed, ..PacketMixParams::at(options.scale) }
+}
+
+fn footprint_params(options: &SuiteOptions) -> FootprintParams {
+    FootprintParams { seed: options.seed, ..FootprintParams::at(options.scale) }
+}
+
+fn fill_params(options: &SuiteOptions) -> FillParams {
+    FillParams { seed: options.seed, ..FillParams::at(options.scale) }
+}
+
+fn cross_thread_params(options: &SuiteOptions) -> CrossThreadParams {
+    CrossThreadParams { seed: options.seed, ..CrossThreadParams::at(options.scale) }
+}
+
+fn churn_params(options: &SuiteOptions) -> ChurnParams {
+    ChurnParams { seed: options.seed, ..ChurnParams::at(options.scale) }
+}
+
+/// The body of `nta-bench worker`: runs workload `id` on `kind` in this
+/// process and returns the outcome as one JSON line (an `Err` outcome when
+/// the peer cannot be built).
+pub fn worker(id: WorkloadId, kind: PeerKind, options: &SuiteOptions) -> String {
+    fn one<V: PeerVisitor>(kind: PeerKind, config: PeerConfig, visitor: V) -> String
+    where
+        V::Output: Serialize,
+    {
+        let outcome: Result<V::Output, String> = with_peer(kind, config, visitor).map_err(|error| error.to_string());
+        serde_json::to_string(&outcome).unwrap_or_else(|error| format!("{{\"Err\":\"cannot encode: {error}\"}}"))
+    }
+    let config = peer_config(id, options);
+    match id {
+        WorkloadId::P1 => one(kind, config, PacketMixVisitor(&packet_mix_params(options))),
+        WorkloadId::P2 => one(kind, config, FootprintVisitor(&footprint_params(options))),
+        WorkloadId::P3 => one(kind, config, FillVisitor(&fill_params(options), options.map_dir.as_deref())),
+        WorkloadId::P4 => one(kind, config, FreeOrderVisitor(&FreeOrderParams::at(options.scale))),
+        WorkloadId::P5 => one(kind, config, CrossThreadVisitor(&cross_thread_params(options))),
+        WorkloadId::P6 => one(kind, config, ChurnVisitor(&churn_params(options))),
+    }
+}
+
+/// P1 report.
+pub fn packet_mix_report(options: &SuiteOptions) -> WorkloadReport {
+    let params = packet_mix_params(options);
+    let outcomes = run_on_peers(options, WorkloadId::P1, PacketMixVisitor(&params));
+    let metric = |r: &PacketMixResult| Some(r.ns_per_pair());
+    let nta = nta_value(&outcomes, metric);
+    let mut table = Table::new(
+        format!(
+            "P1 packet mix: IMIX 64/594/1518 B at 7:4:1, window {} live, {} timed pairs",
+            params.window, params.pairs
+        ),
+        &["allocator", "ns per alloc+free pair", "failed allocs", "NTA/peer (lower: NTA faster)"],
+    );
+    table.notes.push(scale_note(options));
+    let mut json = Vec::new();
+    for (kind, outcome) in &outcomes {
+        match outcome {
+            Ok(result) => {
+                let r = ratio(nta, metric(result));
+                table.row(vec![
+                    kind.name().into(),
+                    format!("{:.1}", result.ns_per_pair()),
+                    result.failed_allocs.to_string(),
+                    fmt_ratio(r),
+                ]);
+                json.push(Json::obj(vec![
+                    ("workload", Json::str("P1")),
+                    ("alloc", Json::str(kind.name())),
+                    ("pairs", Json::Int(result.pairs)),
+                    ("elapsed_ns", Json::Int(result.elapsed_ns)),
+                    ("ns_per_pair", Json::Num(result.ns_per_pair())),
+                    ("failed_allocs", Json::Int(result.failed_allocs)),
+                    ("nta_over_peer", Json::opt_num(r)),
+                ]));
+            }
+            Err(error) => {
+                table.row(error_row(*kind, error, 4));
+                json.push(error_json(WorkloadId::P1, *kind, error));
+            }
+        }
+    }
+    let vs = |kind| ratio(nta, peer_value(&outcomes, kind, metric));
+    table.footer.push(goal_line("NTA/mimalloc ≤ 1.0", vs(PeerKind::Mimalloc), |v| v <= 1.0));
+    table.footer.push(goal_line("NTA/glibc ≤ 0.5", vs(PeerKind::System), |v| v <= 0.5));
+    WorkloadReport { id: WorkloadId::P1, table, json }
+}
+
+/// P2 report.
+pub fn footprint_report(options: &SuiteOptions) -> WorkloadReport {
+    let params = footprint_params(options);
+    let outcomes = run_on_peers(options, WorkloadId::P2, FootprintVisitor(&params));
+    let metric = |r: &FootprintResult| r.held_ratio().or(r.rss_ratio());
+    let nta = nta_value(&outcomes, metric);
+    let mut table = Table::new(
+        format!(
+            "P2 footprint: IMIX with {} live buffers, {} pairs after the window fills",
+            params.window, params.pairs
+        ),
+        &[
+            "allocator",
+            "peak live requested MiB",
+            "peak held MiB (own stats)",
+            "held/live",
+            "peak RSS Δ MiB",
+            "RSS/live",
+            "NTA/peer (held/live; lower: NTA leaner)",
+        ],
+    );
+    table.notes.push(scale_note(options));
+    table.notes.push(
+        "Own stats: NTA mapped_bytes, mimalloc committed, jemalloc stats.resident, glibc mallinfo2 arena+mmap \
+         (marked * : process-wide, includes the harness), models: chunks held. All are deltas from the start of the run."
+            .to_string(),
+    );
+    let mut json = Vec::new();
+    for (kind, outcome) in &outcomes {
+        match outcome {
+            Ok(result) => {
+                let r = ratio(nta, metric(result));
+                let star = if result.held_is_exact { "" } else { "*" };
+                table.row(vec![
+                    kind.name().into(),
+                    fmt_mib(Some(result.peak_live_requested_bytes)),
+                    format!("{}{star}", fmt_mib(result.peak_held_bytes)),
+                    fmt_num(result.held_ratio(), 3),
+                    fmt_mib(result.peak_rss_delta_bytes),
+                    fmt_num(result.rss_ratio(), 3),
+                    fmt_ratio(r),
+                ]);
+                json.push(Json::obj(vec![
+                    ("workload", Json::str("P2")),
+                    ("alloc", Json::str(kind.name())),
+                    ("peak_live_requested_bytes", Json::Int(result.peak_live_requested_bytes)),
+                    ("peak_held_bytes", Json::opt_int(result.peak_held_bytes)),
+                    ("held_is_exact", Json::Bool(result.held_is_exact)),
+                    ("held_over_live", Json::opt_num(result.held_ratio())),
+                    ("peak_rss_delta_bytes", Json::opt_int(result.peak_rss_delta_bytes)),
+                    ("rss_over_live", Json::opt_num(result.rss_ratio())),
+                    ("failed_allocs", Json::Int(result.failed_allocs)),
+                    ("nta_over_peer", Json::opt_num(r)),
+                ]));
+            }
+            Err(error) => {
+                table.row(error_row(*kind, error, 7));
+                json.push(error_json(WorkloadId::P2, *kind, error));
+            }
+        }
+    }
+    table.footer.push(goal_line("NTA held/live ≤ 1.05", nta, |v| v <= 1.05));
+    WorkloadReport { id: WorkloadId::P2, table, json }
+}
+
+/// P3 report (and its PNG maps).
+pub fn fill_report(options: &SuiteOptions) -> WorkloadReport {
+    let params = fill_params(options);
+    let capacity = params.capacity_bytes;
+    let outcomes = run_on_peers(options, WorkloadId::P3, FillVisitor(&params, options.map_dir.as_deref()));
+    let metric = |outcome: &FillOutcome| {
+        let r = &outcome.result;
+        (!r.phases.is_empty() && !r.cap_violated).then(|| r.min_utilization())
+    };
+    let nta = nta_value(&outcomes, metric);
+    let mut maxima = Vec::new();
+    let mut max_bytes = params.start_max_bytes;
+    while max_bytes >= params.last_max_bytes.max(1) {
+        maxima.push(max_bytes);
+        max_bytes /= 2;
+    }
+    let mut headers = vec!["allocator".to_string(), "cap".to_string()];
+    headers.extend(maxima.iter().map(|m| format!("util. at failure, max {m} B")));
+    headers.push("lowest".into());
+    headers.push("NTA/peer (lowest; higher: NTA fuller)".into());
+    let mut table = Table {
+        title: format!(
+            "P3 fill test (seed 002): random sizes 1..=max in {} MiB until a failure, then max/2",
+            capacity >> 20
+        ),
+        headers,
+        ..Table::default()
+    };
+    table.notes.push(scale_note(options));
+    table.notes.push(
+        "Utilization = live requested bytes / capacity at each failure. NTA: Pool capacity, 1 shard. \
+         pow2 and mempool: models capped at the capacity. system, mimalloc, jemalloc: cap *emulated* by summing \
+         usable sizes (sees size-class rounding only, never fragmentation or metadata)."
+            .to_string(),
+    );
+    let mut json = Vec::new();
+    for (kind, outcome) in &outcomes {
+        match outcome {
+            Ok(outcome) => {
+                let result = &outcome.result;
+                let cap = if kind.enforces_capacity() { "own" } else { "emulated" };
+                let mut row = vec![kind.name().to_string(), cap.to_string()];
+                for &max in &maxima {
+                    let phase = result.phases.iter().find(|phase| phase.max_request_bytes == max);
+                    row.push(phase.map_or_else(|| "—".to_string(), |phase| fmt_percent(phase.utilization)));
+                }
+                let lowest = metric(outcome);
+                row.push(lowest.map_or_else(|| "n/a".to_string(), fmt_percent));
+                row.push(fmt_ratio(ratio(nta, lowest)));
+                table.row(row);
+                if result.cap_violated {
+                    table
+                        .footer
+                        .push(format!("{}: live bytes exceeded the capacity: the cap is not enforced", kind.name()));
+                }
+                let mut map_paths = Vec::new();
+                for map in &outcome.maps {
+                    match &map.path {
+                        Ok(path) => {
+                            table.footer.push(format!(
+                                "{} map ({}): {path} ({} pages; {} granules used, {} free)",
+                                kind.name(),
+                                map.stage,
+                                map.pages,
+                                map.used_granules,
+                                map.free_granules
+                            ));
+                            map_paths.push(Json::str(path.clone()));
+                        }
+                        Err(error) => {
+                            table.footer.push(format!("{} {} map not written: {error}", kind.name(), map.stage))
+                        }
+                    }
+                }
+                let phases = result
+                    .phases
+                    .iter()
+                    .map(|phase| {
+                        Json::obj(vec![
+                            ("max_request_bytes", Json::Int(phase.max_request_bytes as u64)),
+                            ("failed_request_bytes", Json::Int(phase.failed_request_bytes as u64)),
+                            ("allocations", Json::Int(phase.allocations)),
+                            ("live_requested_bytes", Json::Int(phase.live_requested_bytes)),
+                            ("utilization", Json::Num(phase.utilization)),
+                        ])
+                    })
+                    .collect();
+                json.push(Json::obj(vec![
+                    ("workload", Json::str("P3")),
+                    ("alloc", Json::str(kind.name())),
+                    ("capacity_bytes", Json::Int(capacity as u64)),
+                    ("cap", Json::str(cap)),
+                    ("phases", Json::Arr(phases)),
+                    ("min_utilization", Json::opt_num(lowest)),
+                    ("cap_violated", Json::Bool(result.cap_violated)),
+                    ("map_png", Json::Arr(map_paths)),
+                    ("nta_over_peer", Json::opt_num(ratio(nta, lowest))),
+                ]));
+            }
+            Err(error) => {
+                table.row(error_row(*kind, error, maxima.len() + 4));
+                json.push(error_json(WorkloadId::P3, *kind, error));
+            }
+        }
+    }
+    table.footer.push(
+        "mempool: a request above its 2048 B data room fails at once, so its first failure is the first such request."
+            .to_string(),
+    );
+    table.footer.push(goal_line("NTA ≥ 97% at every failure", nta, |v| v >= 0.97));
+    WorkloadReport { id: WorkloadId::P3, table, json }
+}
+
+/// P4 report, in the seed-001 column format.
+pub fn free_order_report(options: &SuiteOptions) -> WorkloadReport {
+    let params = FreeOrderParams::at(options.scale);
+    let outcomes = run_on_peers(options, WorkloadId::P4, FreeOrderVisitor(&params));
+    let ms = |ns: u64| ns as f64 / 1e6;
+    let find = |cells: &[FreeOrderCell], size: usize, order: FreeOrder| {
+        cells.iter().find(|cell| cell.object_bytes == size && cell.order == order).cloned()
+    };
+    let nta_cells: Option<Vec<FreeOrderCell>> = outcomes
+        .iter()
+        .find(|(kind, _)| *kind == PeerKind::Nta)
+        .and_then(|(_, outcome)| outcome.as_ref().ok().cloned());
+    let mut table = Table::new(
+        format!("P4 seed-001 table: {} objects per cell, freed in order / alternately / reversed", params.objects),
+        &[
+            "Allocator",
+            "Free order",
+            "Object Size",
+            "Alloc Time (ms)",
+            "Free Time (ms)",
+            "NTA/peer alloc",
+            "NTA/peer free",
+        ],
+    );
+    table.notes.push(scale_note(options));
+    if params.objects != 1 << 20 {
+        table.notes.push(format!("Not the seed's 1M ({} objects per cell).", params.objects));
+    }
+    let mut json = Vec::new();
+    for (kind, outcome) in &outcomes {
+        let cells = match outcome {
+            Ok(cells) => cells,
+            Err(error) => {
+                table.row(error_row(*kind, error, 7));
+                json.push(error_json(WorkloadId::P4, *kind, error));
+                continue;
+            }
+        };
+        for order in FreeOrder::ALL {
+            for size in OBJECT_SIZES {
+                let Some(cell) = find(cells, size, order) else {
+                    continue;
+                };
+                let nta_cell = nta_cells.as_deref().and_then(|nta| find(nta, size, order));
+                let alloc_ratio = ratio(nta_cell.as_ref().map(|c| ms(c.alloc_ns)), Some(ms(cell.alloc_ns)));
+                let free_ratio = ratio(nta_cell.as_ref().map(|c| ms(c.free_ns)), Some(ms(cell.free_ns)));
+                let failed =
+                    if cell.failed_allocs > 0 { format!(" ({} failed)", cell.failed_allocs) } else { String::new() };
+                table.row(vec![
+                    kind.name().into(),
+                    order.name().into(),
+                    format!("{size}B"),
+                    format!("{:.1}{failed}", ms(cell.alloc_ns)),
+                    format!("{:.1}", ms(cell.free_ns)),
+                    fmt_ratio(alloc_ratio),
+                    fmt_ratio(free_ratio),
+                ]);
+                json.push(Json::obj(vec![
+                    ("workload", Json::str("P4")),
+                    ("alloc", Json::str(kind.name())),
+                    ("order", Json::str(order.name())),
+                    ("object_bytes", Json::Int(size as u64)),
+                    ("objects", Json::Int(cell.objects as u64)),
+                    ("alloc_ms", Json::Num(ms(cell.alloc_ns))),
+                    ("free_ms", Json::Num(ms(cell.free_ns))),
+                    ("failed_allocs", Json::Int(cell.failed_allocs)),
+                    ("nta_over_peer_alloc", Json::opt_num(alloc_ratio)),
+                    ("nta_over_peer_free", Json::opt_num(free_ratio)),
+                ]));
+            }
+        }
+    }
+    // Goal: every NTA cell ≤ glibc and ≤ 1.2 × mimalloc, alloc and free alike.
+    for (peer, bound, text) in [(PeerKind::System, 1.0, "≤ glibc"), (PeerKind::Mimalloc, 1.2, "≤ 1.2× mimalloc")] {
+        let peer_cells = outcomes.iter().find(|(k, _)| *k == peer).and_then(|(_, o)| o.as_ref().ok());
+        match (&nta_cells, peer_cells) {
+            (Some(nta), Some(other)) => {
+                let mut misses = Vec::new();
+                let mut total = 0;
+                for cell in nta {
+                    let Some(other) = find(other, cell.object_bytes, cell.order) else {
+                        continue;
+                    };
+                    for (what, mine, theirs) in
+                        [("alloc", cell.alloc_ns, other.alloc_ns), ("free", cell.free_ns, other.free_ns)]
+                    {
+                        total += 1;
+                        if mine as f64 > bound * theirs as f64 {
+                            misses.push(format!(
+                                "{}B {} {what} {:.2}",
+                                cell.object_bytes,
+                                cell.order.name(),
+                                mine as f64 / theirs.max(1) as f64
+                            ));
+                        }
+                    }
+                }
+                if misses.is_empty() {
+                    table.footer.push(format!("Goal every NTA cell {text}: met ({total} figures)"));
+                } else {
+                    table.footer.push(format!(
+                        "Goal every NTA cell {text}: **missed** in {}/{total}: {}",
+                        misses.len(),
+                        misses.join("; ")
+                    ));
+                }
+            }
+            _ => table.footer.push(format!("Goal every NTA cell {text}: not measured")),
+        }
+    }
+    WorkloadReport { id: WorkloadId::P4, table, json }
+}
+
+/// P5 report.
+pub fn cross_thread_report(options: &SuiteOptions) -> WorkloadReport {
+    let params = cross_thread_params(options);
+    let outcomes = run_on_peers(options, WorkloadId::P5, CrossThreadVisitor(&params));
+    let metric = |r: &CrossThreadResult| Some(r.pairs_per_sec());
+    let nta = nta_value(&outcomes, metric);
+    let mut table = Table::new(
+        format!(
+            "P5 cross-thread: A allocates IMIX buffers, B frees them, SPSC ring of {}, {} pairs",
+            params.queue_capacity, params.pairs
+        ),
+        &["allocator", "pairs/s", "ns per pair", "failed allocs", "NTA/peer (throughput; higher: NTA faster)"],
+    );
+    table.notes.push(scale_note(options));
+    table.notes.push("NTA: default shards; A binds shard 0 and B shard 1, so every free is remote.".to_string());
+    let mut json = Vec::new();
+    for (kind, outcome) in &outcomes {
+        match outcome {
+            Ok(result) => {
+                let r = ratio(nta, metric(result));
+                let ns = 1e9 / result.pairs_per_sec();
+                table.row(vec![
+                    kind.name().into(),
+                    format!("{:.0}", result.pairs_per_sec()),
+                    format!("{ns:.1}"),
+                    result.failed_allocs.to_string(),
+                    fmt_ratio(r),
+                ]);
+                json.push(Json::obj(vec![
+                    ("workload", Json::str("P5")),
+                    ("alloc", Json::str(kind.name())),
+                    ("pairs", Json::Int(result.pairs_completed)),
+                    ("elapsed_ns", Json::Int(result.elapsed_ns)),
+                    ("pairs_per_sec", Json::Num(result.pairs_per_sec())),
+                    ("failed_allocs", Json::Int(result.failed_allocs)),
+                    ("nta_over_peer", Json::opt_num(r)),
+                ]));
+            }
+            Err(error) => {
+                table.row(error_row(*kind, error, 5));
+                json.push(error_json(WorkloadId::P5, *kind, error));
+            }
+        }
+    }
+    let vs = ratio(nta, peer_value(&outcomes, PeerKind::Mimalloc, metric));
+    table.footer.push(goal_line("NTA ≥ 1.0× mimalloc", vs, |v| v >= 1.0));
+    WorkloadReport { id: WorkloadId::P5, table, json }
+}
+
+/// P6 report.
+pub fn churn_report(options: &SuiteOptions) -> WorkloadReport {
+    let params = churn_params(options);
+    let outcomes = run_on_peers(options, WorkloadId::P6, ChurnVisitor(&params));
+    let metric = |r: &ChurnResult| Some(r.ops_per_sec());
+    let nta = nta_value(&outcomes, metric);
+    let mut table = Table::new(
+        format!(
+            "P6 churn: {} random alloc/free/shrink ops, IMIX + long tail, ~{} live",
+            params.ops, params.target_live
+        ),
+        &[
+            "allocator",
+            "ops/s",
+            "failed",
+            "footprint MiB at 25% / end / max",
+            "drift (end / 25%)",
+            "max footprint / max live",
+            "NTA/peer (ops/s; higher: NTA faster)",
+        ],
+    );
+    table.notes.push(scale_note(options));
+    if options.scale != Scale::Full {
+        table.notes.push(format!("**Scaled down**: {} operations instead of 100M.", params.ops));
+    }
+    table.notes.push(format!(
+        "Footprint: own stats where the allocator has them (glibc's are process-wide), sampled {} times.",
+        params.samples
+    ));
+    let mut json = Vec::new();
+    for (kind, outcome) in &outcomes {
+        match outcome {
+            Ok(result) => {
+                let r = ratio(nta, metric(result));
+                let pick = |s: &churn::ChurnSample| s.held_bytes.or(s.rss_delta_bytes);
+                let quarter = result.samples.get(result.samples.len() / 4).and_then(pick);
+                let last = result.samples.last().and_then(pick);
+                let max = result.samples.iter().filter_map(pick).max();
+                table.row(vec![
+                    kind.name().into(),
+                    format!("{:.0}", result.ops_per_sec()),
+                    result.failed_allocs.to_string(),
+                    format!("{} / {} / {}", fmt_mib(quarter), fmt_mib(last), fmt_mib(max)),
+                    fmt_num(result.drift(), 3),
+                    fmt_num(result.peak_ratio(), 2),
+                    fmt_ratio(r),
+                ]);
+                let samples = result
+                    .samples
+                    .iter()
+                    .map(|s| {
+                        Json::obj(vec![
+                            ("ops_done", Json::Int(s.ops_done)),
+                            ("live_requested_bytes", Json::Int(s.live_requested_bytes)),
+                            ("held_bytes", Json::opt_int(s.held_bytes)),
+                            ("rss_delta_bytes", Json::opt_int(s.rss_delta_bytes)),
+                        ])
+                    })
+                    .collect();
+                json.push(Json::obj(vec![
+                    ("workload", Json::str("P6")),
+                    ("alloc", Json::str(kind.name())),
+                    ("ops", Json::Int(result.ops)),
+                    ("allocs", Json::Int(result.allocs)),
+                    ("frees", Json::Int(result.frees)),
+                    ("shrinks", Json::Int(result.shrinks)),
+                    ("failed_allocs", Json::Int(result.failed_allocs)),
+                    ("elapsed_ns", Json::Int(result.elapsed_ns)),
+                    ("ops_per_sec", Json::Num(result.ops_per_sec())),
+                    ("drift", Json::opt_num(result.drift())),
+                    ("samples", Json::Arr(samples)),
+                    ("nta_over_peer", Json::opt_num(r)),
+                ]));
+            }
+            Err(error) => {
+                table.row(error_row(*kind, error, 7));
+                json.push(error_json(WorkloadId::P6, *kind, error));
+            }
+        }
+    }
+    let nta_drift = outcomes
+        .iter()
+        .find(|(k, _)| *k == PeerKind::Nta)
+        .and_then(|(_, o)| o.as_ref().ok())
+        .and_then(ChurnResult::drift);
+    table.footer.push(goal_line("NTA footprint flat (drift ≤ 1.10)", nta_drift, |v| v <= 1.10));
+    WorkloadReport { id: WorkloadId::P6, table, json }
+}
+
+/// Runs one workload on every selected peer.
+pub fn run_workload(id: WorkloadId, options: &SuiteOptions) -> WorkloadReport {
+    match id {
+        WorkloadId::P1 => packet_mix_report(options),
+        WorkloadId::P2 => footprint_report(options),
+        WorkloadId::P3 => fill_report(options),
+        WorkloadId::P4 => free_order_report(options),
+        WorkloadId::P5 => cross_thread_report(options),
+        WorkloadId::P6 => churn_report(options),
+    }
+}
+
+/// Runs `workloads` in [`WorkloadId::RUN_ORDER`] and returns their reports in
+/// P1..P6 order.
+pub fn run_all(workloads: &[WorkloadId], options: &SuiteOptions) -> Vec<WorkloadReport> {
+    let mut reports: Vec<WorkloadReport> =
+        WorkloadId::RUN_ORDER.iter().filter(|id| workloads.contains(id)).map(|&id| run_workload(id, options)).collect();
+    reports.sort_by_key(|report| report.id);
+    reports
+}

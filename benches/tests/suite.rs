@@ -1,0 +1,30 @@
+//! The suite in process, tiny scale: every workload yields a table with one
+//! row per peer and JSON lines.
+
+use nta_bench::peers::PeerKind;
+use nta_bench::suite::{run_all, Isolation, SuiteOptions, WorkloadId};
+use nta_bench::workloads::Scale;
+
+#[test]
+fn every_workload_reports_every_peer() {
+    let options = SuiteOptions {
+        scale: Scale::Tiny,
+        seed: 7,
+        peers: vec![PeerKind::Nta, PeerKind::System, PeerKind::Pow2],
+        map_dir: None,
+        progress: false,
+        isolation: Isolation::InProcess,
+        nta_tuning: Default::default(),
+    };
+    let workloads = [WorkloadId::P1, WorkloadId::P2, WorkloadId::P3, WorkloadId::P4, WorkloadId::P5, WorkloadId::P6];
+    let reports = run_all(&workloads, &options);
+    assert_eq!(reports.iter().map(|r| r.id).collect::<Vec<_>>(), workloads);
+    for report in &reports {
+        let markdown = report.table.to_markdown();
+        for peer in ["nta", "system", "pow2"] {
+            assert!(markdown.contains(&format!("| {peer} |")), "{:?} lacks {peer}:\n{markdown}", report.id);
+        }
+        assert!(!markdown.contains("did not run"), "{markdown}");
+        assert!(report.json.iter().all(|line| line.to_string().contains("\"nta_over_peer")), "{:?}", report.id);
+    }
+}
