@@ -50,6 +50,8 @@ pub struct NodeMeta {
     pub backing: AtomicU8,
     /// Link in the segment table's stacks of free or released segments.
     pub next: AtomicU32,
+    /// When the segment was last parked free (ms since the pool started).
+    pub parked_ms: AtomicU64,
 }
 
 impl std::fmt::Debug for NodeMeta {

@@ -58,6 +58,7 @@ pub struct Config {
     pub retain_bytes: usize,
     pub exportable: bool,
     pub premap: bool,
+    pub release_delay_ms: u64,
 }
 
 impl Config {
@@ -73,6 +74,7 @@ impl Config {
             retain_bytes: 64 << 20,
             exportable: true,
             premap: false,
+            release_delay_ms: 1000,
         }
     }
 }
@@ -102,7 +104,7 @@ impl PoolInner {
             return Err(Error::InvalidConfig("capacity too large"));
         }
         let retain = if cfg.premap { count * HUGE_NODE_BYTES } else { cfg.retain_bytes };
-        let segs = Segments::new(count, cfg.hugepages, cfg.exportable, retain)?;
+        let segs = Segments::new(count, cfg.hugepages, cfg.exportable, retain, cfg.release_delay_ms)?;
         let shards = MetaArray::new(cfg.shards, |_| Shard::default())?;
         let slots = MetaArray::new(SLOTS, |_| ThreadSlot::default())?;
         let inner = PoolInner { segs, shards, slots, checked: cfg.checked || cfg!(feature = "checked") };
@@ -540,6 +542,11 @@ impl PoolInner {
     /// threads: on their own `collect`, or when they exit.)
     pub fn collect(&self) {
         thread_cache::flush_current(self);
+        self.collect_shards();
+        self.segs.purge_now();
+    }
+
+    fn collect_shards(&self) {
         for shard in self.shards.iter() {
             let mut g = shard.lock();
             self.drain(&mut g);
@@ -660,6 +667,13 @@ impl PoolBuilder {
         self.cfg.exportable = on;
         self
     }
+    /// How long a wholly free segment beyond the retain watermark stays
+    /// mapped before it goes back to the OS (default 1 s; `Pool::collect`
+    /// releases at once). Zero releases as soon as a segment is free.
+    pub fn release_delay(mut self, delay: std::time::Duration) -> Self {
+        self.cfg.release_delay_ms = delay.as_millis().min(u64::MAX as u128) as u64;
+        self
+    }
     /// Maps the whole capacity at build time and never releases it (the
     /// retain watermark becomes the capacity), so `Pool::memory_range` stays
     /// valid memory for the pool's life — what registering the pool with
@@ -778,7 +792,9 @@ impl Pool {
         crate::validate::validate(&self.inner)
     }
 
-    /// Merges every pending remote free now (like `mi_collect`).
+    /// Merges every pending remote free and every chunk in this thread's
+    /// and the shards' caches now, and gives wholly free segments beyond the
+    /// retain watermark back to the OS (like `mi_collect(true)`).
     pub fn collect(&self) {
         self.inner.collect()
     }

@@ -25,9 +25,14 @@
 //!     +------- above the retain watermark ----------+
 //! ```
 //!
-//! Free segments are kept mapped up to `retain_bytes`; beyond that their
-//! pages are punched out of the memfd and the range is made inaccessible
-//! again, so RSS falls. All of this is the cold path and runs under one
+//! Free segments are parked mapped. Up to `retain_bytes` of them stay
+//! mapped for reuse; beyond that, a segment that stays parked for the
+//! release delay (default 1 s, checked whenever a segment is released) has
+//! its pages punched out of the memfd and its range made inaccessible
+//! again, so RSS falls. `Pool::collect` releases them at once. The delay
+//! keeps a workload that frees and reallocates hundreds of megabytes in a
+//! burst from faulting it all back in each time (mimalloc purges with a
+//! delay for the same reason). All of this is the cold path and runs under one
 //! mutex; the allocation fast path never touches it. It is `std`'s mutex
 //! (a bare futex on Linux), not `parking_lot`'s: when the pool is the global
 //! allocator, a contended `parking_lot` lock allocates its parking table
@@ -99,6 +104,8 @@ pub struct Segments {
     hugepages: HugePages,
     thp: bool,
     retain_segments: usize,
+    release_delay_ms: u64,
+    epoch: std::time::Instant,
     stacks: Mutex<Stacks>,
     mapped: AtomicUsize,
     by_backing: [AtomicUsize; 4],
@@ -123,7 +130,13 @@ impl std::fmt::Debug for Segments {
 impl Segments {
     /// Reserves address space and metadata for `count` segments. Nothing is
     /// mapped until the first allocation.
-    pub fn new(count: usize, hugepages: HugePages, exportable: bool, retain_bytes: usize) -> std::io::Result<Segments> {
+    pub fn new(
+        count: usize,
+        hugepages: HugePages,
+        exportable: bool,
+        retain_bytes: usize,
+        release_delay_ms: u64,
+    ) -> std::io::Result<Segments> {
         let bytes = count * HUGE_NODE_BYTES;
         let base = sys::reserve_aligned(bytes, HUGE_NODE_BYTES)?;
         let cleanup = |e| {
@@ -152,6 +165,8 @@ impl Segments {
             hugepages,
             thp,
             retain_segments: retain_bytes / HUGE_NODE_BYTES,
+            release_delay_ms,
+            epoch: std::time::Instant::now(),
             stacks: Mutex::new(Stacks { free_top: NO_SEGMENT, free_count: 0, released_top: NO_SEGMENT, fresh_next: 0 }),
             mapped: AtomicUsize::new(0),
             by_backing: Default::default(),
@@ -314,33 +329,78 @@ impl Segments {
         Some(seg)
     }
 
-    /// Takes back a wholly free segment from its shard. Above the retain
-    /// watermark (and when `may_unmap`) its memory goes back to the OS.
+    /// Takes back a wholly free segment from its shard and parks it.
+    /// When `may_unmap`, parked segments beyond the retain watermark that
+    /// have stayed unused for the release delay go back to the OS.
     #[cold]
     pub fn release(&self, seg: usize, may_unmap: bool) {
         let m = self.meta(seg);
         debug_assert!(bitmap::all_set(&m.free, 0, HUGE_GRANULES));
         m.owner.store(NO_OWNER, Release);
         let mut st = self.stacks();
-        if !may_unmap || st.free_count < self.retain_segments {
-            m.state.store(SegmentState::Free as u8, Release);
-            m.next.store(st.free_top, Relaxed);
-            st.free_top = seg as u32;
-            st.free_count += 1;
+        m.state.store(SegmentState::Free as u8, Release);
+        m.parked_ms.store(self.now_ms(), Relaxed);
+        m.next.store(st.free_top, Relaxed);
+        st.free_top = seg as u32;
+        st.free_count += 1;
+        if may_unmap {
+            self.purge(&mut st, false);
+        }
+    }
+
+    /// Releases every parked segment beyond the retain watermark now,
+    /// whatever its age (`Pool::collect`).
+    #[cold]
+    pub fn purge_now(&self) {
+        let mut st = self.stacks();
+        self.purge(&mut st, true);
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Keeps the `retain` most recently parked segments; of the others,
+    /// gives back those parked at least the release delay ago (all when
+    /// `force`). Cold and O(parked segments).
+    fn purge(&self, st: &mut Stacks, force: bool) {
+        if st.free_count <= self.retain_segments {
             return;
         }
+        let now = self.now_ms();
+        let (mut kept, mut prev, mut cur) = (0, NO_SEGMENT, st.free_top);
+        while cur != NO_SEGMENT {
+            let m = self.meta(cur as usize);
+            let next = m.next.load(Relaxed);
+            let old = now.saturating_sub(m.parked_ms.load(Relaxed)) >= self.release_delay_ms;
+            if kept < self.retain_segments || !(force || old) || !self.unmap_parked(cur as usize) {
+                kept += 1;
+                prev = cur;
+            } else {
+                if prev == NO_SEGMENT {
+                    st.free_top = next;
+                } else {
+                    self.meta(prev as usize).next.store(next, Relaxed);
+                }
+                st.free_count -= 1;
+                m.next.store(st.released_top, Relaxed);
+                st.released_top = cur;
+            }
+            cur = next;
+        }
+    }
+
+    /// Gives a parked segment's memory back to the OS; false (and the
+    /// segment stays parked) if the kernel refused.
+    fn unmap_parked(&self, seg: usize) -> bool {
+        let m = self.meta(seg);
         let hugetlb = m.backing.load(Relaxed) == Backing::Hugetlb as u8;
-        // SAFETY: the segment is wholly free and owned by no shard, so no
-        // chunk in it is live and nothing will touch it until it is mapped
-        // again by `acquire`.
+        // SAFETY: the segment is parked: wholly free and owned by no shard,
+        // so no chunk in it is live and nothing touches it until `acquire`
+        // maps it again.
         let released = unsafe { sys::release_segment(self.addr_nn(seg), HUGE_NODE_BYTES, self.source(seg, hugetlb)) };
         if released.is_err() {
-            // Could not give it back: keep it as a free, mapped segment.
-            m.state.store(SegmentState::Free as u8, Release);
-            m.next.store(st.free_top, Relaxed);
-            st.free_top = seg as u32;
-            st.free_count += 1;
-            return;
+            return false;
         }
         if let Some(b) = Backing::from_u8(m.backing.load(Relaxed)) {
             self.by_backing[b as usize].fetch_sub(1, Relaxed);
@@ -356,9 +416,8 @@ impl Segments {
                 HUGE_GRANULES - 8192,
             )
         };
-        m.next.store(st.released_top, Relaxed);
-        st.released_top = seg as u32;
         self.mapped.fetch_sub(1, Relaxed);
+        true
     }
 }
 

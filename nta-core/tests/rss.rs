@@ -1,15 +1,18 @@
-//! RSS falls after a large free, because wholly free segments above the
-//! retain watermark are punched out of the memfd and unmapped. Its own test
-//! binary, so no other test moves this process's RSS meanwhile.
+//! RSS falls after a large free, because wholly free segments beyond the
+//! retain watermark are punched out of the memfd and unmapped: at once with
+//! a zero release delay, and on `collect()` with the default delay. Its own
+//! test binary, with one test, so nothing else moves this process's RSS.
 
 use nta_core::{HugePages, Pool};
+use std::time::Duration;
 
-#[test]
-fn rss_falls_after_large_free() {
-    let pool = Pool::builder().capacity(512 << 20).shards(1).hugepages(HugePages::Off).retain_bytes(0).build().unwrap();
+const FILL: usize = 256 << 20;
+
+/// Fills 256 MiB, frees it, and returns (rss before, filled, after free).
+fn fill_and_free(pool: &Pool) -> (usize, usize, usize) {
     let rss0 = nta_core::rss_bytes().unwrap();
     let mut v = Vec::new();
-    for _ in 0..(256 << 20) / 65536 {
+    for _ in 0..FILL / 65536 {
         let p = pool.alloc(65536).unwrap();
         // SAFETY: fresh chunk; touching it makes it resident.
         unsafe { p.as_ptr().write_bytes(0x5A, 65536) };
@@ -17,17 +20,38 @@ fn rss_falls_after_large_free() {
     }
     let rss1 = nta_core::rss_bytes().unwrap();
     assert!(rss1 >= rss0 + (200 << 20), "touching 256 MiB raised RSS from {rss0} to {rss1}");
-    let mapped1 = pool.stats().mapped_bytes;
     for p in v {
         // SAFETY: live chunks.
         unsafe { pool.free(p) };
     }
-    let rss2 = nta_core::rss_bytes().unwrap();
+    (rss0, rss1, nta_core::rss_bytes().unwrap())
+}
+
+fn builder() -> nta_core::PoolBuilder {
+    Pool::builder().capacity(512 << 20).shards(1).hugepages(HugePages::Off).retain_bytes(0)
+}
+
+#[test]
+fn rss_falls_after_large_free() {
+    // Zero delay: segments go back as soon as they are wholly free.
+    let pool = builder().release_delay(Duration::ZERO).build().unwrap();
+    let (rss0, rss1, rss2) = fill_and_free(&pool);
     let st = pool.stats();
-    println!("rss before {rss0}, filled {rss1}, after free {rss2}; mapped {mapped1} -> {}", st.mapped_bytes);
+    println!("zero delay: rss before {rss0}, filled {rss1}, after free {rss2}; mapped {}", st.mapped_bytes);
     assert!(rss2 + (200 << 20) <= rss1, "RSS fell by less than 200 MiB: {rss1} -> {rss2}");
     assert!(st.mapped_bytes <= 2 << 20, "at most the one node a shard keeps stays mapped");
     pool.validate().unwrap();
-    // The released segments can be mapped again.
-    assert!(pool.alloc(65536).is_some());
+    assert!(pool.alloc(65536).is_some(), "released segments can be mapped again");
+    drop(pool);
+
+    // Default delay: the segments stay parked for reuse until collect().
+    let pool = builder().build().unwrap();
+    let (_, rss1, rss2) = fill_and_free(&pool);
+    assert!(pool.stats().mapped_bytes >= 200 << 20, "parked, not yet released");
+    pool.collect();
+    let rss3 = nta_core::rss_bytes().unwrap();
+    println!("default delay: filled {rss1}, after free {rss2}, after collect {rss3}");
+    assert!(rss3 + (200 << 20) <= rss1, "collect() released the parked segments: {rss1} -> {rss3}");
+    assert!(pool.stats().mapped_bytes <= 2 << 20);
+    pool.validate().unwrap();
 }
