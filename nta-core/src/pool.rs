@@ -542,11 +542,6 @@ impl PoolInner {
     /// threads: on their own `collect`, or when they exit.)
     pub fn collect(&self) {
         thread_cache::flush_current(self);
-        self.collect_shards();
-        self.segs.purge_now();
-    }
-
-    fn collect_shards(&self) {
         for shard in self.shards.iter() {
             let mut g = shard.lock();
             self.drain(&mut g);
@@ -793,10 +788,17 @@ impl Pool {
     }
 
     /// Merges every pending remote free and every chunk in this thread's
-    /// and the shards' caches now, and gives wholly free segments beyond the
-    /// retain watermark back to the OS (like `mi_collect(true)`).
+    /// and the shards' caches now (like `mi_collect`). Memory stays mapped.
     pub fn collect(&self) {
         self.inner.collect()
+    }
+
+    /// [`Pool::collect`], then gives every wholly free segment beyond the
+    /// retain watermark back to the OS now, without waiting for the release
+    /// delay (like `mi_collect(true)`).
+    pub fn trim(&self) {
+        self.inner.collect();
+        self.inner.segments().purge_now();
     }
 
     /// Pins the calling thread to `shard` (modulo the shard count) for this

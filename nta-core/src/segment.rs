@@ -29,7 +29,7 @@
 //! mapped for reuse; beyond that, a segment that stays parked for the
 //! release delay (default 1 s, checked whenever a segment is released) has
 //! its pages punched out of the memfd and its range made inaccessible
-//! again, so RSS falls. `Pool::collect` releases them at once. The delay
+//! again, so RSS falls. `Pool::trim` releases them at once. The delay
 //! keeps a workload that frees and reallocates hundreds of megabytes in a
 //! burst from faulting it all back in each time (mimalloc purges with a
 //! delay for the same reason). All of this is the cold path and runs under one
@@ -349,7 +349,7 @@ impl Segments {
     }
 
     /// Releases every parked segment beyond the retain watermark now,
-    /// whatever its age (`Pool::collect`).
+    /// whatever its age (`Pool::trim`).
     #[cold]
     pub fn purge_now(&self) {
         let mut st = self.stacks();

@@ -1,6 +1,6 @@
 //! RSS falls after a large free, because wholly free segments beyond the
 //! retain watermark are punched out of the memfd and unmapped: at once with
-//! a zero release delay, and on `collect()` with the default delay. Its own
+//! a zero release delay, and on `trim()` with the default delay. Its own
 //! test binary, with one test, so nothing else moves this process's RSS.
 
 use nta_core::{HugePages, Pool};
@@ -44,14 +44,14 @@ fn rss_falls_after_large_free() {
     assert!(pool.alloc(65536).is_some(), "released segments can be mapped again");
     drop(pool);
 
-    // Default delay: the segments stay parked for reuse until collect().
+    // Default delay: the segments stay parked for reuse until trim().
     let pool = builder().build().unwrap();
     let (_, rss1, rss2) = fill_and_free(&pool);
     assert!(pool.stats().mapped_bytes >= 200 << 20, "parked, not yet released");
-    pool.collect();
+    pool.trim();
     let rss3 = nta_core::rss_bytes().unwrap();
-    println!("default delay: filled {rss1}, after free {rss2}, after collect {rss3}");
-    assert!(rss3 + (200 << 20) <= rss1, "collect() released the parked segments: {rss1} -> {rss3}");
+    println!("default delay: filled {rss1}, after free {rss2}, after trim {rss3}");
+    assert!(rss3 + (200 << 20) <= rss1, "trim() released the parked segments: {rss1} -> {rss3}");
     assert!(pool.stats().mapped_bytes <= 2 << 20);
     pool.validate().unwrap();
 }
