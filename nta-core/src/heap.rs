@@ -234,6 +234,60 @@ impl Heap {
         }
     }
 
+    /// Fills `out` with chunks of exactly `g` granules from what this heap
+    /// already has (quick cache first, then runs carved from one free extent
+    /// at a time, never growing the pool). Each chunk is accounted as
+    /// allocated with its full length `g * 32`. Returns how many it stored.
+    /// This is the thread caches' batch refill: carving a run of `k` chunks
+    /// touches the lists and tags once instead of `k` times.
+    ///
+    /// # Safety
+    /// The caller holds the shard; `1 <= g <= SMALL_MAX_GRANULES * 2`.
+    pub unsafe fn alloc_run(&mut self, segs: &Segments, c: &Counters, g: usize, out: &mut [*mut u8]) -> usize {
+        let mut n = 0;
+        while n < out.len() {
+            let Some(p) = self.quick.pop(g) else { break };
+            out[n] = p;
+            n += 1;
+        }
+        if n > 0 {
+            bump(&c.in_use_granules, (n * g) as i64);
+            bump(&c.live_requested, (n * g * GRANULE) as i64);
+            bump(&c.allocs, n as i64);
+            // Their slack becomes 0 (full length), like carved ones below.
+            for &p in &out[..n] {
+                // SAFETY: cached chunks are chunks of this heap's nodes.
+                let loc = unsafe { Loc::of(segs, p as usize).unwrap_unchecked() };
+                segs.meta(loc.seg).slack[loc.granule].store(0, Relaxed);
+            }
+        }
+        let small = g <= SMALL_MAX_GRANULES;
+        while n < out.len() {
+            let (hdr, e) = if small {
+                let Some(idx) = self.small.find_ge(exact_index(g)) else { break };
+                (self.small.head(idx), idx + 1)
+            } else {
+                let Some(idx) = tlsf_search_index(g).and_then(|i| self.large.find_ge(i)) else { break };
+                let hdr = self.large.head(idx);
+                // SAFETY: `hdr` heads a non-empty list.
+                (hdr, unsafe { header_size(hdr.cast()) })
+            };
+            let k = (e / g).min(out.len() - n);
+            // SAFETY: `hdr` is a listed extent of `e >= k * g` granules.
+            let first = unsafe { self.carve(segs, c, hdr, e, k * g, k * g * GRANULE, GRANULE, small) };
+            let Loc { seg, granule: s } = Loc::of(segs, first.as_ptr() as usize).expect("carved in a segment");
+            let m = segs.meta(seg);
+            for i in 0..k {
+                bitmap::assign(&m.start, s + i * g, true);
+                m.slack[s + i * g].store(0, Relaxed);
+                out[n + i] = segs.addr(seg, s + i * g);
+            }
+            bump(&c.allocs, k as i64 - 1);
+            n += k;
+        }
+        n
+    }
+
     /// Merges every chunk in the quick cache into the free lists. Wholly
     /// free nodes that result go back to the segment table.
     ///

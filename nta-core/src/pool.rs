@@ -397,18 +397,8 @@ impl PoolInner {
             drop(g);
             return self.alloc_slow(idx, len, GRANULE).map(|p| (p, 0));
         };
-        let full = granules_for(len) * GRANULE;
-        let mut n = 0;
-        while n < extra.len() {
-            // SAFETY: as above.
-            match unsafe { g.heap().alloc_fast(&self.segs, &shard.counters, full, GRANULE) } {
-                Some(p) => {
-                    extra[n] = p.as_ptr();
-                    n += 1;
-                }
-                None => break,
-            }
-        }
+        // SAFETY: as above; thread caches only hold chunks up to 64 granules.
+        let n = unsafe { g.heap().alloc_run(&self.segs, &shard.counters, granules_for(len), extra) };
         Some((first, n))
     }
 
