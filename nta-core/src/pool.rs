@@ -716,8 +716,9 @@ impl Pool {
     ///
     /// # Safety
     /// As for [`Pool::free`], and `len` must be the length the chunk was
-    /// allocated or last resized with (any length with the same granule
-    /// count works). Checked in debug builds and in checked mode.
+    /// allocated with or last resized to. A length with the same granule
+    /// count frees the right memory but skews `live_requested_bytes`. The
+    /// granule count is checked in debug builds and in checked mode.
     #[inline]
     pub unsafe fn free_sized(&self, ptr: NonNull<u8>, len: usize) {
         // SAFETY: forwarded.
