@@ -45,7 +45,11 @@ pub enum HugePages {
 }
 
 thread_local! {
+    /// Shard the thread was bound to with `bind_current_thread`.
     static BOUND_SHARD: Cell<usize> = const { Cell::new(usize::MAX) };
+    /// Home of an unbound thread: the CPU it first allocated on, or the
+    /// shard it moved to when its home was busy.
+    static HOME_SHARD: Cell<usize> = const { Cell::new(usize::MAX) };
 }
 
 /// Settings of a pool. See [`PoolBuilder`].
@@ -149,17 +153,29 @@ impl PoolInner {
         self.checked
     }
 
+    /// The calling thread's shard: the one it is bound to, else its home.
+    /// An unbound thread's home is the shard of the CPU it first allocates
+    /// on, and it moves only when another thread holds it (see
+    /// `lock_some_shard`). Following every CPU migration instead would
+    /// spread one thread's buffers over all shards' nodes and turn its own
+    /// frees into remote frees.
     #[inline]
     fn current_shard(&self) -> usize {
-        let bound = BOUND_SHARD.with(Cell::get);
         let n = self.shards.len();
-        if bound != usize::MAX {
-            bound % n
-        } else if n == 1 {
-            0
-        } else {
-            sys::current_cpu() % n
+        if n == 1 {
+            return 0;
         }
+        let bound = BOUND_SHARD.with(Cell::get);
+        if bound != usize::MAX {
+            return bound % n;
+        }
+        let home = HOME_SHARD.with(Cell::get);
+        if home != usize::MAX {
+            return home % n;
+        }
+        let cpu = sys::current_cpu();
+        HOME_SHARD.with(|h| h.set(cpu));
+        cpu % n
     }
 
     /// Whether `ptr` lies in this pool's address range.
@@ -229,6 +245,11 @@ impl PoolInner {
         for k in 1..n {
             let j = (idx + k) % n;
             if let Some(g) = self.shards[j].try_lock() {
+                // Another thread works on our home shard: move home (unless
+                // bound), so two threads do not keep colliding.
+                if BOUND_SHARD.with(Cell::get) == usize::MAX {
+                    HOME_SHARD.with(|h| h.set(j));
+                }
                 return (j, g);
             }
         }
@@ -798,7 +819,7 @@ impl Pool {
         BOUND_SHARD.with(|b| b.set(shard));
     }
 
-    /// Lets the calling thread follow its CPU again.
+    /// Unpins the calling thread: it works on its home shard again.
     pub fn unbind_current_thread(&self) {
         BOUND_SHARD.with(|b| b.set(usize::MAX));
     }

@@ -2,8 +2,10 @@
 //!
 //! A shard owns a set of huge nodes (and the page nodes carved from them),
 //! its free lists ([`Heap`]), its counters and its remote-free queue. A
-//! thread works on the shard of the CPU it runs on, or on the one it was
-//! bound to with `Pool::bind_current_thread`.
+//! thread works on the shard it was bound to with
+//! `Pool::bind_current_thread`, or else on its home shard: the shard of the
+//! CPU it first allocated on, which it leaves only when another thread is
+//! using it.
 //!
 //! # Exclusion without waiting
 //!
