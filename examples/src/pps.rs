@@ -120,14 +120,10 @@ fn measure_pair(
 /// `send_zc` from the pool registered as a fixed buffer.
 fn zero_copy_table(args: &PpsArgs) -> Result<(), String> {
     const POOL_BYTES: usize = 128 << 20;
-    let pool = nta_core::Pool::builder()
-        .capacity(POOL_BYTES)
-        .retain_bytes(POOL_BYTES)
-        .build()
-        .map_err(|e| format!("pool: {e:?}"))?;
-    // SAFETY: retain_bytes = capacity keeps every segment mapped, and the
-    // pool outlives the servers (stopped below).
-    let region = unsafe { nta_net::uring::FixedRegion::premap_pool(&pool) }.map_err(|e| e.to_string())?;
+    let pool =
+        nta_core::Pool::builder().capacity(POOL_BYTES).premap(true).build().map_err(|e| format!("pool: {e:?}"))?;
+    // SAFETY: the pool outlives the servers (stopped below).
+    let region = unsafe { nta_net::uring::FixedRegion::of_premapped_pool(&pool) }.map_err(|e| e.to_string())?;
     let addr: SocketAddr = "127.0.0.1:0".parse().expect("a valid address");
     let configs = [
         EchoConfig::default(),

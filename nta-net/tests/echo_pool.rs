@@ -68,10 +68,9 @@ fn uring_udp_echo_with_zero_copy_sends() {
 
 #[test]
 fn uring_udp_echo_with_zero_copy_sends_from_registered_pool_memory() {
-    let pool = Pool::builder().capacity(32 << 20).retain_bytes(32 << 20).checked(true).build().unwrap();
-    // SAFETY: the pool keeps all its segments mapped (retain_bytes =
-    // capacity) and outlives the server.
-    let region = unsafe { nta_net::uring::FixedRegion::premap_pool(&pool) }.unwrap();
+    let pool = Pool::builder().capacity(32 << 20).premap(true).checked(true).build().unwrap();
+    // SAFETY: the pool outlives the server.
+    let region = unsafe { nta_net::uring::FixedRegion::of_premapped_pool(&pool) }.unwrap();
     let config = EchoConfig { zero_copy_send: true, fixed_region: Some(region), ..EchoConfig::default() };
     let server = EchoServer::spawn(Backend::Uring, Transport::Udp, localhost(), pool.clone(), config).unwrap();
     udp_echo_round_trip(server.local_addr(), 19, &sizes(19, 40, 64 << 10));
@@ -79,4 +78,12 @@ fn uring_udp_echo_with_zero_copy_sends_from_registered_pool_memory() {
     server.stop().unwrap();
     assert!(fixed_sends >= 40, "every echo went out from the registered region ({fixed_sends})");
     assert_all_returned(&pool, Backend::Uring);
+}
+
+#[test]
+fn a_pool_that_is_not_premapped_cannot_be_registered() {
+    let pool = Pool::builder().capacity(8 << 20).build().unwrap();
+    // SAFETY: the region is never registered; the call must fail.
+    let err = unsafe { nta_net::uring::FixedRegion::of_premapped_pool(&pool) }.unwrap_err();
+    assert!(err.to_string().contains("premap"), "{err}");
 }

@@ -1,18 +1,16 @@
 //! A memory region registered with io_uring as fixed buffer 0, so that
 //! `IORING_OP_SEND_ZC` can send from it without pinning pages per send.
 //!
-//! For the NTA pool, the region is the pool's whole reserved range, which
+//! For the NTA pool, the region is the pool's whole address range, which
 //! must be mapped when it is registered (io_uring pins the pages then) and
 //! stay mapped while any ring uses it. nta-core maps segments lazily and may
-//! release wholly free ones, so [`FixedRegion::premap_pool`] maps every
-//! segment first, and the caller must have built the pool with
-//! `retain_bytes(capacity)` so none is released later. A first-class pool
-//! API for this (pre-mapping, and the mapped range) would replace the
-//! `PoolInner::segments()` call used here.
+//! release wholly free ones, so the pool must be built with
+//! `PoolBuilder::premap(true)`, which maps the whole capacity up front and
+//! never releases it; [`FixedRegion::of_premapped_pool`] checks that.
 
 use std::io;
 
-use nta_core::{Pool, MAX_ALLOC_BYTES};
+use nta_core::Pool;
 
 /// A registered (or registrable) memory range: `[base, base + len_bytes)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,33 +31,21 @@ impl FixedRegion {
         FixedRegion { base: base as usize, len_bytes }
     }
 
-    /// Maps every segment of `pool` (by filling it once and freeing it
-    /// again) and returns its whole range.
+    /// The whole range of a pool built with `premap(true)`.
+    ///
+    /// Fails when the pool is not wholly mapped (built without `premap`).
     ///
     /// # Safety
     ///
-    /// `pool` must be built with `retain_bytes` at least its capacity, so no
-    /// segment is released while the region is registered, and must outlive
-    /// every ring that registers the region.
-    pub unsafe fn premap_pool(pool: &Pool) -> io::Result<FixedRegion> {
-        let mut chunks = Vec::new();
-        while let Some(chunk) = pool.alloc(MAX_ALLOC_BYTES) {
-            chunks.push(chunk);
+    /// `pool` must outlive every ring that registers the region.
+    pub unsafe fn of_premapped_pool(pool: &Pool) -> io::Result<FixedRegion> {
+        let (base, len_bytes) = pool.memory_range();
+        if pool.stats().mapped_bytes as usize != len_bytes {
+            return Err(io::Error::other("the pool is not premapped: build it with PoolBuilder::premap(true)"));
         }
-        for chunk in chunks {
-            // SAFETY: each chunk was just allocated from `pool` with
-            // `MAX_ALLOC_BYTES` and is freed once.
-            unsafe { pool.free_sized(chunk, MAX_ALLOC_BYTES) };
-        }
-        pool.collect();
-        let mapped_bytes = pool.stats().mapped_bytes as usize;
-        if mapped_bytes == 0 {
-            return Err(io::Error::other("the pool mapped no memory"));
-        }
-        let base = pool.inner().segments().base().as_ptr();
-        // SAFETY: `mapped_bytes` from the start of the reservation are mapped
-        // (every segment was just used), and the caller keeps them mapped.
-        Ok(unsafe { FixedRegion::new(base, mapped_bytes) })
+        // SAFETY: a premapped pool keeps its whole range mapped for its
+        // life, and the caller keeps the pool alive.
+        Ok(unsafe { FixedRegion::new(base.as_ptr(), len_bytes) })
     }
 
     /// Whether `[ptr, ptr + len_bytes)` lies inside the region.
