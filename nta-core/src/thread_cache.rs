@@ -151,20 +151,26 @@ impl ThreadSlot {
     /// Frees every cached chunk for real, through its owner shard.
     fn flush(&self, pool: &PoolInner) {
         for g in 1..=TC_MAX_GRANULES {
-            while let Some(p) = self.pop(g) {
-                // The slot counted the chunk as free; hand the count back so
-                // the shard's free accounts for it once.
-                let segs = pool.segments();
-                // SAFETY: cached chunks are chunks of this pool.
-                let loc = unsafe { Loc::of(segs, p as usize).unwrap_unchecked() };
-                let requested = g * GRANULE - segs.meta(loc.seg).slack[loc.granule].load(Relaxed) as usize;
-                bump(&self.counters.in_use_granules, g as i64);
-                bump(&self.counters.live_requested, requested as i64);
-                bump(&self.counters.frees, -1);
+            while let Some(p) = self.take_back(pool, g) {
                 // SAFETY: the chunk is live (to the shards) and ours to free.
                 unsafe { pool.free(NonNull::new_unchecked(p), Some(g * GRANULE)) };
             }
         }
+    }
+
+    /// Pops a cached chunk of `g` granules that is about to be freed for
+    /// real. The slot counted it as free; this hands the count back, so the
+    /// shard's free accounts for it exactly once.
+    fn take_back(&self, pool: &PoolInner, g: usize) -> Option<*mut u8> {
+        let p = self.pop(g)?;
+        let segs = pool.segments();
+        // SAFETY: cached chunks are chunks of this pool.
+        let loc = unsafe { Loc::of(segs, p as usize).unwrap_unchecked() };
+        let requested = g * GRANULE - segs.meta(loc.seg).slack[loc.granule].load(Relaxed) as usize;
+        bump(&self.counters.in_use_granules, g as i64);
+        bump(&self.counters.live_requested, requested as i64);
+        bump(&self.counters.frees, -1);
+        Some(p)
     }
 }
 
@@ -329,15 +335,8 @@ pub unsafe fn free_sized(inner: &PoolInner, pool: impl FnOnce() -> PoolRef, ptr:
 fn overflow(inner: &PoolInner, slot: &ThreadSlot, g: usize) {
     let mut batch = [ptr::null_mut(); TC_FLUSH];
     let mut n = 0;
-    let segs = inner.segments();
     while n < TC_FLUSH {
-        let Some(p) = slot.pop(g) else { break };
-        // SAFETY: cached chunks are chunks of this pool.
-        let loc = unsafe { Loc::of(segs, p as usize).unwrap_unchecked() };
-        let requested = g * GRANULE - segs.meta(loc.seg).slack[loc.granule].load(Relaxed) as usize;
-        bump(&slot.counters.in_use_granules, g as i64);
-        bump(&slot.counters.live_requested, requested as i64);
-        bump(&slot.counters.frees, -1);
+        let Some(p) = slot.take_back(inner, g) else { break };
         batch[n] = p;
         n += 1;
     }
