@@ -1,14 +1,31 @@
 //! Reporting invalid frees.
 //!
-//! Some checks are part of locating a chunk and are always on: a pointer
-//! outside the pool's address range, in a segment no shard owns, not
-//! granule aligned, or not at a chunk start cannot be freed at all, so
-//! `free` panics rather than corrupting the pool. Checked mode
-//! (`PoolBuilder::checked(true)` or the `checked` cargo feature) adds the
-//! checks that cost something on the fast path: the `free_sized` length is
-//! verified, a remote free is validated on the freeing thread (so the panic
-//! names the culprit, not the owner that drains later), a chunk queued twice
-//! for remote free is caught, and freed memory is poisoned.
+//! # Always on (default mode)
+//!
+//! - a pointer outside the pool's address range, or into a segment that is
+//!   not in use: "not from this pool" or "double free";
+//! - a pointer that is not granule aligned, or not at a chunk start:
+//!   "interior pointer";
+//! - a chunk freed twice, whether the first free merged it (its start bit
+//!   is gone) or parked it in a thread cache, a shard's quick cache or a
+//!   remote-free queue (its parked mark, see `mark`), from any thread, sized
+//!   or unsized: "double free";
+//! - a `free_sized` length that does not match the chunk, once the chunk
+//!   reaches its shard: "size mismatch".
+//!
+//! # Checked mode only
+//!
+//! (`PoolBuilder::checked(true)` or the `checked` cargo feature.) Caches
+//! are bypassed, so every free is verified and merged at once; a remote free
+//! is validated on the freeing thread (so the panic names the culprit, not
+//! the owner that drains later); freed memory is poisoned; and every free
+//! extent's header carries a checksum, so a write past the end of a chunk
+//! into a free neighbour is caught when that neighbour is next carved or
+//! merged ("heap corruption").
+//!
+//! Every panic is raised after the pool's locks are released, so a panic
+//! handler that allocates (from this pool, under `NtaGlobal`) cannot
+//! deadlock.
 //!
 //! Every panic message starts with `nta-core: invalid free of 0x…:` and
 //! then names the reason, one of the [`FreeError`] texts.
@@ -48,12 +65,17 @@ impl fmt::Display for FreeError {
 #[cold]
 #[inline(never)]
 #[track_caller]
-pub fn invalid_free(ptr: *const u8, why: FreeError) -> ! {
+pub(crate) fn invalid_free(ptr: *const u8, why: FreeError) -> ! {
     panic!("nta-core: invalid free of {ptr:p}: {why}")
+}
+
+/// Panics with the documented message for a corrupted free extent (checked
+/// mode): `at` is the extent, `what` says what was wrong.
+#[cold]
+#[inline(never)]
+pub(crate) fn corruption(at: *const u8, what: &str) -> ! {
+    panic!("nta-core: heap corruption at {at:p}: {what} (a write past the end of a chunk, or after a free)")
 }
 
 /// Byte written over freed memory in checked mode.
 pub const POISON: u8 = 0xDF;
-
-/// Marks a chunk queued for remote free (third word of the chunk).
-pub const QUEUED_MAGIC: usize = 0x4E54_415F_5155_4555; // "NTA_QUEU"

@@ -6,13 +6,20 @@
 //! memory of their own:
 //!
 //! ```text
-//!  granule 0 of the extent                          last 4 bytes
-//! +--------+--------+-----------+---- ... ----------+-----------+
-//! | next   | prev   | granules  |                   | granules  |
-//! | *Hdr   | *Hdr   | u32       |                   | u32       |
-//! +--------+--------+-----------+---- ... ----------+-----------+
-//!  header (list links + size)                        footer
+//!  granule 0 of the extent                                     last 4 bytes
+//! +--------+--------+-----------+---------+---- ... ----------+-----------+
+//! | next   | prev   | granules  | check   |                   | granules  |
+//! | *Hdr   | *Hdr   | u32       | u32     |                   | u32       |
+//! +--------+--------+-----------+---------+---- ... ----------+-----------+
+//!  header (list links, size, checksum)                          footer
 //! ```
+//!
+//! `check` is written and verified only in checked mode: a checksum of the
+//! header's other fields and its address. A write past the end of a chunk
+//! lands first in its right neighbour's header, so if that neighbour is a
+//! free extent, the next time the heap unlinks it (to carve or to merge)
+//! the checksum no longer matches and the pool panics with "heap
+//! corruption" instead of following a clobbered link.
 //!
 //! The footer lets a chunk being freed find the start of a free left
 //! neighbour in O(1); the header gives the size of a free right neighbour.
@@ -36,9 +43,26 @@ pub struct FreeHdr {
     pub prev: *mut FreeHdr,
     /// Length of the extent in granules.
     pub granules: u32,
+    /// Checked mode: [`checksum`] of the fields above.
+    pub check: u32,
 }
 
 const _: () = assert!(core::mem::size_of::<FreeHdr>() <= GRANULE - 4);
+
+/// The checksum of a header's fields and address (checked mode).
+///
+/// # Safety
+/// `hdr` must be the header of a free extent.
+#[inline]
+pub unsafe fn checksum(hdr: *const FreeHdr) -> u32 {
+    // SAFETY: per the caller.
+    let (next, prev, granules) = unsafe { ((*hdr).next as u64, (*hdr).prev as u64, (*hdr).granules as u64) };
+    let mut x =
+        next ^ prev.rotate_left(21) ^ granules.rotate_left(42) ^ (hdr as u64).rotate_left(7) ^ 0x4E54_415F_4844_5221;
+    x = (x ^ (x >> 31)).wrapping_mul(0x7FB5_D329_728E_A185);
+    x = (x ^ (x >> 27)).wrapping_mul(0x81DA_DEF4_BC2D_D44D);
+    (x ^ (x >> 33)) as u32
+}
 
 /// Writes the header size and footer of a free extent of `granules` at `at`.
 /// The list links are left for the free list to set.

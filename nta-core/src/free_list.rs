@@ -4,8 +4,13 @@
 //! null. Every extent on list `i` has a size that maps to `i` (see
 //! `size_class`). Lists are doubly linked through the extents' own headers,
 //! so removing a known extent (a neighbour being merged) is O(1).
+//!
+//! In checked mode every header a list operation touches is verified
+//! against its checksum before it is used and resealed after it changes
+//! (see `extent`).
 
-use crate::extent::FreeHdr;
+use crate::checked::corruption;
+use crate::extent::{checksum, FreeHdr};
 use std::ptr;
 
 /// `WORDS * 64` free lists.
@@ -13,11 +18,37 @@ use std::ptr;
 pub struct FreeLists<const WORDS: usize> {
     nonempty: [u64; WORDS],
     heads: [[*mut FreeHdr; 64]; WORDS],
+    checked: bool,
+}
+
+/// Writes `hdr`'s checksum.
+///
+/// # Safety
+/// `hdr` is null or the header of a free extent the caller owns.
+#[inline]
+unsafe fn seal(hdr: *mut FreeHdr) {
+    if !hdr.is_null() {
+        // SAFETY: per the caller.
+        unsafe { (*hdr).check = checksum(hdr) };
+    }
+}
+
+/// Panics with "heap corruption" unless `hdr` (null, or a listed header)
+/// matches its checksum.
+///
+/// # Safety
+/// `hdr` is null or points into mapped pool memory.
+#[inline]
+pub unsafe fn verify(hdr: *const FreeHdr) {
+    // SAFETY: per the caller.
+    if !hdr.is_null() && unsafe { (*hdr).check != checksum(hdr) } {
+        corruption(hdr.cast(), "a free extent's header does not match its checksum");
+    }
 }
 
 impl<const WORDS: usize> FreeLists<WORDS> {
-    pub const fn new() -> Self {
-        Self { nonempty: [0; WORDS], heads: [[ptr::null_mut(); 64]; WORDS] }
+    pub const fn new(checked: bool) -> Self {
+        Self { nonempty: [0; WORDS], heads: [[ptr::null_mut(); 64]; WORDS], checked }
     }
 
     /// First list at or above `from` that is not empty.
@@ -60,15 +91,23 @@ impl<const WORDS: usize> FreeLists<WORDS> {
     /// `hdr` must be the header of a free extent that is on no list.
     #[inline]
     pub unsafe fn push(&mut self, idx: usize, hdr: *mut FreeHdr) {
+        let checked = self.checked;
         let slot = &mut self.heads[idx >> 6][idx & 63];
         let old = *slot;
         // SAFETY: `hdr` and `old` (when not null) are headers of free extents
         // this shard owns.
         unsafe {
+            if checked {
+                verify(old);
+            }
             (*hdr).next = old;
             (*hdr).prev = ptr::null_mut();
             if !old.is_null() {
                 (*old).prev = hdr;
+            }
+            if checked {
+                seal(hdr);
+                seal(old);
             }
         }
         *slot = hdr;
@@ -84,7 +123,14 @@ impl<const WORDS: usize> FreeLists<WORDS> {
         // SAFETY: `hdr` is on list `idx`, so its links point at headers on
         // the same list (or are null).
         unsafe {
+            if self.checked {
+                verify(hdr);
+            }
             let (next, prev) = ((*hdr).next, (*hdr).prev);
+            if self.checked {
+                verify(next);
+                verify(prev);
+            }
             if !next.is_null() {
                 (*next).prev = prev;
             }
@@ -96,6 +142,10 @@ impl<const WORDS: usize> FreeLists<WORDS> {
                 }
             } else {
                 (*prev).next = next;
+            }
+            if self.checked {
+                seal(next);
+                seal(prev);
             }
         }
     }

@@ -7,12 +7,13 @@
 //!   exportable pool, next to plain heap data that stays in the system
 //!   allocator. This is the intended use: the pool is a packet-buffer pool.
 //! - **`NtaGlobal` as `#[global_allocator]`**: every allocation of the
-//!   program goes to a private (non-exported) pool with one shard per CPU.
-//!   Requests above 2 MiB or aligned above 4 KiB go to the system
-//!   allocator, and so do all requests if the pool cannot be set up.
-//!   Use it to measure NTA on a whole program; it cannot be exported.
-//!   Small frees go through the freeing thread's cache (`thread_cache`),
-//!   which each thread flushes when it exits.
+//!   program goes to a private (non-exported) pool with one shard per CPU,
+//!   requests above 2 MiB included (as runs of segments). Requests aligned
+//!   above 4 KiB go to the system allocator, and so do runs the pool cannot
+//!   place and all requests if the pool cannot be set up. Use it to measure
+//!   NTA on a whole program; it cannot be exported. Small frees go through
+//!   the freeing thread's cache (`thread_cache`), which each thread flushes
+//!   when it exits. It survives `fork()` (see `fork`).
 //!
 //! ```
 //! #[global_allocator]
@@ -20,14 +21,16 @@
 //!
 //! fn main() {
 //!     let v: Vec<u64> = (0..10_000).collect();      // served by the pool
-//!     let big = vec![0u8; 8 << 20];                 // > 2 MiB: system allocator
+//!     let big = vec![0u8; 8 << 20];                 // > 2 MiB: a run of segments
 //!     assert_eq!(v.iter().sum::<u64>(), 49_995_000);
 //!     assert_eq!(big.len(), 8 << 20);
 //! }
 //! ```
 
 use crate::granule::{GRANULE, MAX_ALIGN, MAX_ALLOC_BYTES};
-use crate::pool::{Config, Pool, PoolInner};
+use crate::inner::{Config, PoolInner};
+use crate::pool::Pool;
+use crate::stats::Stats;
 use crate::thread_cache::{self, PoolRef};
 use allocator_api2::alloc::{AllocError, Allocator, Layout};
 use std::alloc::{GlobalAlloc, System};
@@ -37,6 +40,11 @@ use std::sync::OnceLock;
 /// The process-wide pool behind [`NtaGlobal`]. A static (not a field) so
 /// thread caches can hold a `'static` reference to it.
 static GLOBAL_POOL: OnceLock<Option<PoolInner>> = OnceLock::new();
+
+/// The global pool, if it has been created (for the fork handlers).
+pub(crate) fn global_pool() -> Option<&'static PoolInner> {
+    GLOBAL_POOL.get().and_then(Option::as_ref)
+}
 
 /// A process-wide NTA pool usable as `#[global_allocator]`. All values of
 /// this type share one pool, created on first use.
@@ -69,12 +77,24 @@ impl NtaGlobal {
 
     #[inline]
     fn pool_for(&self, ptr: *mut u8) -> Option<&'static PoolInner> {
-        GLOBAL_POOL.get().and_then(Option::as_ref).filter(|p| p.contains(ptr))
+        global_pool().filter(|p| p.contains(ptr))
     }
 
     #[inline]
     fn fits(layout: std::alloc::Layout) -> bool {
-        layout.size() <= MAX_ALLOC_BYTES && layout.align() <= MAX_ALIGN
+        layout.align() <= MAX_ALIGN
+    }
+
+    /// The global pool's counters, or `None` before its first use (or if it
+    /// could not be set up and every request goes to the system allocator).
+    pub fn stats(&self) -> Option<Stats> {
+        global_pool().map(PoolInner::stats)
+    }
+
+    /// Whether `ptr` was allocated by the global pool (not by the system
+    /// allocator it falls back to).
+    pub fn owns(&self, ptr: *const u8) -> bool {
+        global_pool().is_some_and(|p| p.contains(ptr))
     }
 }
 
@@ -86,14 +106,21 @@ unsafe impl GlobalAlloc for NtaGlobal {
     unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
         if Self::fits(layout) {
             if let Some(p) = self.pool() {
-                if layout.align() <= GRANULE {
+                let c = if layout.align() <= GRANULE {
                     if let Some(c) = thread_cache::alloc(p, layout.size()) {
                         return c.as_ptr();
                     }
-                    let c = thread_cache::alloc_refill(p, || PoolRef::Static(p), layout.size());
-                    return c.map_or(ptr::null_mut(), NonNull::as_ptr);
+                    thread_cache::alloc_refill(p, || PoolRef::Static(p), layout.size())
+                } else {
+                    p.alloc(layout.size(), layout.align().max(GRANULE))
+                };
+                if let Some(c) = c {
+                    return c.as_ptr();
                 }
-                return p.alloc(layout.size(), layout.align().max(GRANULE)).map_or(ptr::null_mut(), NonNull::as_ptr);
+                if layout.size() <= MAX_ALLOC_BYTES {
+                    return ptr::null_mut();
+                }
+                // A run the pool cannot place: the system allocator may.
             }
         }
         // SAFETY: forwarded; layout has non-zero size per GlobalAlloc's contract.
@@ -118,11 +145,9 @@ unsafe impl GlobalAlloc for NtaGlobal {
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
         if let Some(p) = self.pool_for(ptr) {
-            if new_size <= MAX_ALLOC_BYTES {
-                // SAFETY: `ptr` is a live chunk of `p`.
-                if unsafe { p.try_grow(NonNull::new_unchecked(ptr), new_size) } {
-                    return ptr;
-                }
+            // SAFETY: `ptr` is a live chunk of `p`.
+            if unsafe { p.try_grow(NonNull::new_unchecked(ptr), new_size) } {
+                return ptr;
             }
         }
         // SAFETY: layout of the new block is valid per realloc's contract.

@@ -62,6 +62,8 @@ pub struct Heap {
     large: FreeLists<{ TLSF_LISTS / 64 }>,
     whole_free: usize,
     quick: QuickCache,
+    /// Checked mode: extent headers carry checksums (see `extent`).
+    checked: bool,
 }
 
 /// Extra granules to search for so that an `align`ed start fits.
@@ -91,15 +93,16 @@ impl Loc {
     }
 }
 
-impl Default for Heap {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl Heap {
-    pub const fn new() -> Self {
-        Heap { small: FreeLists::new(), large: FreeLists::new(), whole_free: 0, quick: QuickCache::new() }
+    /// An empty heap; `checked` turns on extent checksums.
+    pub const fn new(checked: bool) -> Self {
+        Heap {
+            small: FreeLists::new(checked),
+            large: FreeLists::new(checked),
+            whole_free: 0,
+            quick: QuickCache::new(),
+            checked,
+        }
     }
 
     /// The quick cache of freed small chunks (see `quick_cache`).
@@ -137,6 +140,11 @@ impl Heap {
     /// `hdr` must be on the list of its size at that level.
     #[inline]
     unsafe fn unlink(&mut self, hdr: *mut FreeHdr, n: usize, page: bool) {
+        if self.checked {
+            // SAFETY: `hdr` points into mapped pool memory (per the caller);
+            // verify before its size picks the list.
+            unsafe { crate::free_list::verify(hdr) };
+        }
         if page {
             // SAFETY: per the caller.
             unsafe { self.small.remove(exact_index(n), hdr) };
@@ -442,24 +450,27 @@ impl Heap {
     }
 
     /// Frees the chunk at `loc` of `g` granules (the caller checked it),
-    /// into the quick cache when `cache` and there is room, else merging it
-    /// at once. Returns true when its huge node became wholly free and must
-    /// be handed back to the segment table by the caller.
+    /// into the quick cache with the mark `park` when given and there is
+    /// room, else merging it at once. Returns true when its huge node became
+    /// wholly free and must be handed back to the segment table by the
+    /// caller.
     ///
     /// # Safety
-    /// `loc` must start a live chunk of exactly `g` granules in a node this
-    /// heap owns, and the caller holds the shard.
+    /// `loc` must start a live, unmarked chunk of exactly `g` granules in a
+    /// node this heap owns, and the caller holds the shard.
     #[inline]
-    pub unsafe fn free(&mut self, segs: &Segments, c: &Counters, loc: Loc, g: usize, cache: bool) -> bool {
+    pub unsafe fn free(&mut self, segs: &Segments, c: &Counters, loc: Loc, g: usize, park: Option<u64>) -> bool {
         let m = segs.meta(loc.seg);
         let s = loc.granule;
         let requested = g * GRANULE - m.slack[s].load(Relaxed) as usize;
         bump(&c.in_use_granules, -(g as i64));
         bump(&c.live_requested, -(requested as i64));
         bump(&c.frees, 1);
-        // SAFETY: the caller gives up the live chunk.
-        if cache && unsafe { self.quick.push(segs.addr(loc.seg, s), g) } {
-            return false;
+        if let Some(mark_word) = park {
+            // SAFETY: the caller gives up the live chunk.
+            if unsafe { self.quick.push(segs.addr(loc.seg, s), g, mark_word) } {
+                return false;
+            }
         }
         bitmap::assign(&m.start, s, false);
         bitmap::set_range(&m.free, s, s + g);
@@ -481,6 +492,9 @@ impl Heap {
             // footer is valid and the extent is on its list.
             unsafe {
                 let l = footer_before(segs.addr(seg, s));
+                if self.checked && (l == 0 || l > s - lo || !bitmap::test(&m.free, s - l)) {
+                    crate::checked::corruption(segs.addr(seg, s).sub(4), "a free extent's footer is out of range");
+                }
                 self.unlink(segs.addr(seg, s - l).cast(), l, page);
                 s -= l;
                 n += l;
@@ -597,6 +611,68 @@ impl Heap {
                 out(loc.seg);
             }
         }
+    }
+
+    /// A node of this heap with a free extent that could serve `len` bytes
+    /// at `align` (directly, or by carving a page node): the node to hand
+    /// to a shard that has run dry (see `reclaim`).
+    pub fn donor_node(&self, segs: &Segments, len: usize, align: usize) -> Option<usize> {
+        let g = granules_for(len);
+        let need = g + align_extra(align);
+        let hdr = if g <= SMALL_MAX_GRANULES && need <= PAGE_GRANULES {
+            match self.small.find_ge(exact_index(need)) {
+                Some(idx) => self.small.head(idx),
+                None => self.find_large(PAGE_GRANULES, PAGE_NODE_BYTES)?.0,
+            }
+        } else {
+            self.find_large(g, align)?.0
+        };
+        Loc::of(segs, hdr as usize).map(|l| l.seg)
+    }
+
+    /// Moves node `seg`, which this heap owns, to `to`: every free extent of
+    /// the node leaves this heap's lists for `to`'s, and the page-node
+    /// count moves with it. Live chunks stay where they are; the caller
+    /// stores the node's new owner. This heap's quick cache must hold no
+    /// chunk of the node (flush it first).
+    ///
+    /// # Safety
+    /// The caller holds both shards; `seg` is owned by this heap.
+    pub unsafe fn give_node(&mut self, to: &mut Heap, segs: &Segments, seg: usize, from_c: &Counters, to_c: &Counters) {
+        let m = segs.meta(seg);
+        let mut pages = 0i64;
+        let mut lo = 0;
+        while lo < HUGE_GRANULES {
+            let page = m.in_page_node(lo);
+            let hi = if page {
+                lo + PAGE_GRANULES
+            } else {
+                let mut j = lo;
+                while j < HUGE_GRANULES && !m.in_page_node(j) {
+                    j += PAGE_GRANULES - (j % PAGE_GRANULES);
+                }
+                j
+            };
+            pages += i64::from(page);
+            let mut k = bitmap::next_set(&m.free, lo, hi);
+            while k < hi {
+                // SAFETY: a maximal free run at one level is exactly one
+                // listed extent of this heap (the heap invariant), so `k`
+                // holds its header.
+                let n = unsafe { header_size(segs.addr(seg, k)) };
+                debug_assert!(n >= 1 && k + n <= hi);
+                // SAFETY: the extent is on this heap's list for its size;
+                // `to` receives it on no list, with non-free neighbours.
+                unsafe {
+                    self.unlink(segs.addr(seg, k).cast(), n, page);
+                    to.insert(segs, seg, k, n, page);
+                }
+                k = bitmap::next_set(&m.free, k + n, hi);
+            }
+            lo = hi;
+        }
+        bump(&from_c.page_nodes, -pages);
+        bump(&to_c.page_nodes, pages);
     }
 
     /// The largest free extent, in granules.

@@ -17,10 +17,12 @@
 //! | `size_class`, `free_list` | size-indexed lists (exact + TLSF) with bitmaps |
 //! | `node` | per-node metadata and its invariants |
 //! | `heap` | the pure extent allocator of one shard (no syscalls) |
-//! | `sys`, `meta_array`, `segment` | syscalls; memfd segments in one reserved range |
+//! | `sys`, `lock`, `meta_array`, `segment` | syscalls; a futex lock; memfd segments in one reserved range, and runs of them |
 //! | `remote`, `shard` | the remote-free queue; shards and their try-lock |
-//! | `quick_cache`, `thread_cache` | bounded caches of freed small chunks: per shard, and per thread (no atomics) |
-//! | `pool` | routing, the [`Pool`] handle and its builder |
+//! | `mark` | the parked mark that catches double frees of cached chunks |
+//! | `quick_cache`, `thread_slot`, `thread_cache` | bounded caches of freed small chunks: per shard, and per thread (no atomics), with a take-over protocol |
+//! | `inner`, `large`, `reclaim` | routing among shards; buffers above 2 MiB; what an allocation gathers before it fails |
+//! | `fork`, `pool` | fork handlers; the [`Pool`] handle and its builder |
 //! | `stats`, `validate`, `occupancy` | counters, the invariant walk, the bitmap view |
 //! | `global` | `GlobalAlloc` ([`NtaGlobal`]) and `allocator_api2::Allocator` for [`Pool`] |
 //! | [`checked`] | invalid-free reporting |
@@ -54,15 +56,21 @@ mod bitmap;
 pub mod checked;
 mod error;
 mod extent;
+mod fork;
 mod free_list;
 mod global;
 pub mod granule;
 mod heap;
+mod inner;
+mod large;
+mod lock;
+mod mark;
 mod meta_array;
 mod node;
 mod occupancy;
 mod pool;
 mod quick_cache;
+mod reclaim;
 mod remote;
 mod segment;
 mod shard;
@@ -71,6 +79,7 @@ mod stats;
 mod sync;
 mod sys;
 mod thread_cache;
+mod thread_slot;
 mod validate;
 
 pub use checked::FreeError;
@@ -78,7 +87,7 @@ pub use error::Error;
 pub use global::NtaGlobal;
 pub use granule::{GRANULE, HUGE_NODE_BYTES, MAX_ALIGN, MAX_ALLOC_BYTES, PAGE_NODE_BYTES, SMALL_MAX_BYTES};
 pub use occupancy::{GranuleState, NodeOccupancy};
-pub use pool::{Config, HugePages, Pool, PoolBuilder, PoolInner};
+pub use pool::{HugePages, Pool, PoolBuilder};
 pub use segment::Backing;
 pub use stats::Stats;
 

@@ -52,6 +52,10 @@ pub struct NodeMeta {
     pub next: AtomicU32,
     /// When the segment was last parked free (ms since the pool started).
     pub parked_ms: AtomicU64,
+    /// On a run head: the run's length in segments (0 elsewhere).
+    pub run_segments: AtomicU32,
+    /// On a run head: the bytes requested for the run's buffer.
+    pub run_len: AtomicU64,
 }
 
 impl std::fmt::Debug for NodeMeta {

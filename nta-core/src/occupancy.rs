@@ -79,18 +79,22 @@ impl Pool {
             .mapped_segments()
             .map(|seg| {
                 let m = segs.meta(seg);
+                // `release` clears the owner before the state changes, so an
+                // Owned state may come with no owner: treat it as unowned.
                 let owner = match segs.state(seg) {
-                    SegmentState::Owned => Some(m.owner.load(Relaxed) as usize - 1),
+                    SegmentState::Owned => (m.owner.load(Relaxed) as usize).checked_sub(1),
                     _ => None,
                 };
-                NodeOccupancy {
-                    segment: seg,
-                    owner,
-                    backing: segs.backing(seg),
-                    free: copy(&m.free),
-                    start: copy(&m.start),
-                    pages: copy(&m.pages),
-                }
+                let (free, start) = if segs.state(seg) == SegmentState::Run {
+                    // A run segment is one buffer (its bitmaps stay all-free):
+                    // all used, a chunk start at the head.
+                    let mut start = vec![0u64; HUGE_GRANULES / 64];
+                    start[0] = u64::from(segs.run(seg).is_some());
+                    (vec![0u64; HUGE_GRANULES / 64], start)
+                } else {
+                    (copy(&m.free), copy(&m.start))
+                };
+                NodeOccupancy { segment: seg, owner, backing: segs.backing(seg), free, start, pages: copy(&m.pages) }
             })
             .collect()
     }

@@ -20,10 +20,12 @@
 //! - checked mode bypasses it, so every free is verified and merged at once.
 //!
 //! A cached chunk keeps its `start` bit and its granules stay marked used in
-//! the node bitmaps; the shard's counters already count it as free.
+//! the node bitmaps; the shard's counters already count it as free. Its
+//! second word holds the parked mark (see `mark`) while it is cached.
 //! Invariant: `bytes == sum over classes of count[g] * g * 32`.
 
 use crate::granule::GRANULE;
+use crate::mark;
 use std::ptr;
 
 /// Largest chunk, in granules, the cache holds.
@@ -52,13 +54,14 @@ impl QuickCache {
         QuickCache { heads: [ptr::null_mut(); QUICK_MAX_GRANULES + 1], counts: [0; QUICK_MAX_GRANULES + 1], bytes: 0 }
     }
 
-    /// Caches a chunk of `granules` if there is room; false otherwise.
+    /// Caches a chunk of `granules` if there is room, writing `mark_word`
+    /// into it; false otherwise.
     ///
     /// # Safety
     /// `chunk` must be a live chunk of exactly `granules` that the caller
     /// gives up, owned by the shard that owns this cache.
     #[inline]
-    pub unsafe fn push(&mut self, chunk: *mut u8, granules: usize) -> bool {
+    pub unsafe fn push(&mut self, chunk: *mut u8, granules: usize, mark_word: u64) -> bool {
         if granules > QUICK_MAX_GRANULES
             || self.counts[granules] >= QUICK_PER_CLASS
             || self.bytes + granules * GRANULE > QUICK_MAX_BYTES
@@ -66,14 +69,18 @@ impl QuickCache {
             return false;
         }
         // SAFETY: the chunk is ours and at least one granule long.
-        unsafe { chunk.cast::<*mut u8>().write(self.heads[granules]) };
+        unsafe {
+            chunk.cast::<*mut u8>().write(self.heads[granules]);
+            mark::write(chunk, mark_word);
+        }
         self.heads[granules] = chunk;
         self.counts[granules] += 1;
         self.bytes += granules * GRANULE;
         true
     }
 
-    /// Takes a cached chunk of exactly `granules`, if any.
+    /// Takes a cached chunk of exactly `granules`, if any, with its mark
+    /// cleared.
     #[inline]
     pub fn pop(&mut self, granules: usize) -> Option<*mut u8> {
         if granules > QUICK_MAX_GRANULES {
@@ -83,8 +90,12 @@ impl QuickCache {
         if chunk.is_null() {
             return None;
         }
-        // SAFETY: cached chunks hold the link to the next one in their first word.
-        self.heads[granules] = unsafe { chunk.cast::<*mut u8>().read() };
+        // SAFETY: cached chunks hold the link to the next one in their first
+        // word and their mark in the second.
+        self.heads[granules] = unsafe {
+            mark::clear(chunk);
+            chunk.cast::<*mut u8>().read()
+        };
         self.counts[granules] -= 1;
         self.bytes -= granules * GRANULE;
         Some(chunk)
@@ -108,6 +119,13 @@ impl QuickCache {
     /// Bytes cached.
     pub fn bytes(&self) -> usize {
         self.bytes
+    }
+
+    /// Whether `chunk` is cached (double-free confirmation; cold).
+    pub fn contains(&self, chunk: *mut u8) -> bool {
+        let mut found = false;
+        self.for_each(|c, _| found |= c == chunk);
+        found
     }
 
     /// Calls `f(chunk, granules)` for every cached chunk (validation).

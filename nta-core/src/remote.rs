@@ -19,17 +19,23 @@
 //! chunk is pushed at most once per allocation, and can be re-allocated only
 //! after the owner detached and freed it).
 //!
-//! Each queued chunk stores two words: the link and the length the caller
-//! passed to `free_sized` (or `usize::MAX` when unknown).
+//! Each queued chunk stores three words (every chunk has at least four):
+//! the link, its parked mark (see `mark`), and the length the caller
+//! passed to `free_sized` (or `usize::MAX` when unknown). The link words
+//! are plain memory written before the publishing CAS and read after the
+//! consuming swap; they go through `crate::sync::{cell_write, cell_read}`
+//! so that the loom model tracks them as cells.
 
 use crate::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+use crate::sync::{cell_read, cell_write};
 use std::ptr;
 
 /// Link words written into a queued chunk.
 #[repr(C)]
-#[derive(Debug)]
+#[derive(Clone, Copy, Debug)]
 pub struct RemoteLink {
     pub next: *mut RemoteLink,
+    pub mark: u64,
     pub len: usize,
 }
 
@@ -53,22 +59,21 @@ impl RemoteQueue {
         Self { head: AtomicPtr::new(ptr::null_mut()), pushed: AtomicU64::new(0) }
     }
 
-    /// Pushes a chunk. Lock-free: retries only when another push or the
-    /// owner's `take_all` changed `head` in between.
+    /// Pushes a chunk, writing `mark` and `len` into it. Lock-free: retries
+    /// only when another push or the owner's `take_all` changed `head` in
+    /// between.
     ///
     /// # Safety
-    /// `chunk` must be a live chunk of at least 16 bytes that the caller gives
-    /// up, aligned for pointers, and not already queued.
+    /// `chunk` must be a live chunk of at least 24 bytes that the caller
+    /// gives up, aligned for pointers, and not already queued.
     #[inline]
-    pub unsafe fn push(&self, chunk: *mut u8, len: usize) {
+    pub unsafe fn push(&self, chunk: *mut u8, len: usize, mark: u64) {
         let node = chunk.cast::<RemoteLink>();
-        // SAFETY: the caller hands us the chunk; nobody else reads it until
-        // the CAS below publishes it.
-        unsafe { ptr::addr_of_mut!((*node).len).write(len) };
         let mut head = self.head.load(Ordering::Relaxed);
         loop {
-            // SAFETY: as above; the chunk is still private to us.
-            unsafe { ptr::addr_of_mut!((*node).next).write(head) };
+            // SAFETY: the caller hands us the chunk; nobody else reads it
+            // until the CAS below publishes it.
+            unsafe { cell_write(node, RemoteLink { next: head, mark, len }) };
             // Release: the link and len writes happen-before the owner's
             // Acquire swap that observes this node.
             match self.head.compare_exchange_weak(head, node, Ordering::Release, Ordering::Relaxed) {
@@ -86,11 +91,22 @@ impl RemoteQueue {
     }
 
     /// Detaches every queued chunk; returns the first (null when empty).
-    /// Walk the list with [`RemoteLink::next`].
+    /// Walk the list with [`RemoteQueue::link`].
     #[inline]
     pub fn take_all(&self) -> *mut RemoteLink {
         // Acquire pairs with the Release CAS of every push in the list.
         self.head.swap(ptr::null_mut(), Ordering::Acquire)
+    }
+
+    /// The link words of a detached node.
+    ///
+    /// # Safety
+    /// `node` must be on a list returned by [`RemoteQueue::take_all`] and
+    /// not yet reused.
+    #[inline]
+    pub unsafe fn link(node: *mut RemoteLink) -> RemoteLink {
+        // SAFETY: per the caller, the push's writes happen-before this read.
+        unsafe { cell_read(node) }
     }
 
     /// Chunks pushed so far.

@@ -21,8 +21,9 @@
 //!
 //! ```text
 //! Unmapped --acquire--> Owned(shard) --release--> Free (mapped, wholly free)
-//!     ^                                             |
-//!     +------- above the retain watermark ----------+
+//!     ^  \                                         |   ^
+//!     |   +--acquire_run--> Run --release_run-------+   |
+//!     +------- above the retain watermark --------------+
 //! ```
 //!
 //! Free segments are parked mapped. Up to `retain_bytes` of them stay
@@ -33,24 +34,36 @@
 //! keeps a workload that frees and reallocates hundreds of megabytes in a
 //! burst from faulting it all back in each time (mimalloc purges with a
 //! delay for the same reason). All of this is the cold path and runs under one
-//! mutex; the allocation fast path never touches it. It is `std`'s mutex
-//! (a bare futex on Linux), not `parking_lot`'s: when the pool is the global
-//! allocator, a contended `parking_lot` lock allocates its parking table
-//! from the pool while a shard is held, which can deadlock.
+//! futex lock (see `lock`); the allocation fast path never touches it.
 //!
-//! Invariant: `mapped == |Owned| + |Free|` and
-//! `mapped_bytes == mapped * 2 MiB <= capacity`.
+//! # Runs: buffers above 2 MiB
+//!
+//! A request larger than a huge node takes a *run*: `k` adjacent segment
+//! slots, each Unmapped or parked Free, which the range's contiguity makes
+//! one contiguous buffer (and, for exportable pools, one contiguous range of
+//! the memfd, since slot `i` maps file offset `i * 2 MiB`). Runs are taken
+//! from the top of the range down, ordinary segments from the bottom up, so
+//! the two rarely interleave. The head segment records the run's length in
+//! segments and the requested bytes; all `k` segments are in state `Run`,
+//! owned by no shard, with all-free bitmaps. A run is freed whole (its
+//! segments are parked), shrinks by parking its trailing segments, and
+//! grows in place when the slots after it are free.
+//!
+//! Invariants: `mapped == |Owned| + |Free| + |Run|`;
+//! `mapped_bytes == mapped * 2 MiB <= capacity`; a slot's `unmapped` bit is
+//! set iff its state is Unmapped; a Free or Run segment has all-free
+//! bitmaps and no owner.
 
 use crate::bitmap;
 use crate::granule::{HUGE_GRANULES, HUGE_NODE_BYTES, HUGE_NODE_SHIFT, PAGES_PER_HUGE};
+use crate::lock::{FutexGuard, FutexLock};
 use crate::meta_array::MetaArray;
 use crate::node::{NodeMeta, NO_OWNER, NO_SEGMENT};
 use crate::sys::{self, MapSource};
 use crate::HugePages;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicUsize, Ordering::*};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::*};
 
 /// What memory a segment is made of.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -82,16 +95,14 @@ pub enum SegmentState {
     Unmapped = 0,
     Owned = 1,
     Free = 2,
+    Run = 3,
 }
 
+/// The parked stack; everything else the lock guards lives in atomics.
 struct Stacks {
-    /// Mapped, wholly free segments.
+    /// Mapped, wholly free segments, linked through `NodeMeta::next`.
     free_top: u32,
     free_count: usize,
-    /// Released segments whose slot can be mapped again.
-    released_top: u32,
-    /// Slots never used so far start here.
-    fresh_next: usize,
 }
 
 /// The segment table of one pool.
@@ -106,7 +117,9 @@ pub struct Segments {
     retain_segments: usize,
     release_delay_ms: u64,
     epoch: std::time::Instant,
-    stacks: Mutex<Stacks>,
+    stacks: FutexLock<Stacks>,
+    /// One bit per slot: set iff the slot is Unmapped (written under the lock).
+    unmapped: MetaArray<AtomicU64>,
     mapped: AtomicUsize,
     by_backing: [AtomicUsize; 4],
 }
@@ -156,6 +169,12 @@ impl Segments {
             }
         }
         let thp = hugepages != HugePages::Off && sys::thp_enabled(exportable);
+        let words = count.div_ceil(64);
+        let unmapped = MetaArray::new(words, |w| {
+            let bits = (count - w * 64).min(64);
+            AtomicU64::new(if bits == 64 { !0 } else { (1u64 << bits) - 1 })
+        })
+        .map_err(cleanup)?;
         Ok(Segments {
             base,
             count,
@@ -167,7 +186,8 @@ impl Segments {
             retain_segments: retain_bytes / HUGE_NODE_BYTES,
             release_delay_ms,
             epoch: std::time::Instant::now(),
-            stacks: Mutex::new(Stacks { free_top: NO_SEGMENT, free_count: 0, released_top: NO_SEGMENT, fresh_next: 0 }),
+            stacks: FutexLock::new(Stacks { free_top: NO_SEGMENT, free_count: 0 }),
+            unmapped,
             mapped: AtomicUsize::new(0),
             by_backing: Default::default(),
         })
@@ -224,11 +244,31 @@ impl Segments {
         self.mapped.load(Relaxed) * std::mem::size_of::<NodeMeta>()
     }
 
-    /// The segment stacks, locked. A panic while holding the lock leaves the
-    /// stacks consistent (every update is a few field writes), so poisoning
-    /// is ignored.
-    fn stacks(&self) -> MutexGuard<'_, Stacks> {
-        self.stacks.lock().unwrap_or_else(|e| e.into_inner())
+    /// The segment table, locked.
+    fn stacks(&self) -> FutexGuard<'_, Stacks> {
+        self.stacks.lock()
+    }
+
+    /// Takes the table lock without a guard (fork `prepare`).
+    pub fn lock_for_fork(&self) {
+        self.stacks.lock_raw();
+    }
+
+    /// Releases the lock taken by [`Segments::lock_for_fork`].
+    ///
+    /// # Safety
+    /// Only in the fork `parent` and `child` handlers after `lock_for_fork`.
+    pub unsafe fn unlock_for_fork(&self) {
+        // SAFETY: per the caller.
+        unsafe { self.stacks.unlock_raw() }
+    }
+
+    fn set_unmapped(&self, seg: usize, on: bool) {
+        bitmap::assign(&self.unmapped, seg, on);
+    }
+
+    fn is_unmapped(&self, seg: usize) -> bool {
+        bitmap::test(&self.unmapped, seg)
     }
 
     /// Whether any wholly free segment is parked in the table.
@@ -236,11 +276,18 @@ impl Segments {
         self.stacks().free_count > 0
     }
 
+    /// Whether `acquire` would find a segment (parked, or a slot to map).
+    pub fn has_room(&self) -> bool {
+        let st = self.stacks();
+        st.free_count > 0 || bitmap::next_set(&self.unmapped, 0, self.count) < self.count
+    }
+
     /// State of segment `seg`.
     pub fn state(&self, seg: usize) -> SegmentState {
         match self.meta(seg).state.load(Acquire) {
             1 => SegmentState::Owned,
             2 => SegmentState::Free,
+            3 => SegmentState::Run,
             _ => SegmentState::Unmapped,
         }
     }
@@ -248,11 +295,6 @@ impl Segments {
     /// Backing of a mapped segment.
     pub fn backing(&self, seg: usize) -> Option<Backing> {
         Backing::from_u8(self.meta(seg).backing.load(Relaxed))
-    }
-
-    /// The memfds behind an exportable pool: (regular shmem, hugetlb).
-    pub fn memfds(&self) -> (Option<&OwnedFd>, Option<&OwnedFd>) {
-        (self.shmem_fd.as_ref(), self.huge_fd.as_ref())
     }
 
     fn source(&self, seg: usize, hugetlb: bool) -> MapSource {
@@ -301,26 +343,11 @@ impl Segments {
             st.free_count -= 1;
             seg
         } else {
-            let seg = if st.released_top != NO_SEGMENT {
-                st.released_top as usize
-            } else if st.fresh_next < self.count {
-                st.fresh_next
-            } else {
+            let seg = bitmap::next_set(&self.unmapped, 0, self.count);
+            if seg == self.count {
                 return None;
-            };
-            let backing = self.map(seg)?;
-            if st.released_top as usize == seg {
-                st.released_top = self.meta(seg).next.load(Relaxed);
-            } else {
-                st.fresh_next += 1;
             }
-            let m = self.meta(seg);
-            bitmap::set_range(&m.free, 0, HUGE_GRANULES);
-            bitmap::clear_range(&m.start, 0, HUGE_GRANULES);
-            bitmap::clear_range(&m.pages, 0, PAGES_PER_HUGE);
-            m.backing.store(backing as u8, Relaxed);
-            self.by_backing[backing as usize].fetch_add(1, Relaxed);
-            self.mapped.fetch_add(1, Relaxed);
+            self.map_slot(seg)?;
             seg
         };
         let m = self.meta(seg);
@@ -329,20 +356,162 @@ impl Segments {
         Some(seg)
     }
 
-    /// Takes back a wholly free segment from its shard and parks it.
-    /// When `may_unmap`, parked segments beyond the retain watermark that
-    /// have stayed unused for the release delay go back to the OS.
-    #[cold]
-    pub fn release(&self, seg: usize, may_unmap: bool) {
+    /// Maps an Unmapped slot with all-free bitmaps (the lock is held).
+    fn map_slot(&self, seg: usize) -> Option<()> {
+        debug_assert!(self.is_unmapped(seg));
+        let backing = self.map(seg)?;
+        self.set_unmapped(seg, false);
         let m = self.meta(seg);
-        debug_assert!(bitmap::all_set(&m.free, 0, HUGE_GRANULES));
-        m.owner.store(NO_OWNER, Release);
+        bitmap::set_range(&m.free, 0, HUGE_GRANULES);
+        bitmap::clear_range(&m.start, 0, HUGE_GRANULES);
+        bitmap::clear_range(&m.pages, 0, PAGES_PER_HUGE);
+        m.backing.store(backing as u8, Relaxed);
+        self.by_backing[backing as usize].fetch_add(1, Relaxed);
+        self.mapped.fetch_add(1, Relaxed);
+        Some(())
+    }
+
+    /// Whether slot `seg` can join a run: Unmapped, or parked Free.
+    fn run_eligible(&self, seg: usize) -> bool {
+        self.is_unmapped(seg) || self.state(seg) == SegmentState::Free
+    }
+
+    /// Takes slots `from..to` (all eligible) into a run: maps the Unmapped
+    /// ones, unparks the Free ones. On a mapping failure, gives back what
+    /// it took and returns false.
+    fn take_slots(&self, st: &mut Stacks, from: usize, to: usize) -> bool {
+        // Unpark the parked ones first (one walk of the parked stack).
+        let (mut prev, mut cur) = (NO_SEGMENT, st.free_top);
+        while cur != NO_SEGMENT {
+            let next = self.meta(cur as usize).next.load(Relaxed);
+            if (from..to).contains(&(cur as usize)) {
+                if prev == NO_SEGMENT {
+                    st.free_top = next;
+                } else {
+                    self.meta(prev as usize).next.store(next, Relaxed);
+                }
+                st.free_count -= 1;
+                self.meta(cur as usize).state.store(SegmentState::Run as u8, Release);
+            } else {
+                prev = cur;
+            }
+            cur = next;
+        }
+        for seg in from..to {
+            if self.is_unmapped(seg) {
+                if self.map_slot(seg).is_none() {
+                    // Park what we took; the caller fails the allocation.
+                    for s in from..to {
+                        if self.state(s) == SegmentState::Run {
+                            self.park(st, s);
+                        }
+                    }
+                    return false;
+                }
+                self.meta(seg).state.store(SegmentState::Run as u8, Release);
+            }
+        }
+        true
+    }
+
+    /// Takes a run of `segments` adjacent slots for a buffer of `len`
+    /// bytes, searching from the top of the range down. Returns the head.
+    #[cold]
+    pub fn acquire_run(&self, segments: usize, len: usize) -> Option<usize> {
+        if segments == 0 || segments > self.count {
+            return None;
+        }
         let mut st = self.stacks();
+        let mut end = self.count;
+        while end >= segments {
+            // The highest slot of end-segments..end that cannot join, if any:
+            // the next window ends below it.
+            match (end - segments..end).rev().find(|&s| !self.run_eligible(s)) {
+                Some(blocker) => end = blocker,
+                None => {
+                    let head = end - segments;
+                    if !self.take_slots(&mut st, head, end) {
+                        return None;
+                    }
+                    let m = self.meta(head);
+                    m.run_segments.store(segments as u32, Relaxed);
+                    m.run_len.store(len as u64, Relaxed);
+                    return Some(head);
+                }
+            }
+        }
+        None
+    }
+
+    /// Length of the run headed by `head` in segments, and its requested
+    /// bytes; `None` if `head` is not a run head.
+    pub fn run(&self, head: usize) -> Option<(usize, usize)> {
+        let m = self.meta(head);
+        let k = m.run_segments.load(Relaxed) as usize;
+        (self.state(head) == SegmentState::Run && k > 0).then(|| (k, m.run_len.load(Relaxed) as usize))
+    }
+
+    /// Frees the run headed by `head` (a checked run head): every segment
+    /// is parked, and those beyond the watermark go back to the OS after
+    /// the release delay.
+    #[cold]
+    pub fn release_run(&self, head: usize) {
+        let mut st = self.stacks();
+        let k = self.meta(head).run_segments.swap(0, Relaxed) as usize;
+        for seg in head..head + k {
+            self.park(&mut st, seg);
+        }
+        self.purge(&mut st, false);
+    }
+
+    /// Resizes the run headed by `head` to `segments` segments and `len`
+    /// bytes, in place: trailing segments are parked, or the slots after
+    /// the run are taken. False (and nothing changes) when they are not
+    /// free.
+    #[cold]
+    pub fn resize_run(&self, head: usize, segments: usize, len: usize) -> bool {
+        let mut st = self.stacks();
+        let m = self.meta(head);
+        let k = m.run_segments.load(Relaxed) as usize;
+        let segments = segments.max(1);
+        if segments > k {
+            let end = head + segments;
+            if end > self.count || !(head + k..end).all(|s| self.run_eligible(s)) {
+                return false;
+            }
+            if !self.take_slots(&mut st, head + k, end) {
+                return false;
+            }
+        } else {
+            for seg in head + segments..head + k {
+                self.park(&mut st, seg);
+            }
+            self.purge(&mut st, false);
+        }
+        m.run_segments.store(segments as u32, Relaxed);
+        m.run_len.store(len as u64, Relaxed);
+        true
+    }
+
+    /// Parks a wholly free, ownerless segment on the free stack (lock held).
+    fn park(&self, st: &mut Stacks, seg: usize) {
+        let m = self.meta(seg);
+        m.owner.store(NO_OWNER, Release);
         m.state.store(SegmentState::Free as u8, Release);
         m.parked_ms.store(self.now_ms(), Relaxed);
         m.next.store(st.free_top, Relaxed);
         st.free_top = seg as u32;
         st.free_count += 1;
+    }
+
+    /// Takes back a wholly free segment from its shard and parks it.
+    /// When `may_unmap`, parked segments beyond the retain watermark that
+    /// have stayed unused for the release delay go back to the OS.
+    #[cold]
+    pub fn release(&self, seg: usize, may_unmap: bool) {
+        debug_assert!(bitmap::all_set(&self.meta(seg).free, 0, HUGE_GRANULES));
+        let mut st = self.stacks();
+        self.park(&mut st, seg);
         if may_unmap {
             self.purge(&mut st, false);
         }
@@ -383,8 +552,7 @@ impl Segments {
                     self.meta(prev as usize).next.store(next, Relaxed);
                 }
                 st.free_count -= 1;
-                m.next.store(st.released_top, Relaxed);
-                st.released_top = cur;
+                m.next.store(NO_SEGMENT, Relaxed);
             }
             cur = next;
         }
@@ -407,6 +575,7 @@ impl Segments {
         }
         m.backing.store(0, Relaxed);
         m.state.store(SegmentState::Unmapped as u8, Release);
+        self.set_unmapped(seg, true);
         // Give the metadata pages of the slack table back too; the bitmaps
         // are reinitialised on the next acquire.
         // SAFETY: the slack bytes of an unmapped segment are never read.

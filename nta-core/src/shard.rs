@@ -31,6 +31,8 @@ use std::sync::atomic::{AtomicBool, Ordering::*};
 #[derive(Debug)]
 pub struct Shard {
     lock: AtomicBool,
+    /// This shard's index in its pool.
+    index: usize,
     heap: UnsafeCell<Heap>,
     pub counters: Counters,
     /// Pushed to by other threads; kept on its own cache line.
@@ -56,11 +58,13 @@ unsafe impl Sync for Shard {}
 // not tied to any thread.
 unsafe impl Send for Shard {}
 
-impl Default for Shard {
-    fn default() -> Self {
+impl Shard {
+    /// Shard `index` of a pool; `checked` turns on extent checksums.
+    pub fn new(index: usize, checked: bool) -> Self {
         Shard {
             lock: AtomicBool::new(false),
-            heap: UnsafeCell::new(Heap::new()),
+            index,
+            heap: UnsafeCell::new(Heap::new(checked)),
             counters: Counters::default(),
             remote: Padded(RemoteQueue::new()),
         }
@@ -74,6 +78,12 @@ pub struct ShardGuard<'a> {
 }
 
 impl Shard {
+    /// This shard's index in its pool.
+    #[inline]
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
     /// Takes the shard if no one holds it.
     #[inline]
     pub fn try_lock(&self) -> Option<ShardGuard<'_>> {
@@ -82,6 +92,19 @@ impl Shard {
         } else {
             Some(ShardGuard { shard: self })
         }
+    }
+
+    /// Takes the lock without a guard (fork `prepare`).
+    pub fn lock_for_fork(&self) {
+        std::mem::forget(self.lock());
+    }
+
+    /// Releases the lock taken by [`Shard::lock_for_fork`].
+    ///
+    /// # Safety
+    /// Only in the fork `parent` and `child` handlers after `lock_for_fork`.
+    pub unsafe fn unlock_for_fork(&self) {
+        self.lock.store(false, Release);
     }
 
     /// Takes the shard, spinning (and yielding) while another thread holds

@@ -52,6 +52,8 @@ pub struct Stats {
     pub failed_allocs: u64,
     /// Successful allocations.
     pub allocs: u64,
+    /// Live runs (buffers above 2 MiB, each a run of whole segments).
+    pub runs: u64,
     /// Frees merged (local and drained remote).
     pub frees: u64,
 }

@@ -1,7 +1,32 @@
-//! Atomics used by the lock-free protocols, swappable for loom's.
+//! Atomics and plain-memory cells used by the lock-free protocols,
+//! swappable for loom's.
 //!
-//! `remote.rs` imports its atomics from `crate::sync`. The loom model in
-//! `tests/loom_remote.rs` compiles the same file with a `sync` module that
-//! re-exports `loom::sync`, so the exact code that ships is model-checked.
+//! `remote.rs` imports its atomics and its chunk-word accessors from
+//! `crate::sync`. The loom model in `tests/loom_remote.rs` compiles the same
+//! file with a `sync` module that re-exports `loom::sync` and implements
+//! [`cell_write`] and [`cell_read`] on `loom::cell::UnsafeCell`s, so the
+//! exact code that ships is model-checked, the link words included.
 
 pub use std::sync::atomic;
+
+/// Writes plain memory that another thread reads after a synchronising
+/// atomic operation.
+///
+/// # Safety
+/// `at` must be valid for writes, aligned, and not accessed concurrently.
+#[inline]
+pub unsafe fn cell_write<T>(at: *mut T, value: T) {
+    // SAFETY: per the caller.
+    unsafe { at.write(value) }
+}
+
+/// Reads memory written with [`cell_write`].
+///
+/// # Safety
+/// `at` must be valid for reads, aligned, initialised, and not written
+/// concurrently.
+#[inline]
+pub unsafe fn cell_read<T: Copy>(at: *const T) -> T {
+    // SAFETY: per the caller.
+    unsafe { at.read() }
+}

@@ -1,7 +1,8 @@
 //! Every system call nta-core makes, in one place.
 //!
 //! Nothing else in the crate calls `mmap`, `memfd_create`, `fallocate`,
-//! `madvise` or `sched_getcpu` directly. The functions here are thin: they
+//! `madvise`, `sched_getcpu`, `futex`, `membarrier`, `getrandom` or
+//! `pthread_atfork` directly. The functions here are thin: they
 //! translate errors into [`std::io::Error`] and document the kernel behaviour
 //! the callers rely on.
 //!
@@ -301,5 +302,106 @@ pub fn phys_mem_bytes() -> usize {
         1 << 30
     } else {
         pages as usize * size as usize
+    }
+}
+
+/// 64 random bits from the kernel (`getrandom`, non-blocking), mixed with
+/// the clock and an address if the kernel has none to give. Allocation-free.
+pub fn random_u64() -> u64 {
+    let mut v = 0u64;
+    // SAFETY: `v` is valid for 8 bytes of writes.
+    let n = unsafe { libc::getrandom((&mut v as *mut u64).cast(), 8, libc::GRND_NONBLOCK) };
+    if n == 8 {
+        return v;
+    }
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid timespec to write.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    let mut x = (ts.tv_sec as u64) << 32 ^ ts.tv_nsec as u64 ^ (&v as *const u64 as u64).rotate_left(17);
+    // SplitMix64 finaliser.
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+/// Blocks while `*word == expected` (or until woken, or spuriously).
+pub fn futex_wait(word: &std::sync::atomic::AtomicU32, expected: u32) {
+    // SAFETY: FUTEX_WAIT on a valid, aligned u32 that lives as long as the
+    // call; a null timeout waits without limit.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+            expected,
+            ptr::null::<libc::timespec>(),
+        )
+    };
+}
+
+/// Wakes one thread blocked in [`futex_wait`] on `word`.
+pub fn futex_wake_one(word: &std::sync::atomic::AtomicU32) {
+    // SAFETY: FUTEX_WAKE on a valid, aligned u32.
+    unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG, 1) };
+}
+
+const MEMBARRIER_CMD_QUERY: libc::c_int = 0;
+const MEMBARRIER_CMD_GLOBAL: libc::c_int = 1;
+const MEMBARRIER_CMD_PRIVATE_EXPEDITED: libc::c_int = 1 << 3;
+const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED: libc::c_int = 1 << 4;
+
+fn membarrier(cmd: libc::c_int) -> libc::c_long {
+    // SAFETY: membarrier takes no pointers; unknown commands fail with EINVAL.
+    unsafe { libc::syscall(libc::SYS_membarrier, cmd, 0, 0) }
+}
+
+/// Which `membarrier` command this process can use (see [`process_barrier`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Barrier {
+    /// `MEMBARRIER_CMD_PRIVATE_EXPEDITED` (registered): IPIs to the CPUs
+    /// running this process's threads, a few microseconds.
+    PrivateExpedited,
+    /// `MEMBARRIER_CMD_GLOBAL`: waits for every CPU to pass a scheduling
+    /// point, milliseconds.
+    Global,
+}
+
+/// Registers this process for expedited private membarriers if the kernel
+/// has them, else reports whether the global one works. `None`: no
+/// membarrier at all (kernel older than 4.3, or a seccomp filter).
+pub fn barrier_init() -> Option<Barrier> {
+    let supported = membarrier(MEMBARRIER_CMD_QUERY);
+    if supported < 0 {
+        return None;
+    }
+    let supported = supported as libc::c_int;
+    if supported & MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED != 0
+        && membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) == 0
+    {
+        return Some(Barrier::PrivateExpedited);
+    }
+    (supported & MEMBARRIER_CMD_GLOBAL != 0).then_some(Barrier::Global)
+}
+
+/// Makes every other running thread of the process execute a full memory
+/// barrier before this returns (the heavy side of an asymmetric fence).
+/// Returns false if the kernel refused.
+pub fn process_barrier(kind: Barrier) -> bool {
+    let cmd = match kind {
+        Barrier::PrivateExpedited => MEMBARRIER_CMD_PRIVATE_EXPEDITED,
+        Barrier::Global => MEMBARRIER_CMD_GLOBAL,
+    };
+    membarrier(cmd) == 0
+}
+
+/// Registers fork handlers (`pthread_atfork`). Call once per process.
+pub fn register_atfork(prepare: extern "C" fn(), parent: extern "C" fn(), child: extern "C" fn()) -> io::Result<()> {
+    // SAFETY: the handlers are plain functions that live for the whole
+    // program.
+    let rc = unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(rc))
     }
 }

@@ -5,189 +5,92 @@
 //! a cached alloc/free pair. So each thread keeps, per pool it uses, a small
 //! LIFO stack of freed chunks per exact granule count in a *slot* of that
 //! pool (mimalloc's thread-local free lists and glibc's tcache play the same
-//! role). `free_sized` of a chunk up to [`TC_MAX_GRANULES`] pushes it there;
-//! an allocation of that exact size pops it. Only the owning thread touches
-//! a slot's stacks, with plain loads and stores.
+//! role; see `thread_slot` for the slot itself). `free_sized` of a chunk up
+//! to [`TC_MAX_GRANULES`] parks it there; an allocation of that exact size
+//! pops it.
 //!
 //! # Why slots live in the pool
 //!
 //! A slot is in the pool's own metadata, not in thread-local storage, so
-//! `stats()` can sum its counters (each written only by its thread, read by
-//! anyone with relaxed loads) and `validate()` can account for the chunks
-//! it holds. The thread-local side is a tiny most-recently-used table of
-//! (pool, slot) pairs, which also keeps each pool alive while its slot holds
-//! chunks.
+//! `stats()` can sum its counters, `validate()` can account for the chunks
+//! it holds, and an allocation about to fail can reclaim it (`reclaim`).
+//! The thread-local side is a tiny most-recently-used table of
+//! (pool, slot) entries. An entry holds a *weak* reference: dropping the
+//! last `Pool` handle unmaps the pool even while threads that cached for it
+//! live on. Such a stale entry is never matched again (its `Weak` keeps
+//! the pool's `Arc` allocation, so no new pool can reuse the address), and
+//! on eviction or thread exit `Weak::upgrade` fails and nothing is touched.
+//!
+//! # Checks on the fast path (see `mark`)
+//!
+//! A free reads the chunk's mark word (a parked chunk freed again is
+//! confirmed and panics) and the chunk's start bit (a merged chunk freed
+//! again, or an interior pointer, panics). An allocation clears the mark.
 //!
 //! # Bounds and flushing
 //!
 //! - at most [`TC_PER_CLASS`] chunks per size and [`TC_MAX_BYTES`] per
-//!   thread and pool; a free that does not fit goes the shard way;
+//!   thread and pool; a free that does not fit hands half the size's stack
+//!   back to the shards in one batch, then parks;
 //! - a thread's slot is flushed (its chunks freed for real, through their
 //!   owner shards) by `Pool::collect` on that thread, when the thread uses
-//!   more than [`TC_POOLS`] pools (least recently used first), and when the
-//!   thread exits;
-//! - frees without a size, checked mode, and alignment above 32 bypass it.
+//!   more than [`TC_POOLS`] pools (least recently used first), when the
+//!   thread exits, and by any thread whose allocation would otherwise fail;
+//! - frees without a size, checked mode, alignment above 32, and pools in
+//!   a forked child bypass it.
 //!
-//! A cached chunk stays marked used in its node's bitmaps; the slot's
+//! A parked chunk stays marked used in its node's bitmaps; the slot's
 //! counters already count it as free. The counters are deltas (a thread may
 //! free chunks that another thread allocated), summed with wrapping
 //! arithmetic.
 
 use crate::granule::{granules_for, slack_for, GRANULE};
 use crate::heap::Loc;
-use crate::pool::PoolInner;
-use crate::stats::{bump, Counters};
+use crate::inner::PoolInner;
+use crate::mark::Parked;
+use crate::stats::bump;
+pub use crate::thread_slot::{ThreadSlot, TC_MAX_GRANULES, TC_PER_CLASS};
 use std::cell::UnsafeCell;
 use std::ptr::{self, NonNull};
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU16, AtomicUsize, Ordering::*};
-use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Weak};
 
-/// Largest chunk, in granules, a thread cache holds (2 KiB).
-pub const TC_MAX_GRANULES: usize = 64;
-/// Chunks cached per size per thread.
-pub const TC_PER_CLASS: u16 = 64;
-/// Bytes cached per thread and pool at most.
-pub const TC_MAX_BYTES: usize = 256 << 10;
 /// Chunks carved per refill when an allocation misses the thread cache.
 pub const TC_REFILL: usize = 15;
 /// Chunks handed back at once when a size's stack overflows.
 pub const TC_FLUSH: usize = TC_PER_CLASS as usize / 2;
 /// Pools a thread keeps a cache for at once.
 pub const TC_POOLS: usize = 4;
-/// Slots per pool (threads caching at once); further threads go the shard way.
-pub const SLOTS: usize = 256;
 
-/// One thread's cache in one pool.
-#[derive(Debug)]
-pub struct ThreadSlot {
-    claimed: AtomicBool,
-    heads: [AtomicPtr<u8>; TC_MAX_GRANULES + 1],
-    counts: [AtomicU16; TC_MAX_GRANULES + 1],
-    bytes: AtomicUsize,
-    pub counters: Counters,
-}
-
-impl Default for ThreadSlot {
-    fn default() -> Self {
-        ThreadSlot {
-            claimed: AtomicBool::new(false),
-            heads: std::array::from_fn(|_| AtomicPtr::new(ptr::null_mut())),
-            counts: std::array::from_fn(|_| AtomicU16::new(0)),
-            bytes: AtomicUsize::new(0),
-            counters: Counters::default(),
-        }
-    }
-}
-
-impl ThreadSlot {
-    /// Claims a free slot of `slots` for the calling thread.
-    pub fn claim(slots: &[ThreadSlot]) -> Option<&ThreadSlot> {
-        slots.iter().find(|s| !s.claimed.load(Relaxed) && !s.claimed.swap(true, Acquire))
-    }
-
-    #[inline]
-    fn pop(&self, g: usize) -> Option<*mut u8> {
-        let head = self.heads[g].load(Relaxed);
-        if head.is_null() {
-            return None;
-        }
-        // SAFETY: cached chunks hold the next link in their first word, and
-        // only the owning thread (us) pushes and pops.
-        let next = unsafe { head.cast::<*mut u8>().read() };
-        self.heads[g].store(next, Relaxed);
-        self.counts[g].store(self.counts[g].load(Relaxed) - 1, Relaxed);
-        self.bytes.store(self.bytes.load(Relaxed) - g * GRANULE, Relaxed);
-        Some(head)
-    }
-
-    /// # Safety
-    /// `chunk` is a live chunk of `g` granules of the slot's pool, given up.
-    #[inline]
-    unsafe fn push(&self, chunk: *mut u8, g: usize) -> bool {
-        let count = self.counts[g].load(Relaxed);
-        let bytes = self.bytes.load(Relaxed) + g * GRANULE;
-        if count >= TC_PER_CLASS || bytes > TC_MAX_BYTES {
-            return false;
-        }
-        // SAFETY: the chunk is ours and at least one granule long.
-        unsafe { chunk.cast::<*mut u8>().write(self.heads[g].load(Relaxed)) };
-        self.heads[g].store(chunk, Relaxed);
-        self.counts[g].store(count + 1, Relaxed);
-        self.bytes.store(bytes, Relaxed);
-        true
-    }
-
-    /// Room for more chunks of `g` granules.
-    fn room(&self, g: usize) -> usize {
-        let by_count = (TC_PER_CLASS - self.counts[g].load(Relaxed)) as usize;
-        let by_bytes = (TC_MAX_BYTES - self.bytes.load(Relaxed)) / (g * GRANULE);
-        by_count.min(by_bytes)
-    }
-
-    /// Bytes cached.
-    pub fn bytes(&self) -> usize {
-        self.bytes.load(Relaxed)
-    }
-
-    /// Calls `f(chunk, granules)` for every cached chunk. Only meaningful
-    /// while the owning thread is not using the pool (validation at rest).
-    pub fn for_each(&self, mut f: impl FnMut(*mut u8, usize)) {
-        for (g, head) in self.heads.iter().enumerate() {
-            let mut c = head.load(Acquire);
-            while !c.is_null() {
-                f(c, g);
-                // SAFETY: as in `pop`.
-                c = unsafe { c.cast::<*mut u8>().read() };
-            }
-        }
-    }
-
-    /// Frees every cached chunk for real and gives the slot up.
-    fn flush_and_release(&self, pool: &PoolInner) {
-        self.flush(pool);
-        self.claimed.store(false, Release);
-    }
-
-    /// Frees every cached chunk for real, through its owner shard.
-    fn flush(&self, pool: &PoolInner) {
-        for g in 1..=TC_MAX_GRANULES {
-            while let Some(p) = self.take_back(pool, g) {
-                // SAFETY: the chunk is live (to the shards) and ours to free.
-                unsafe { pool.free(NonNull::new_unchecked(p), Some(g * GRANULE)) };
-            }
-        }
-    }
-
-    /// Pops a cached chunk of `g` granules that is about to be freed for
-    /// real. The slot counted it as free; this hands the count back, so the
-    /// shard's free accounts for it exactly once.
-    fn take_back(&self, pool: &PoolInner, g: usize) -> Option<*mut u8> {
-        let p = self.pop(g)?;
-        let segs = pool.segments();
-        // SAFETY: cached chunks are chunks of this pool.
-        let loc = unsafe { Loc::of(segs, p as usize).unwrap_unchecked() };
-        let requested = g * GRANULE - segs.meta(loc.seg).slack[loc.granule].load(Relaxed) as usize;
-        bump(&self.counters.in_use_granules, g as i64);
-        bump(&self.counters.live_requested, requested as i64);
-        bump(&self.counters.frees, -1);
-        Some(p)
-    }
-}
-
-/// A pool reference that keeps the pool alive while a thread caches for it.
+/// How a thread-cache entry refers to its pool.
 #[derive(Debug, Clone)]
 pub enum PoolRef {
-    /// A `Pool` handle's pool, kept alive by the cache entry.
-    Shared(Arc<PoolInner>),
+    /// A `Pool` handle's pool: the entry does not keep it alive.
+    Shared(Weak<PoolInner>),
     /// The global allocator's pool, which lives for the whole process.
     Static(&'static PoolInner),
 }
 
-impl PoolRef {
+/// A strong reference for the cold paths that touch an entry's slot.
+enum Alive {
+    Shared(Arc<PoolInner>),
+    Static(&'static PoolInner),
+}
+
+impl Alive {
     fn inner(&self) -> &PoolInner {
         match self {
-            PoolRef::Shared(a) => a,
-            PoolRef::Static(p) => p,
+            Alive::Shared(a) => a,
+            Alive::Static(p) => p,
+        }
+    }
+}
+
+impl PoolRef {
+    fn upgrade(&self) -> Option<Alive> {
+        match self {
+            PoolRef::Shared(w) => w.upgrade().map(Alive::Shared),
+            PoolRef::Static(p) => Some(Alive::Static(p)),
         }
     }
 }
@@ -195,7 +98,21 @@ impl PoolRef {
 struct Entry {
     key: *const PoolInner,
     slot: *const ThreadSlot,
+    index: usize,
     pool: PoolRef,
+}
+
+impl Entry {
+    /// Flushes and gives up the slot, if the pool is still alive.
+    fn retire(self) {
+        if let Some(alive) = self.pool.upgrade() {
+            // SAFETY: the pool is alive (we hold a strong reference), so its
+            // slot is too; this thread owns the slot.
+            unsafe { flush_slot(alive.inner(), &*self.slot) };
+            // SAFETY: as above.
+            unsafe { (*self.slot).unclaim() };
+        }
+    }
 }
 
 struct Caches {
@@ -206,8 +123,7 @@ struct Caches {
 impl Drop for Caches {
     fn drop(&mut self) {
         for e in self.entries.iter_mut().filter_map(Option::take) {
-            // SAFETY: `slot` lives in `e.pool`, which `e` keeps alive.
-            unsafe { (*e.slot).flush_and_release(e.pool.inner()) };
+            e.retire();
         }
     }
 }
@@ -218,17 +134,17 @@ thread_local! {
 
 /// The calling thread's slot for `pool` if it is the most recently used.
 #[inline]
-fn mru_slot(pool: *const PoolInner) -> Option<&'static ThreadSlot> {
+fn mru_slot(pool: *const PoolInner) -> Option<(usize, &'static ThreadSlot)> {
     CACHES
         .try_with(|c| {
             // SAFETY: only this thread touches its table, and no call out of
             // this module happens while the reference is live.
             let c = unsafe { &*c.get() };
             match &c.entries[0] {
-                // SAFETY: the entry keeps the pool, and so the slot, alive for
-                // as long as the thread-local lives; callers use the slot
-                // only within the current call.
-                Some(e) if e.key == pool => Some(unsafe { &*e.slot }),
+                // SAFETY: a matching key means the caller holds the pool
+                // alive, and with it the slot; callers use the slot only
+                // within the current call.
+                Some(e) if e.key == pool => Some((e.index, unsafe { &*e.slot })),
                 _ => None,
             }
         })
@@ -243,16 +159,23 @@ pub fn alloc(pool: &PoolInner, len: usize) -> Option<NonNull<u8>> {
     if g > TC_MAX_GRANULES {
         return None;
     }
-    let slot = mru_slot(pool)?;
-    let p = slot.pop(g)?;
-    let segs = pool.segments();
-    // SAFETY: cached chunks are chunks of this pool.
-    let loc = unsafe { Loc::of(segs, p as usize).unwrap_unchecked() };
-    segs.meta(loc.seg).slack[loc.granule].store(slack_for(len, g) as u8, Relaxed);
+    let (_, slot) = mru_slot(pool)?;
+    if !slot.enter() {
+        return None;
+    }
+    let Some(p) = slot.pop(g) else {
+        slot.leave();
+        return None;
+    };
     let c = &slot.counters;
     bump(&c.in_use_granules, g as i64);
     bump(&c.live_requested, len as i64);
     bump(&c.allocs, 1);
+    slot.leave();
+    let segs = pool.segments();
+    // SAFETY: cached chunks are chunks of this pool.
+    let loc = unsafe { Loc::of(segs, p as usize).unwrap_unchecked() };
+    segs.meta(loc.seg).slack[loc.granule].store(slack_for(len, g) as u8, Relaxed);
     // SAFETY: inside a mapped segment, hence not null.
     Some(unsafe { NonNull::new_unchecked(p) })
 }
@@ -265,7 +188,7 @@ pub fn alloc(pool: &PoolInner, len: usize) -> Option<NonNull<u8>> {
 #[inline(never)]
 pub fn alloc_refill(inner: &PoolInner, pool: impl FnOnce() -> PoolRef, len: usize) -> Option<NonNull<u8>> {
     let g = granules_for(len);
-    let slot = if g <= TC_MAX_GRANULES && !inner.is_checked() {
+    let slot = if g <= TC_MAX_GRANULES && inner.caching() {
         match mru_slot(inner) {
             Some(s) => Some(s),
             None => register(pool()),
@@ -273,25 +196,48 @@ pub fn alloc_refill(inner: &PoolInner, pool: impl FnOnce() -> PoolRef, len: usiz
     } else {
         None
     };
-    let Some(slot) = slot else { return inner.alloc(len, GRANULE) };
+    let Some((_, slot)) = slot else { return inner.alloc(len, GRANULE) };
     let mut extra = [ptr::null_mut(); TC_REFILL];
-    let room = slot.room(g).min(TC_REFILL);
+    let room = if slot.enter() {
+        let room = slot.room(g).min(TC_REFILL);
+        slot.leave();
+        room
+    } else {
+        0
+    };
     let (first, n) = inner.alloc_batch(len, &mut extra[..room])?;
-    let c = &slot.counters;
-    for &p in &extra[..n] {
-        // SAFETY: freshly carved chunks of `g` granules, ours; room was checked.
-        let pushed = unsafe { slot.push(p, g) };
-        debug_assert!(pushed);
+    let mark = inner.key().mark(Parked::ThreadSlot(slot_index(inner, slot)));
+    let mut pushed = 0;
+    if n > 0 && slot.enter() {
+        while pushed < n {
+            // SAFETY: freshly carved chunks of `g` granules, ours.
+            if !unsafe { slot.push(extra[pushed], g, mark) } {
+                break;
+            }
+            pushed += 1;
+        }
+        // The extras were accounted as allocated with their full length; in
+        // the cache they count as free.
+        let c = &slot.counters;
+        bump(&c.in_use_granules, -((pushed * g) as i64));
+        bump(&c.live_requested, -((pushed * g * GRANULE) as i64));
+        slot.leave();
     }
-    // The extras were accounted as allocated with their full length; in the
-    // cache they count as free.
-    bump(&c.in_use_granules, -((n * g) as i64));
-    bump(&c.live_requested, -((n * g * GRANULE) as i64));
+    if pushed < n {
+        // A thief took the slot meanwhile: the rest go back to the shards.
+        // SAFETY: fresh chunks of `g` granules, unmarked, ours.
+        unsafe { inner.free_batch(&extra[pushed..n], g) };
+    }
     Some(first)
+}
+
+fn slot_index(inner: &PoolInner, slot: &ThreadSlot) -> usize {
+    (slot as *const ThreadSlot as usize - inner.thread_slots().as_ptr() as usize) / std::mem::size_of::<ThreadSlot>()
 }
 
 /// Free fast path for a chunk of known length. Returns false when the chunk
 /// must go the shard way (too big, cache full, pointer not in the pool).
+/// Panics on a double free (parked or merged chunk) or an interior pointer.
 ///
 /// # Safety
 /// `ptr` must be a live chunk of `pool`, allocated with a length that takes
@@ -299,33 +245,52 @@ pub fn alloc_refill(inner: &PoolInner, pool: impl FnOnce() -> PoolRef, len: usiz
 #[inline]
 pub unsafe fn free_sized(inner: &PoolInner, pool: impl FnOnce() -> PoolRef, ptr: NonNull<u8>, len: usize) -> bool {
     let g = granules_for(len);
-    if g > TC_MAX_GRANULES || inner.is_checked() || ptr.as_ptr() as usize & (GRANULE - 1) != 0 {
+    let p = ptr.as_ptr();
+    if g > TC_MAX_GRANULES || !inner.caching() || p as usize & (GRANULE - 1) != 0 {
         return false;
     }
-    if !inner.contains(ptr.as_ptr()) {
-        return false;
-    }
-    let slot = match mru_slot(inner) {
+    let Some(loc) = Loc::of(inner.segments(), p as usize) else { return false };
+    let (index, slot) = match mru_slot(inner) {
         Some(s) => s,
         None => match register(pool()) {
             Some(s) => s,
             None => return false,
         },
     };
-    // `len` is the chunk's requested length (the caller's contract), so the
-    // slack byte need not be read: one metadata cache line less per free.
-    let requested = len;
-    if slot.counts[g].load(Relaxed) >= TC_PER_CLASS {
-        overflow(inner, slot, g);
+    // The start bit: a chunk merged by an earlier free (or an interior
+    // pointer) is not a chunk start. A pointer into a segment that is not
+    // mapped reads zeroed metadata and fails here too, before the chunk's
+    // memory is touched.
+    if !inner.is_chunk_start(loc) {
+        inner.not_a_chunk(p, loc);
     }
-    // SAFETY: forwarded from the caller.
-    if !unsafe { slot.push(ptr.as_ptr(), g) } {
+    // The mark: a parked chunk freed again.
+    // SAFETY: a chunk start in a mapped segment: at least 32 bytes of ours.
+    if let Some(at) = inner.key().decode(unsafe { crate::mark::read(p) }) {
+        inner.confirm_parked(p, at);
+    }
+    if !slot.enter() {
         return false;
     }
+    if slot.full(g) {
+        slot.leave();
+        overflow(inner, slot, g);
+        if !slot.enter() {
+            return false;
+        }
+    }
+    // SAFETY: forwarded from the caller; we hold the stacks.
+    if !unsafe { slot.push(p, g, inner.key().mark(Parked::ThreadSlot(index))) } {
+        slot.leave();
+        return false;
+    }
+    // `len` is the chunk's requested length (the caller's contract), so the
+    // slack byte need not be read: one metadata cache line less per free.
     let c = &slot.counters;
     bump(&c.in_use_granules, -(g as i64));
-    bump(&c.live_requested, -(requested as i64));
+    bump(&c.live_requested, -(len as i64));
     bump(&c.frees, 1);
+    slot.leave();
     true
 }
 
@@ -335,21 +300,95 @@ pub unsafe fn free_sized(inner: &PoolInner, pool: impl FnOnce() -> PoolRef, ptr:
 fn overflow(inner: &PoolInner, slot: &ThreadSlot, g: usize) {
     let mut batch = [ptr::null_mut(); TC_FLUSH];
     let mut n = 0;
-    while n < TC_FLUSH {
-        let Some(p) = slot.take_back(inner, g) else { break };
-        batch[n] = p;
-        n += 1;
+    if slot.enter() {
+        while n < TC_FLUSH {
+            let Some(p) = slot.pop(g) else { break };
+            slot.unaccount(g, requested(inner, p, g));
+            batch[n] = p;
+            n += 1;
+        }
+        slot.leave();
     }
-    // SAFETY: the popped chunks are live to the shards and ours to free.
+    // SAFETY: the popped chunks are live to the shards, unmarked, ours.
     unsafe { inner.free_batch(&batch[..n], g) };
+}
+
+/// The requested length of a parked chunk of `g` granules, from its slack.
+fn requested(inner: &PoolInner, p: *mut u8, g: usize) -> usize {
+    let segs = inner.segments();
+    // SAFETY: parked chunks are chunks of this pool.
+    let loc = unsafe { Loc::of(segs, p as usize).unwrap_unchecked() };
+    g * GRANULE - segs.meta(loc.seg).slack[loc.granule].load(Relaxed) as usize
+}
+
+/// Frees every chunk of the calling thread's own `slot` for real, through
+/// the owner shards (a thief holding the slot is waited for).
+///
+/// # Safety
+/// `slot` must be a slot of `inner` owned by the calling thread.
+pub unsafe fn flush_slot(inner: &PoolInner, slot: &ThreadSlot) {
+    let mut spins = 0u32;
+    while !slot.enter() {
+        spins += 1;
+        if spins < 64 {
+            std::hint::spin_loop();
+        } else {
+            std::thread::yield_now();
+        }
+    }
+    let lists = detach(inner, slot);
+    slot.leave();
+    // SAFETY: detached chunks are ours.
+    unsafe { free_detached(inner, &lists) };
+}
+
+/// Takes every chunk out of `slot`, clearing marks and handing their count
+/// back to "in use". The caller has exclusive use of the stacks (the owner
+/// inside `enter`, or a thief).
+pub fn detach(inner: &PoolInner, slot: &ThreadSlot) -> Detached {
+    let lists = slot.take_all();
+    for (g, &(mut c, _)) in lists.iter().enumerate() {
+        while !c.is_null() {
+            // SAFETY: parked chunks link through their first word and carry
+            // their mark in the second; they are ours now.
+            let next = unsafe {
+                crate::mark::clear(c);
+                c.cast::<*mut u8>().read()
+            };
+            slot.unaccount(g, requested(inner, c, g));
+            c = next;
+        }
+    }
+    lists
+}
+
+/// Stacks detached from a slot, by granule count: (head, count).
+pub type Detached = [(*mut u8, u16); TC_MAX_GRANULES + 1];
+
+/// Frees detached chunks for real.
+///
+/// # Safety
+/// The lists must come from [`detach`] on a slot of `inner`, once.
+pub unsafe fn free_detached(inner: &PoolInner, lists: &Detached) {
+    for (g, &(mut c, _)) in lists.iter().enumerate() {
+        while !c.is_null() {
+            // SAFETY: the link was written when the chunk was parked; read it
+            // before the chunk is freed.
+            let next = unsafe { c.cast::<*mut u8>().read() };
+            // SAFETY: the chunk is live to the shards, unmarked, and ours.
+            unsafe { inner.free_trusted(NonNull::new_unchecked(c), g) };
+            c = next;
+        }
+    }
 }
 
 /// Makes `pool` the calling thread's most recently used pool, claiming a
 /// slot if it has none there. Cold: once per thread and pool (or after an
 /// eviction).
 #[cold]
-fn register(pool: PoolRef) -> Option<&'static ThreadSlot> {
-    let key = pool.inner() as *const PoolInner;
+fn register(pool: PoolRef) -> Option<(usize, &'static ThreadSlot)> {
+    let alive = pool.upgrade()?;
+    let key = alive.inner() as *const PoolInner;
     let evicted = CACHES
         .try_with(|c| {
             // SAFETY: only this thread touches its table; no call out of this
@@ -357,18 +396,18 @@ fn register(pool: PoolRef) -> Option<&'static ThreadSlot> {
             let c = unsafe { &mut *c.get() };
             if let Some(i) = c.entries.iter().position(|e| e.as_ref().is_some_and(|e| e.key == key)) {
                 c.entries[..=i].rotate_right(1);
-                return None;
+                return Ok::<_, ()>(None);
             }
-            let slot = ThreadSlot::claim(pool.inner().thread_slots())?;
+            let (index, slot) = ThreadSlot::claim(alive.inner().thread_slots()).ok_or(())?;
             let old = c.entries[TC_POOLS - 1].take();
             c.entries.rotate_right(1);
-            c.entries[0] = Some(Entry { key, slot, pool });
-            old
+            c.entries[0] = Some(Entry { key, slot, index, pool });
+            Ok(old)
         })
+        .ok()?
         .ok()?;
     if let Some(e) = evicted {
-        // SAFETY: the evicted entry keeps its pool (and slot) alive until here.
-        unsafe { (*e.slot).flush_and_release(e.pool.inner()) };
+        e.retire();
     }
     mru_slot(key)
 }
@@ -384,7 +423,23 @@ pub fn flush_current(pool: &PoolInner) {
         .ok()
         .flatten();
     if let Some(slot) = slot {
-        // SAFETY: the entry keeps the slot alive; this thread owns it.
-        unsafe { (*slot).flush(pool) };
+        // SAFETY: the caller holds the pool alive, so the slot is alive; this
+        // thread owns it.
+        unsafe { flush_slot(pool, &*slot) };
     }
+}
+
+/// In a forked child: forgets (without flushing: the memory is the
+/// parent's) every entry of this thread for a pool `frozen` says to drop.
+pub fn forget_entries(frozen: impl Fn(*const PoolInner) -> bool) {
+    let _ = CACHES.try_with(|c| {
+        // SAFETY: as in `register`; fork handlers run on the forking thread,
+        // outside any call into this module.
+        let c = unsafe { &mut *c.get() };
+        for e in c.entries.iter_mut() {
+            if e.as_ref().is_some_and(|e| frozen(e.key)) {
+                std::mem::forget(e.take());
+            }
+        }
+    });
 }

@@ -1,6 +1,8 @@
 //! The invariant walk behind `Pool::validate`.
 //!
-//! With every shard held and every remote queue drained, it checks:
+//! With every shard held, every remote queue drained, and every thread slot
+//! taken over (the steal protocol of `thread_slot`: owners go the shard
+//! way meanwhile, and wait for the shards we hold), it checks:
 //!
 //! 1. Segment states: `mapped == |Owned| + |Free|`; a Free segment is wholly
 //!    free with no page nodes; an Owned segment's owner is a real shard.
@@ -19,16 +21,21 @@
 //!    quick caches and thread caches are used in the bitmaps but free in
 //!    the counters, and each must be a real chunk of the right size.
 //!
-//! Thread caches are read without their threads' cooperation: validate a
-//! pool only while no other thread is using it.
+//! 5. Runs: a run head records its length; its segments are in state Run,
+//!    owned by no shard, with all-free bitmaps; the run counters equal the
+//!    walk's sums.
+//!
+//! So the walk is exact while other threads use the pool: nothing it reads
+//! can change under it.
 
 use crate::bitmap;
 use crate::extent::{footer_before, header_size};
 use crate::granule::*;
+use crate::inner::PoolInner;
 use crate::node::NO_OWNER;
-use crate::pool::PoolInner;
 use crate::segment::SegmentState;
 use crate::size_class::{exact_index, tlsf_insert_index};
+use crate::thread_slot;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -43,10 +50,28 @@ struct Tally {
 
 /// Checks every invariant; the error names the first violation found.
 pub fn validate(inner: &PoolInner) -> Result<(), String> {
+    if inner.is_frozen() {
+        return Err("the pool is frozen (a forked child's copy of an exportable pool) and is not walked".into());
+    }
     let mut guards = inner.lock_all();
     for g in guards.iter_mut() {
-        inner.drain(g);
+        if let Err((p, why)) = inner.drain(g) {
+            return Err(format!("remote queue of shard {} held an invalid chunk {p:p}: {why}", g.shard().index()));
+        }
     }
+    let slots = inner.thread_slots();
+    for slot in slots {
+        slot.steal_begin();
+    }
+    thread_slot::wait_owners(slots.iter());
+    let result = walk(inner, &mut guards);
+    for slot in slots {
+        slot.steal_end();
+    }
+    result
+}
+
+fn walk(inner: &PoolInner, guards: &mut [crate::shard::ShardGuard<'_>]) -> Result<(), String> {
     let segs = inner.segments();
     let nshards = inner.shard_count();
     let mut tally = vec![Tally::default(); nshards];
@@ -79,14 +104,44 @@ pub fn validate(inner: &PoolInner) -> Result<(), String> {
         }
     }
     let mut mapped = 0;
+    let (mut run_bytes, mut run_live, mut runs, mut run_left) = (0u64, 0u64, 0u64, 0usize);
     for seg in 0..segs.count() {
         let m = segs.meta(seg);
         let owner = m.owner.load(Relaxed);
+        if run_left > 0 && segs.state(seg) != SegmentState::Run {
+            return Err(format!("segment {seg}: a run ends early (state {:?})", segs.state(seg)));
+        }
         match segs.state(seg) {
             SegmentState::Unmapped => {
                 if owner != NO_OWNER {
                     return Err(format!("segment {seg}: unmapped but owned by {owner}"));
                 }
+            }
+            SegmentState::Run => {
+                mapped += 1;
+                if owner != NO_OWNER
+                    || !bitmap::all_set(&m.free, 0, HUGE_GRANULES)
+                    || !bitmap::all_clear(&m.start, 0, HUGE_GRANULES)
+                {
+                    return Err(format!("segment {seg}: in a run but owned or with chunk bitmaps"));
+                }
+                if run_left == 0 {
+                    let Some((k, len)) = segs.run(seg) else {
+                        return Err(format!("segment {seg}: run segment outside any run"));
+                    };
+                    if k == 0 || seg + k > segs.count() || len > k * HUGE_NODE_BYTES || len <= (k - 1) * HUGE_NODE_BYTES
+                    {
+                        return Err(format!("segment {seg}: run of {k} segments for {len} bytes"));
+                    }
+                    run_left = k;
+                    runs += 1;
+                    run_bytes += (k * HUGE_NODE_BYTES) as u64;
+                    run_live += len as u64;
+                } else if segs.run(seg).is_some() {
+                    return Err(format!("segment {seg}: a run head inside another run"));
+                }
+                run_left -= 1;
+                continue;
             }
             SegmentState::Free => {
                 mapped += 1;
@@ -129,6 +184,17 @@ pub fn validate(inner: &PoolInner) -> Result<(), String> {
                 }
             }
         }
+    }
+    if run_left != 0 {
+        return Err("the last run ends past the pool".into());
+    }
+    let r = &inner.runs;
+    let counted_runs = (r.in_use_bytes.load(Relaxed), r.live_requested.load(Relaxed), r.runs.load(Relaxed));
+    if counted_runs != (run_bytes, run_live, runs) {
+        return Err(format!(
+            "run counters say {counted_runs:?} (bytes, live, runs), the walk found {:?}",
+            (run_bytes, run_live, runs)
+        ));
     }
     if mapped * HUGE_NODE_BYTES != segs.mapped_bytes() {
         return Err(format!("mapped segments {mapped} disagree with mapped_bytes {}", segs.mapped_bytes()));

@@ -59,7 +59,12 @@ fn one_mebibyte_and_jumbo() {
         p.free(big);
         p.free(jumbo);
     }
-    assert!(p.alloc(nta_core::MAX_ALLOC_BYTES + 1).is_none());
+    // Above 2 MiB: a run of segments, bounded only by the capacity.
+    let run = p.alloc(nta_core::MAX_ALLOC_BYTES + 1).unwrap();
+    p.validate().unwrap();
+    // SAFETY: live run.
+    unsafe { p.free(run) };
+    assert!(p.alloc((8 << 20) + 1).is_none(), "beyond the capacity");
     p.validate().unwrap();
 }
 
