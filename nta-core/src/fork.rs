@@ -6,9 +6,10 @@
 //! or jemalloc. What must not be copied is a lock held by a thread that
 //! does not exist in the child. So, as glibc and jemalloc do, the `prepare`
 //! handler takes every lock of every private pool (each shard, then the
-//! segment table; the same order every other path uses), and the `parent`
-//! and `child` handlers release them. The child then allocates and frees
-//! normally. Chunks parked in the caches of the parent's other threads are
+//! segment table; the same order every other path uses) and takes every
+//! thread slot over (so no thread is halfway through its cache), and the
+//! `parent` and `child` handlers release them. The child then allocates
+//! and frees normally. Chunks parked in the caches of the parent's other threads are
 //! not reachable in the child and stay allocated there (a bounded leak of
 //! at most 256 KiB per such thread and pool).
 //!

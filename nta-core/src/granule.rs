@@ -62,13 +62,15 @@ const _: () = assert!(SMALL_MAX_GRANULES < PAGE_GRANULES);
 // A free extent's header (two links and a size) must fit in one granule.
 const _: () = assert!(2 * core::mem::size_of::<usize>() + 4 <= GRANULE - 4);
 
-/// Granules needed for `len` bytes: `max(1, ceil(len / 32))`.
+/// Granules needed for `len` bytes: `max(1, ceil(len / 32))`. Never
+/// overflows: `usize::MAX` bytes is `2^59` granules, more than any pool
+/// holds, and every caller compares the result with a bound before use.
 #[inline]
 pub const fn granules_for(len: usize) -> usize {
     if len == 0 {
         1
     } else {
-        (len + GRANULE - 1) >> GRANULE_SHIFT
+        len.div_ceil(GRANULE)
     }
 }
 
@@ -91,6 +93,7 @@ mod tests {
         assert_eq!(granules_for(33), 2);
         assert_eq!(granules_for(1518), 48);
         assert_eq!(granules_for(HUGE_NODE_BYTES), HUGE_GRANULES);
+        assert_eq!(granules_for(usize::MAX), usize::MAX / GRANULE + 1);
         assert_eq!(slack_for(0, 1), 32);
         assert_eq!(slack_for(1518, 48), 18);
     }

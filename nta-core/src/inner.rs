@@ -939,12 +939,19 @@ impl PoolInner {
         (0..self.segs.count()).filter(|&s| self.segs.state(s) != SegmentState::Unmapped)
     }
 
-    /// Takes every lock a fork must not copy half-held (fork `prepare`).
+    /// Takes every lock a fork must not copy half-held (fork `prepare`):
+    /// every shard, the segment table, and every thread slot (taken over as
+    /// `validate` does, so that no owner is inside a busy section when the
+    /// process is copied; shards first, as the slot protocol requires).
     pub(crate) fn lock_for_fork(&self) {
         for shard in self.shards.iter() {
             shard.lock_for_fork();
         }
         self.segs.lock_for_fork();
+        for slot in self.slots.iter() {
+            slot.steal_begin();
+        }
+        thread_slot::wait_owners(self.slots.iter());
     }
 
     /// Releases what [`PoolInner::lock_for_fork`] took.
@@ -952,6 +959,9 @@ impl PoolInner {
     /// # Safety
     /// Only in the fork `parent` and `child` handlers after `lock_for_fork`.
     pub(crate) unsafe fn unlock_for_fork(&self) {
+        for slot in self.slots.iter() {
+            slot.steal_end();
+        }
         // SAFETY: per the caller.
         unsafe {
             self.segs.unlock_for_fork();

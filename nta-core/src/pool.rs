@@ -33,6 +33,16 @@ pub enum HugePages {
 
 /// A handle to a pool. Cheap to clone; `Send + Sync`.
 ///
+/// The pool's internals (shards, segment table, node metadata) are not
+/// reachable from safe code: every public call keeps its invariants.
+///
+/// ```compile_fail
+/// let pool = nta_core::Pool::builder().capacity(8 << 20).build().unwrap();
+/// // Releasing a segment with live chunks handed memory out twice before
+/// // the internals became private; now this does not compile.
+/// pool.inner().segments().release(0, true);
+/// ```
+///
 /// ```
 /// let pool = nta_core::Pool::builder().capacity(8 << 20).build().unwrap();
 /// let p = pool.alloc(1500).expect("pool has room");

@@ -171,11 +171,13 @@ pub fn alloc(pool: &PoolInner, len: usize) -> Option<NonNull<u8>> {
     bump(&c.in_use_granules, g as i64);
     bump(&c.live_requested, len as i64);
     bump(&c.allocs, 1);
-    slot.leave();
+    // The slack byte changes inside the busy section too, so that a thief
+    // (`validate`) never sees the counters and the slack disagree.
     let segs = pool.segments();
     // SAFETY: cached chunks are chunks of this pool.
     let loc = unsafe { Loc::of(segs, p as usize).unwrap_unchecked() };
     segs.meta(loc.seg).slack[loc.granule].store(slack_for(len, g) as u8, Relaxed);
+    slot.leave();
     // SAFETY: inside a mapped segment, hence not null.
     Some(unsafe { NonNull::new_unchecked(p) })
 }
@@ -257,12 +259,13 @@ pub unsafe fn free_sized(inner: &PoolInner, pool: impl FnOnce() -> PoolRef, ptr:
             None => return false,
         },
     };
-    // The start bit: a chunk merged by an earlier free (or an interior
-    // pointer) is not a chunk start. A pointer into a segment that is not
-    // mapped reads zeroed metadata and fails here too, before the chunk's
-    // memory is touched.
+    // The start bit: a chunk merged by an earlier free, an interior pointer
+    // and a run (a buffer above 2 MiB resized down) are not node chunk
+    // starts, and neither is anything in a segment that is not mapped (its
+    // metadata reads as all-free). The shard way sorts them out (and panics
+    // for the invalid ones) without touching the chunk's memory.
     if !inner.is_chunk_start(loc) {
-        inner.not_a_chunk(p, loc);
+        return false;
     }
     // The mark: a parked chunk freed again.
     // SAFETY: a chunk start in a mapped segment: at least 32 bytes of ours.

@@ -129,7 +129,10 @@ fn walk(inner: &PoolInner, guards: &mut [crate::shard::ShardGuard<'_>]) -> Resul
                     let Some((k, len)) = segs.run(seg) else {
                         return Err(format!("segment {seg}: run segment outside any run"));
                     };
-                    if k == 0 || seg + k > segs.count() || len > k * HUGE_NODE_BYTES || len <= (k - 1) * HUGE_NODE_BYTES
+                    if k == 0
+                        || seg + k > segs.count()
+                        || len > k * HUGE_NODE_BYTES
+                        || (k > 1 && len <= (k - 1) * HUGE_NODE_BYTES)
                     {
                         return Err(format!("segment {seg}: run of {k} segments for {len} bytes"));
                     }

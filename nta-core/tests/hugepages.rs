@@ -37,6 +37,13 @@ fn hugetlb_or_fallback() {
             assert_eq!(st.segments_thp + st.segments_small, 0, "Require never falls back");
         }
         Err(Error::HugePagesUnavailable) => {
+            // Falling back is right only when no hugepage is reserved.
+            assert_eq!(
+                reserved.trim(),
+                "0",
+                "nr_hugepages is {} but HugePages::Require could not map one",
+                reserved.trim()
+            );
             let pool = Pool::builder().capacity(16 << 20).shards(1).hugepages(HugePages::Try).build().unwrap();
             exercise(&pool);
             let st = pool.stats();

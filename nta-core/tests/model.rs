@@ -29,6 +29,26 @@ enum Op {
     SwitchShard,
 }
 
+/// Sizes up to 6 MiB: packet sizes, node-sized chunks and runs.
+fn big_size() -> impl Strategy<Value = usize> {
+    prop_oneof![
+        4 => size(),
+        2 => 70_000usize..=2usize << 20,
+        1 => (2usize << 20) + 1..=6usize << 20,
+    ]
+}
+
+fn big_op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        10 => (big_size(), prop_oneof![6 => Just(0u8), 1 => 1u8..=7]).prop_map(|(len, a)| Op::Alloc { len, align_shift: a }),
+        5 => (any::<usize>(), any::<bool>()).prop_map(|(pick, sized)| Op::Free { pick, sized }),
+        2 => (any::<usize>(), 0u16..1000).prop_map(|(pick, permille)| Op::Shrink { pick, permille }),
+        2 => (any::<usize>(), 1usize..3 << 20).prop_map(|(pick, extra)| Op::Grow { pick, extra }),
+        1 => (any::<usize>(), big_size()).prop_map(|(pick, len)| Op::Realloc { pick, len }),
+        1 => Just(Op::SwitchShard),
+    ]
+}
+
 /// Sizes from 1 to 70000 with peaks at packet sizes.
 fn size() -> impl Strategy<Value = usize> {
     prop_oneof![
@@ -54,18 +74,37 @@ struct Live {
     ptr: NonNull<u8>,
     len: usize,
     fill: u8,
+    /// Allocated above 2 MiB: a run of whole segments, whatever its length
+    /// becomes.
+    run: bool,
 }
 
 struct Model {
     pool: Pool,
+    /// The pool's capacity.
+    capacity: usize,
+    /// Live chunks at most (then allocations turn into frees).
+    max_live: usize,
+    /// Allocations that returned `None`.
+    failed: u64,
     live: Vec<Live>,
     by_addr: BTreeMap<usize, usize>, // start -> end (granule-rounded)
     next_fill: u8,
     shard: usize,
 }
 
-fn rounded(len: usize) -> usize {
-    len.max(1).div_ceil(GRANULE) * GRANULE
+/// What a chunk of `len` bytes takes: granules, or whole segments (at
+/// least one) for a run.
+fn rounded(len: usize, run: bool) -> usize {
+    if run {
+        len.div_ceil(nta_core::HUGE_NODE_BYTES).max(1) * nta_core::HUGE_NODE_BYTES
+    } else {
+        len.max(1).div_ceil(GRANULE) * GRANULE
+    }
+}
+
+fn is_run(len: usize) -> bool {
+    len > nta_core::MAX_ALLOC_BYTES
 }
 
 impl Model {
@@ -83,9 +122,9 @@ impl Model {
         }
     }
 
-    fn insert_range(&mut self, ptr: NonNull<u8>, len: usize) {
+    fn insert_range(&mut self, ptr: NonNull<u8>, len: usize, run: bool) {
         let start = ptr.as_ptr() as usize;
-        let end = start + rounded(len);
+        let end = start + rounded(len, run);
         if let Some((&s, &e)) = self.by_addr.range(..end).next_back() {
             assert!(e <= start || s >= end, "new chunk {start:#x}..{end:#x} overlaps live {s:#x}..{e:#x}");
         }
@@ -94,7 +133,7 @@ impl Model {
 
     fn apply(&mut self, op: &Op) {
         let op = match *op {
-            Op::Alloc { len, .. } if self.live.len() >= MAX_LIVE => Op::Free { pick: len, sized: len % 2 == 0 },
+            Op::Alloc { len, .. } if self.live.len() >= self.max_live => Op::Free { pick: len, sized: len % 2 == 0 },
             ref other => other.clone(),
         };
         match op {
@@ -104,13 +143,16 @@ impl Model {
                 match self.pool.alloc_aligned(len, align) {
                     Some(p) => {
                         assert_eq!(p.as_ptr() as usize % align, 0);
-                        self.insert_range(p, len);
+                        self.insert_range(p, len, is_run(len));
                         self.next_fill = self.next_fill.wrapping_add(1).max(1);
                         let fill = self.next_fill;
                         self.fill(p, 0, len, fill);
-                        self.live.push(Live { ptr: p, len, fill });
+                        self.live.push(Live { ptr: p, len, fill, run: is_run(len) });
                     }
-                    None => assert_eq!(self.pool.stats().failed_allocs, before + 1, "None must count a failure"),
+                    None => {
+                        assert_eq!(self.pool.stats().failed_allocs, before + 1, "None must count a failure");
+                        self.failed += 1;
+                    }
                 }
             }
             Op::Free { pick, sized } if !self.live.is_empty() => {
@@ -134,17 +176,19 @@ impl Model {
                 unsafe { self.pool.shrink(self.live[i].ptr, new_len) };
                 self.live[i].len = new_len;
                 let start = self.live[i].ptr.as_ptr() as usize;
-                self.by_addr.insert(start, start + rounded(new_len));
+                self.by_addr.insert(start, start + rounded(new_len, self.live[i].run));
             }
             Op::Grow { pick, extra } if !self.live.is_empty() => {
                 let i = pick % self.live.len();
-                let (ptr, len, fill) = (self.live[i].ptr, self.live[i].len, self.live[i].fill);
-                let new_len = (len + extra).min(nta_core::MAX_ALLOC_BYTES);
+                let (ptr, len, fill, run) = (self.live[i].ptr, self.live[i].len, self.live[i].fill, self.live[i].run);
+                // Within a node stays within a node; a run may grow further.
+                let cap = if run { self.capacity } else { nta_core::MAX_ALLOC_BYTES };
+                let new_len = (len + extra).min(cap);
                 // SAFETY: live chunk.
                 if unsafe { self.pool.try_grow(ptr, new_len) } {
                     let start = ptr.as_ptr() as usize;
                     self.by_addr.remove(&start);
-                    self.insert_range(ptr, new_len);
+                    self.insert_range(ptr, new_len, run);
                     self.fill(ptr, len, new_len, fill);
                     self.live[i].len = new_len;
                 }
@@ -152,19 +196,22 @@ impl Model {
             Op::Realloc { pick, len } if !self.live.is_empty() => {
                 let i = pick % self.live.len();
                 let old = &self.live[i];
-                let (ptr, old_len, fill) = (old.ptr, old.len, old.fill);
+                let (ptr, old_len, fill, old_run) = (old.ptr, old.len, old.fill, old.run);
                 self.by_addr.remove(&(ptr.as_ptr() as usize));
                 // SAFETY: live chunk; on Some only the returned pointer is live.
                 match unsafe { self.pool.realloc(ptr, len) } {
                     Some(q) => {
-                        self.insert_range(q, len);
+                        // Resized in place, it keeps its kind; moved, it
+                        // takes the kind of its new length.
+                        let run = if q == ptr { old_run } else { is_run(len) };
+                        self.insert_range(q, len, run);
                         if len > old_len {
                             self.fill(q, old_len, len, fill);
                         }
-                        self.live[i] = Live { ptr: q, len, fill };
+                        self.live[i] = Live { ptr: q, len, fill, run };
                     }
                     None => {
-                        self.insert_range(ptr, old_len);
+                        self.insert_range(ptr, old_len, old_run);
                     }
                 }
             }
@@ -184,7 +231,7 @@ impl Model {
         }
         let st = self.pool.stats();
         let requested: usize = self.live.iter().map(|l| l.len).sum();
-        let in_use: usize = self.live.iter().map(|l| rounded(l.len)).sum();
+        let in_use: usize = self.live.iter().map(|l| rounded(l.len, l.run)).sum();
         if exact {
             assert_eq!(st.live_requested_bytes, requested as u64, "live requested bytes");
             assert_eq!(st.in_use_bytes, in_use as u64, "in-use bytes");
@@ -192,20 +239,30 @@ impl Model {
             assert!(st.in_use_bytes >= in_use as u64, "in-use bytes below the model's");
         }
         assert_eq!(st.in_use_bytes + st.free_bytes, st.mapped_bytes);
-        assert!(st.mapped_bytes <= 12 << 20);
+        assert!(st.mapped_bytes <= self.capacity as u64);
     }
 }
 
-fn run(ops: &[Op], shards: usize) {
+/// Runs `ops` on a fresh pool; returns the allocations that failed.
+fn run_on(ops: &[Op], shards: usize, capacity: usize, max_live: usize) -> u64 {
     let pool = Pool::builder()
-        .capacity(12 << 20)
+        .capacity(capacity)
         .shards(shards)
         .hugepages(HugePages::Off)
         .retain_bytes(2 << 20)
         .build()
         .unwrap();
     pool.bind_current_thread(0);
-    let mut m = Model { pool, live: Vec::new(), by_addr: BTreeMap::new(), next_fill: 0, shard: 0 };
+    let mut m = Model {
+        pool,
+        capacity,
+        max_live,
+        failed: 0,
+        live: Vec::new(),
+        by_addr: BTreeMap::new(),
+        next_fill: 0,
+        shard: 0,
+    };
     for (i, op) in ops.iter().enumerate() {
         m.apply(op);
         m.check_all(shards == 1);
@@ -225,6 +282,30 @@ fn run(ops: &[Op], shards: usize) {
     assert_eq!((st.in_use_bytes, st.live_requested_bytes), (0, 0));
     assert_eq!(st.free_bytes, st.mapped_bytes);
     m.pool.unbind_current_thread();
+    m.failed
+}
+
+fn run(ops: &[Op], shards: usize) {
+    run_on(ops, shards, 12 << 20, MAX_LIVE);
+}
+
+/// The variant that reaches exhaustion: an 8 MiB pool, up to 200 live
+/// chunks of up to 6 MiB (runs included). Across its cases, allocations
+/// must fail (the pool runs full) and every failure must leave the pool
+/// consistent.
+#[test]
+fn small_pool_exhaustion_and_runs() {
+    use proptest::test_runner::{Config, TestRunner};
+    let failed = std::cell::Cell::new(0u64);
+    let mut runner = TestRunner::new(Config { cases: 48, max_shrink_iters: 256, ..Config::default() });
+    runner
+        .run(&prop::collection::vec(big_op(), 1024), |ops| {
+            failed.set(failed.get() + run_on(&ops, 2, 8 << 20, 200));
+            Ok(())
+        })
+        .unwrap();
+    assert!(failed.get() > 0, "the variant never exhausted its pool");
+    println!("{} allocations failed at exhaustion", failed.get());
 }
 
 proptest! {
@@ -239,4 +320,30 @@ proptest! {
     fn two_shards_with_remote_frees(ops in prop::collection::vec(op(), OPS_PER_CASE)) {
         run(&ops, 2);
     }
+}
+
+/// Debugging aid: replays ops from the file named by `NTA_MODEL_REPLAY`
+/// (one op per line: `A len shift`, `F pick sized`, `S pick permille`,
+/// `G pick extra`, `R pick len`, `W`) on the exhaustion variant's pool.
+#[test]
+fn replay_from_env() {
+    let Ok(path) = std::env::var("NTA_MODEL_REPLAY") else { return };
+    let text = std::fs::read_to_string(path).unwrap();
+    let ops: Vec<Op> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let n = |i: usize| f[i].parse::<usize>().unwrap();
+            match f[0] {
+                "A" => Op::Alloc { len: n(1), align_shift: n(2) as u8 },
+                "F" => Op::Free { pick: n(1), sized: n(2) == 1 },
+                "S" => Op::Shrink { pick: n(1), permille: n(2) as u16 },
+                "G" => Op::Grow { pick: n(1), extra: n(2) },
+                "R" => Op::Realloc { pick: n(1), len: n(2) },
+                _ => Op::SwitchShard,
+            }
+        })
+        .collect();
+    run_on(&ops, 2, 8 << 20, 200);
 }

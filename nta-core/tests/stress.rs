@@ -91,41 +91,48 @@ fn threads_free_each_others_chunks() {
 }
 
 #[test]
-fn idle_shard_memory_is_not_stranded() {
-    // Shard 1 frees all its chunks remotely into shard 0's queue and holds a
-    // wholly free node; shard 0 then runs out and must reclaim both.
+fn idle_owners_remote_queue_is_reclaimed() {
+    // Thread A (shard 0) allocates the whole pool and goes idle, alive.
+    // Thread B (shard 1) frees every chunk: each free is a remote free into
+    // idle shard 0's queue, which A never drains. B then allocates: the
+    // pool must drain A's queue (and take the nodes) rather than fail.
     let pool = Pool::builder().capacity(8 << 20).shards(2).hugepages(HugePages::Off).retain_bytes(0).build().unwrap();
-    let p1 = pool.clone();
-    let addrs: Vec<usize> = std::thread::spawn(move || {
-        p1.bind_current_thread(1);
-        let mut v = Vec::new();
-        while let Some(p) = p1.alloc(60_000) {
-            v.push(p.as_ptr() as usize);
-        }
-        // Give everything back from shard 1 itself except the last chunk.
-        let last = v.pop().unwrap();
-        for a in v {
-            // SAFETY: live chunks of this pool.
-            unsafe { p1.free(NonNull::new(a as *mut u8).unwrap()) };
-        }
-        vec![last]
-    })
-    .join()
-    .unwrap();
-    pool.bind_current_thread(0);
-    // The freed nodes are parked or held by idle shard 1; shard 0 gets them.
+    let (filled_tx, filled_rx) = mpsc::channel();
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    let a = {
+        let pool = pool.clone();
+        std::thread::spawn(move || {
+            pool.bind_current_thread(0);
+            let mut v = Vec::new();
+            while let Some(p) = pool.alloc(60_000) {
+                v.push(p.as_ptr() as usize);
+            }
+            filled_tx.send(v).unwrap();
+            let _ = done_rx.recv();
+        })
+    };
+    let addrs = filled_rx.recv().unwrap();
+    assert!(addrs.len() >= 128, "A filled the pool ({} chunks)", addrs.len());
+    pool.bind_current_thread(1);
+    for &addr in &addrs {
+        // SAFETY: live chunks of this pool, handed over by A, freed once.
+        unsafe { pool.free(NonNull::new(addr as *mut u8).unwrap()) };
+    }
+    let st = pool.stats();
+    assert_eq!(st.remote_frees_queued, addrs.len() as u64, "every free went to shard 0's queue: {st:?}");
+    assert_eq!(st.remote_frees_drained, 0, "idle shard 0 drained nothing");
     let mut got = Vec::new();
     while let Some(p) = pool.alloc(60_000) {
         got.push(p);
     }
-    assert!(got.len() >= 90, "shard 0 reclaimed shard 1's free nodes (got {} chunks)", got.len());
-    // Shard 0 frees shard 1's last chunk remotely; shard 1 goes idle.
-    // SAFETY: live chunk.
-    unsafe { pool.free(NonNull::new(addrs[0] as *mut u8).unwrap()) };
+    assert!(got.len() + 2 >= addrs.len(), "B got {} of {} chunks", got.len(), addrs.len());
+    assert_eq!(pool.stats().remote_frees_drained, addrs.len() as u64, "the reclaim drained the idle owner's queue");
     for p in got {
         // SAFETY: live chunks.
         unsafe { pool.free(p) };
     }
+    drop(done_tx);
+    a.join().unwrap();
     pool.collect();
     pool.validate().unwrap();
     assert_eq!(pool.stats().in_use_bytes, 0);
