@@ -5,11 +5,13 @@
 //! - [`workloads`]: P1..P6, generic over the trait;
 //! - [`trace`] and [`replay`]: the allocation-trace format and its replay;
 //! - [`frag_map`]: the PNG fragmentation map of P3;
-//! - [`report`]: markdown tables and JSON lines;
+//! - [`report`]: markdown tables and JSON lines; [`goals`]: issue 10's goals,
+//!   with verdicts computed from the figures;
 //! - [`suite`]: runs every workload on every peer and builds the reports;
 //! - [`rng`], [`sizes`], [`spsc`], [`mem_stats`]: shared pieces.
 
 pub mod frag_map;
+pub mod goals;
 pub mod mem_stats;
 pub mod peers;
 pub mod replay;

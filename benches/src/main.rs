@@ -1,15 +1,14 @@
 //! `nta-bench`: runs the NTA benchmark suite or replays an allocation trace.
 //! Argument parsing only; everything else is library code.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use nta_bench::peers::{with_peer, NtaTuning, Peer, PeerConfig, PeerKind, PeerVisitor};
+use nta_bench::peers::{parse_hugepages, with_peer, HugePages, NtaTuning, Peer, PeerConfig, PeerKind, PeerVisitor};
 use nta_bench::replay::{replay, ReplayResult};
-use nta_bench::report::Json;
 use nta_bench::suite::{run_all, worker, Isolation, SuiteOptions, WorkloadId};
-use nta_bench::trace::{parse, Trace};
+use nta_bench::trace::{load, parse, Trace};
 use nta_bench::workloads::{Scale, DEFAULT_SEED};
 
 #[derive(Parser)]
@@ -46,6 +45,10 @@ enum Command {
         /// allocators then carry over from one run to the next).
         #[arg(long)]
         in_process: bool,
+        /// Runs per (workload, allocator) of P1, P2, P4 and P6; each row shows
+        /// the median run (P5 always runs at least 5 times, P3 once).
+        #[arg(long, default_value_t = 1)]
+        repeat: usize,
         #[command(flatten)]
         nta: NtaArgs,
     },
@@ -67,17 +70,23 @@ enum Command {
     },
     /// Replay an allocation trace and print one JSON line.
     Replay {
-        /// The trace file (see benches/README.md for the format).
+        /// The trace file, plain or gzip-compressed (`.gz`); see benches/README.md for the format.
         file: PathBuf,
         /// The allocator to replay on.
         #[arg(long, value_enum)]
         alloc: PeerKind,
+        #[command(flatten)]
+        nta: NtaArgs,
     },
 }
 
-/// NTA settings away from nta-core's defaults, for diagnosis.
+/// NTA settings: the hugepage footing, and diagnostics.
 #[derive(clap::Args)]
 struct NtaArgs {
+    /// NTA's hugepage policy: off (default here: 4 KiB pages, the same footing
+    /// as the other allocators), try (nta-core's default) or require.
+    #[arg(long, default_value = "off", value_parser = parse_hugepages)]
+    nta_hugepages: HugePages,
     /// Diagnostic: NTA on private anonymous memory instead of memfd segments.
     #[arg(long)]
     nta_private: bool,
@@ -92,6 +101,7 @@ struct NtaArgs {
 impl NtaArgs {
     fn tuning(&self) -> NtaTuning {
         NtaTuning {
+            hugepages: self.nta_hugepages,
             exportable: self.nta_private.then_some(false),
             retain_bytes: self.nta_retain_bytes,
             shards: self.nta_shards,
@@ -108,8 +118,8 @@ impl PeerVisitor for ReplayVisitor<'_> {
     }
 }
 
-fn run_replay(file: &PathBuf, alloc: PeerKind) -> ExitCode {
-    let bytes = match std::fs::read(file) {
+fn run_replay(file: &Path, alloc: PeerKind, tuning: NtaTuning) -> ExitCode {
+    let bytes = match load(file) {
         Ok(bytes) => bytes,
         Err(error) => {
             eprintln!("nta-bench: cannot read {}: {error}", file.display());
@@ -123,18 +133,11 @@ fn run_replay(file: &PathBuf, alloc: PeerKind) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match with_peer(alloc, PeerConfig::default(), ReplayVisitor(&trace)) {
+    drop(bytes);
+    let config = PeerConfig { nta_tuning: tuning, nta_shards: tuning.shards, capacity_bytes: None };
+    match with_peer(alloc, config, ReplayVisitor(&trace)) {
         Ok(result) => {
-            let line = Json::obj(vec![
-                ("alloc", Json::str(alloc.name())),
-                ("ops", Json::Int(result.ops)),
-                ("elapsed_ns", Json::Int(result.elapsed_ns)),
-                ("peak_live_requested_bytes", Json::Int(result.peak_live_requested_bytes)),
-                ("peak_footprint_bytes", Json::Int(result.peak_footprint_bytes)),
-                ("footprint_source", Json::str(result.footprint_source)),
-                ("failed_allocs", Json::Int(result.failed_allocs)),
-            ]);
-            println!("{line}");
+            println!("{}", result.to_json(alloc.name()));
             ExitCode::SUCCESS
         }
         Err(error) => {
@@ -147,7 +150,7 @@ fn run_replay(file: &PathBuf, alloc: PeerKind) -> ExitCode {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::All { quick, json, seed, workloads, allocs, map_dir, in_process, nta } => {
+        Command::All { quick, json, seed, workloads, allocs, map_dir, in_process, repeat, nta } => {
             let isolation = match std::env::current_exe() {
                 Ok(exe) if !in_process => Isolation::ChildProcess(exe),
                 _ => Isolation::InProcess,
@@ -160,6 +163,7 @@ fn main() -> ExitCode {
                 progress: true,
                 isolation,
                 nta_tuning: nta.tuning(),
+                repeats: repeat,
             };
             let workloads = workloads.unwrap_or_else(|| WorkloadId::RUN_ORDER.to_vec());
             for report in run_all(&workloads, &options) {
@@ -182,10 +186,11 @@ fn main() -> ExitCode {
                 progress: false,
                 isolation: Isolation::InProcess,
                 nta_tuning: nta.tuning(),
+                repeats: 1,
             };
             println!("{}", worker(workload, alloc, &options));
             ExitCode::SUCCESS
         }
-        Command::Replay { file, alloc } => run_replay(&file, alloc),
+        Command::Replay { file, alloc, nta } => run_replay(&file, alloc, nta.tuning()),
     }
 }
