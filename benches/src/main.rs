@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use nta_bench::alloc_log;
 use nta_bench::peers::{parse_hugepages, with_peer, HugePages, NtaTuning, Peer, PeerConfig, PeerKind, PeerVisitor};
 use nta_bench::replay::{replay, ReplayResult};
 use nta_bench::suite::{run_all, worker, Isolation, SuiteOptions, WorkloadId};
@@ -68,6 +69,16 @@ enum Command {
         #[command(flatten)]
         nta: NtaArgs,
     },
+    /// Convert the logs of benches/tools/alloc_trace.c (one directory, one
+    /// file per process) into a trace; prints what it could not explain as
+    /// JSON on stderr.
+    Convert {
+        /// Directory of `*.ntatrace` files (the logger's NTA_TRACE_DIR).
+        dir: PathBuf,
+        /// Output file (gzip-compressed if it ends in `.gz`); stdout if absent.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
     /// Replay an allocation trace and print one JSON line.
     Replay {
         /// The trace file, plain or gzip-compressed (`.gz`); see benches/README.md for the format.
@@ -78,6 +89,41 @@ enum Command {
         #[command(flatten)]
         nta: NtaArgs,
     },
+}
+
+/// Where `convert` writes.
+fn convert_logs(dir: &Path, output: Option<&Path>) -> ExitCode {
+    let logs = match alloc_log::read_dir(dir) {
+        Ok(logs) => logs,
+        Err(error) => {
+            eprintln!("nta-bench: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let written = match output {
+        None => alloc_log::convert(logs, std::io::BufWriter::new(std::io::stdout().lock())),
+        Some(path) => std::fs::File::create(path).and_then(|file| {
+            let file = std::io::BufWriter::new(file);
+            if path.extension().is_some_and(|ext| ext == "gz") {
+                let mut encoder = flate2::write::GzEncoder::new(file, flate2::Compression::best());
+                let stats = alloc_log::convert(logs, &mut encoder)?;
+                encoder.finish()?.into_inner().map_err(|error| error.into_error())?.sync_all()?;
+                Ok(stats)
+            } else {
+                alloc_log::convert(logs, file)
+            }
+        }),
+    };
+    match written {
+        Ok(stats) => {
+            eprintln!("{}", stats.to_json());
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("nta-bench: cannot write the trace: {error}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 /// NTA settings: the hugepage footing, and diagnostics.
@@ -192,5 +238,6 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Replay { file, alloc, nta } => run_replay(&file, alloc, nta.tuning()),
+        Command::Convert { dir, output } => convert_logs(&dir, output.as_deref()),
     }
 }
