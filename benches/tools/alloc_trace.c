@@ -34,13 +34,21 @@
  *   forgets the parent's file and the cached thread id, and notes the
  *   parent's pid and sequence number in the child's file header.
  *
- * Environment: NTA_TRACE_DIR (required; nothing is recorded without it).
+ * - malloc_usable_size is forwarded to glibc's (looked up in libc.so.6
+ *   itself), so a program linked against another allocator (Debian's
+ *   redis-server imports malloc and malloc_usable_size from libjemalloc)
+ *   runs consistently on glibc under the logger. Such a program's trace is
+ *   the request stream it makes on glibc.
+ *
+ * Environment: NTA_TRACE_DIR (required; nothing is recorded without it),
+ * read once at start, since some programs clear their environment.
  *
  * Limits, by design: records still in the buffers of threads that are alive
  * when the process exits, or of a process killed by a signal, are lost.
  */
 
 #define _GNU_SOURCE
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -144,13 +152,27 @@ static char *put_decimal(char *out, uint64_t value) {
     return out;
 }
 
-/* Opens this process's file (under open_lock). */
-static void open_trace_file(void) {
+/* $NTA_TRACE_DIR, copied at start: some programs clear their environment
+ * (nginx's workers keep only TZ). Empty: not read yet. */
+static char trace_dir[3072];
+
+/* Copies $NTA_TRACE_DIR into trace_dir; disables recording without it. */
+static void read_trace_dir(void) {
     const char *dir = getenv("NTA_TRACE_DIR");
-    if (dir == NULL || strlen(dir) > 3000) {
+    if (dir == NULL || dir[0] == '\0' || strlen(dir) >= sizeof trace_dir) {
         disabled = 1;
         return;
     }
+    memcpy(trace_dir, dir, strlen(dir) + 1);
+}
+
+/* Opens this process's file (under open_lock). */
+static void open_trace_file(void) {
+    if (trace_dir[0] == '\0')
+        read_trace_dir();
+    if (disabled)
+        return;
+    const char *dir = trace_dir;
     uint32_t pid = (uint32_t)getpid();
     for (uint64_t n = 0; n < 1000; n++) {
         char path[4096];
@@ -232,8 +254,7 @@ static void fork_child(void) {
 
 __attribute__((constructor)) static void trace_init(void) {
     in_wrapper = 1;
-    if (getenv("NTA_TRACE_DIR") == NULL)
-        disabled = 1;
+    read_trace_dir();
     if (pthread_key_create(&exit_key, on_thread_exit) == 0)
         exit_key_ready = 1;
     pthread_atfork(fork_prepare, fork_parent, fork_child);
@@ -369,3 +390,34 @@ static void *page_aligned(void *(*real)(size_t), size_t size) {
 void *valloc(size_t size) { return page_aligned(__libc_valloc, size); }
 
 void *pvalloc(size_t size) { return page_aligned(__libc_pvalloc, size); }
+
+size_t malloc_usable_size(void *ptr);
+
+static size_t (*libc_usable_size)(void *);
+
+/* glibc's malloc_usable_size, found in libc.so.6's own scope (a default or
+ * RTLD_NEXT lookup could find this file's or another allocator's). */
+static void resolve_libc_usable_size(void) {
+    int nested = in_wrapper;
+    in_wrapper = 1;
+    void *libc = dlopen("libc.so.6", RTLD_LAZY | RTLD_NOLOAD);
+    if (libc != NULL) {
+        void *symbol = dlsym(libc, "malloc_usable_size");
+        if (symbol != (void *)malloc_usable_size)
+            __atomic_store_n(&libc_usable_size, (size_t(*)(void *))symbol, __ATOMIC_RELEASE);
+        dlclose(libc);
+    }
+    in_wrapper = nested;
+}
+
+size_t malloc_usable_size(void *ptr) {
+    if (ptr == NULL)
+        return 0;
+    if (__atomic_load_n(&libc_usable_size, __ATOMIC_ACQUIRE) == NULL)
+        resolve_libc_usable_size();
+    if (libc_usable_size == NULL) {
+        say("alloc_trace: glibc's malloc_usable_size not found\n");
+        abort();
+    }
+    return libc_usable_size(ptr);
+}

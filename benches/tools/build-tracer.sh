@@ -8,7 +8,7 @@ out=${1:?usage: build-tracer.sh OUT_DIR}
 here=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$out"
 "${CC:-cc}" -O2 -g -fPIC -shared -Wall -Wextra -Werror -std=gnu11 \
-  -o "$out/libntatrace.so" "$here/alloc_trace.c" -lpthread
+  -o "$out/libntatrace.so" "$here/alloc_trace.c" -lpthread -ldl
 "${CC:-cc}" -O0 -fno-builtin -Wall -Wextra -Werror -std=gnu11 -pthread \
   -o "$out/trace_selftest" "$here/trace_selftest.c"
 echo "$out/libntatrace.so"

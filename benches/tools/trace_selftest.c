@@ -5,7 +5,8 @@
  * - 1000 blocks of 24 + i bytes allocated on the main thread; a second
  *   thread frees the even ones, the main thread the odd ones (remote frees);
  * - one of each other call: calloc, realloc (NULL, grow, to 0),
- *   posix_memalign, aligned_alloc, memalign, valloc, reallocarray;
+ *   posix_memalign, aligned_alloc, memalign, valloc, reallocarray, and
+ *   malloc_usable_size (forwarded to glibc's);
  * - a marker block of 777777 bytes, allocated and freed last.
  *
  * Built with -O0 -fno-builtin: the compiler may otherwise drop a malloc
@@ -34,6 +35,8 @@ int main(void) {
         blocks[i] = malloc(24 + (size_t)i);
         memset(blocks[i], 1, 24 + (size_t)i);
     }
+    if (malloc_usable_size(blocks[0]) < 24)
+        return 2;
     pthread_t thread;
     if (pthread_create(&thread, NULL, free_even, NULL) != 0)
         return 1;
