@@ -70,8 +70,19 @@ impl Goal {
             Some(v) if (at_most && v <= bound) || (!at_most && v >= bound) => (format!("{what} {v:.3}"), Verdict::Met),
             Some(v) => {
                 let by = if at_most { v / bound - 1.0 } else { 1.0 - v / bound };
-                (format!("{what} {v:.3}, missed by {:.1}%", by * 100.0), Verdict::Missed)
+                let by = if by.is_finite() { format!(", missed by {:.1}%", by * 100.0) } else { String::new() };
+                (format!("{what} {v:.3}{by}"), Verdict::Missed)
             }
+        };
+        Goal { workload: workload.to_string(), text: text.to_string(), measured, verdict }
+    }
+
+    /// A goal that `count` (of something bad, named by `what`) is zero.
+    pub fn none(workload: &str, text: &str, what: &str, count: Option<u64>) -> Goal {
+        let (measured, verdict) = match count {
+            None => (format!("{what}: not measured"), Verdict::NotMeasured),
+            Some(0) => (format!("{what}: 0"), Verdict::Met),
+            Some(n) => (format!("{what}: {n}"), Verdict::Missed),
         };
         Goal { workload: workload.to_string(), text: text.to_string(), measured, verdict }
     }
@@ -114,6 +125,8 @@ mod tests {
         assert_eq!(Goal::at_least("P5", "t", "x", None, 1.0).verdict, Verdict::NotMeasured);
         assert_eq!(Goal::every("P4", "t", 3, &[]).verdict, Verdict::Met);
         assert_eq!(Goal::every("P4", "t", 3, &["a".into()]).verdict, Verdict::Missed);
+        assert_eq!(Goal::none("T", "t", "refused", Some(0)).verdict, Verdict::Met);
+        assert_eq!(Goal::none("T", "t", "refused", Some(6)).measured, "refused: 6");
         assert_eq!(leanest([("a", Some(2.0)), ("b", None), ("c", Some(1.5))]), Some(("c", 1.5)));
     }
 }

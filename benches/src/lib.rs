@@ -9,6 +9,8 @@
 //! - [`report`]: markdown tables and JSON lines; [`goals`]: issue 10's goals,
 //!   with verdicts computed from the figures;
 //! - [`suite`]: runs every workload on every peer and builds the reports;
+//!   [`trace_table`]: the recorded traces on NTA and the three peers;
+//!   [`results`]: `nta-bench results`, which writes benches/RESULTS.md;
 //! - [`rng`], [`sizes`], [`spsc`], [`mem_stats`]: shared pieces.
 
 pub mod alloc_log;
@@ -18,9 +20,11 @@ pub mod mem_stats;
 pub mod peers;
 pub mod replay;
 pub mod report;
+pub mod results;
 pub mod rng;
 pub mod sizes;
 pub mod spsc;
 pub mod suite;
 pub mod trace;
+pub mod trace_table;
 pub mod workloads;

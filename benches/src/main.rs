@@ -5,12 +5,12 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use nta_bench::alloc_log;
 use nta_bench::peers::{parse_hugepages, with_peer, HugePages, NtaTuning, Peer, PeerConfig, PeerKind, PeerVisitor};
 use nta_bench::replay::{replay, ReplayResult};
 use nta_bench::suite::{run_all, worker, Isolation, SuiteOptions, WorkloadId};
 use nta_bench::trace::{load, parse, Trace};
 use nta_bench::workloads::{Scale, DEFAULT_SEED};
+use nta_bench::{alloc_log, mem_stats, results, trace_table};
 
 #[derive(Parser)]
 #[command(name = "nta-bench", about = "NTA against glibc, mimalloc, jemalloc, a pow2 model and a mempool model")]
@@ -50,6 +50,31 @@ enum Command {
         /// the median run (P5 always runs at least 5 times, P3 once).
         #[arg(long, default_value_t = 1)]
         repeat: usize,
+        #[command(flatten)]
+        nta: NtaArgs,
+    },
+    /// Measure everything in RESULTS.md's allocator tables (every workload,
+    /// then every recorded trace) and write the file (or print it).
+    Results {
+        /// Write RESULTS.md here (keeping what is below its kept-marker);
+        /// print to stdout if absent.
+        #[arg(long)]
+        write: Option<PathBuf>,
+        /// Scaled-down workloads (for trying the command; RESULTS.md uses full).
+        #[arg(long)]
+        quick: bool,
+        /// Runs per (workload, allocator) of P1, P2, P4 and P6 (P5: at least 5).
+        #[arg(long, default_value_t = 3)]
+        repeat: usize,
+        /// Replays per (trace, allocator).
+        #[arg(long, default_value_t = 3)]
+        trace_runs: usize,
+        /// Directory of recorded traces (`*.trace.gz`).
+        #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/traces"))]
+        traces: PathBuf,
+        /// Directory for the P3 fragmentation maps (PNG).
+        #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/out"))]
+        map_dir: PathBuf,
         #[command(flatten)]
         nta: NtaArgs,
     },
@@ -126,13 +151,18 @@ fn convert_logs(dir: &Path, output: Option<&Path>) -> ExitCode {
     }
 }
 
-/// NTA settings: the hugepage footing, and diagnostics.
+/// The hugepage footing, and NTA diagnostics.
 #[derive(clap::Args)]
 struct NtaArgs {
-    /// NTA's hugepage policy: off (default here: 4 KiB pages, the same footing
-    /// as the other allocators), try (nta-core's default) or require.
-    #[arg(long, default_value = "off", value_parser = parse_hugepages)]
-    nta_hugepages: HugePages,
+    /// Give every allocator its huge pages: NTA `HugePages::Try` (nta-core's
+    /// default) and the kernel's THP mode for the others. Without it, all run
+    /// on 4 KiB pages: NTA `HugePages::Off`, THP disabled for this process
+    /// and its children (PR_SET_THP_DISABLE).
+    #[arg(long)]
+    hugepages: bool,
+    /// Diagnostic: NTA's hugepage policy (off, try, require), overriding the footing.
+    #[arg(long, value_parser = parse_hugepages)]
+    nta_hugepages: Option<HugePages>,
     /// Diagnostic: NTA on private anonymous memory instead of memfd segments.
     #[arg(long)]
     nta_private: bool,
@@ -145,9 +175,14 @@ struct NtaArgs {
 }
 
 impl NtaArgs {
-    fn tuning(&self) -> NtaTuning {
+    /// Sets up this process's footing (see `hugepages`) and returns NTA's settings.
+    fn footing(&self) -> NtaTuning {
+        if !self.hugepages && !mem_stats::disable_thp() {
+            eprintln!("nta-bench: cannot disable THP for this process; the other allocators may get huge pages");
+        }
+        let default = if self.hugepages { HugePages::Try } else { HugePages::Off };
         NtaTuning {
-            hugepages: self.nta_hugepages,
+            hugepages: self.nta_hugepages.unwrap_or(default),
             exportable: self.nta_private.then_some(false),
             retain_bytes: self.nta_retain_bytes,
             shards: self.nta_shards,
@@ -193,6 +228,73 @@ fn run_replay(file: &Path, alloc: PeerKind, tuning: NtaTuning) -> ExitCode {
     }
 }
 
+/// `nta-bench results`.
+fn run_results(
+    write: Option<PathBuf>,
+    scale: Scale,
+    repeat: usize,
+    trace_runs: usize,
+    traces_dir: &Path,
+    map_dir: PathBuf,
+    nta_tuning: NtaTuning,
+) -> ExitCode {
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(error) => {
+            eprintln!("nta-bench: cannot find this executable: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let traces = match trace_table::traces_in(traces_dir) {
+        Ok(traces) => traces,
+        Err(error) => {
+            eprintln!("nta-bench: cannot list {}: {error}", traces_dir.display());
+            return ExitCode::from(2);
+        }
+    };
+    let existing = match &write {
+        Some(path) => match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(error) => {
+                eprintln!("nta-bench: cannot read {}: {error}", path.display());
+                return ExitCode::from(2);
+            }
+        },
+        None => String::new(),
+    };
+    let command: Vec<String> = std::env::args().skip(1).collect();
+    let options = results::ResultsOptions {
+        suite: SuiteOptions {
+            scale,
+            seed: DEFAULT_SEED,
+            peers: PeerKind::ALL.to_vec(),
+            map_dir: Some(map_dir),
+            progress: true,
+            isolation: Isolation::ChildProcess(exe.clone()),
+            nta_tuning,
+            repeats: repeat.max(1),
+        },
+        exe,
+        traces,
+        trace_runs: trace_runs.max(1),
+        command: format!("benches/run-results.sh (nta-bench {})", command.join(" ")),
+    };
+    let measured = results::measure(options);
+    let text = results::render(&measured, &results::kept_part(&existing));
+    match write {
+        Some(path) => {
+            if let Err(error) = std::fs::write(&path, text) {
+                eprintln!("nta-bench: cannot write {}: {error}", path.display());
+                return ExitCode::from(2);
+            }
+            eprintln!("[nta-bench] wrote {}", path.display());
+        }
+        None => print!("{text}"),
+    }
+    ExitCode::SUCCESS
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -208,7 +310,7 @@ fn main() -> ExitCode {
                 map_dir: Some(map_dir),
                 progress: true,
                 isolation,
-                nta_tuning: nta.tuning(),
+                nta_tuning: nta.footing(),
                 repeats: repeat,
             };
             let workloads = workloads.unwrap_or_else(|| WorkloadId::RUN_ORDER.to_vec());
@@ -231,13 +333,17 @@ fn main() -> ExitCode {
                 map_dir,
                 progress: false,
                 isolation: Isolation::InProcess,
-                nta_tuning: nta.tuning(),
+                nta_tuning: nta.footing(),
                 repeats: 1,
             };
             println!("{}", worker(workload, alloc, &options));
             ExitCode::SUCCESS
         }
-        Command::Replay { file, alloc, nta } => run_replay(&file, alloc, nta.tuning()),
+        Command::Replay { file, alloc, nta } => run_replay(&file, alloc, nta.footing()),
         Command::Convert { dir, output } => convert_logs(&dir, output.as_deref()),
+        Command::Results { write, quick, repeat, trace_runs, traces, map_dir, nta } => {
+            let scale = if quick { Scale::Quick } else { Scale::Full };
+            run_results(write, scale, repeat, trace_runs, &traces, map_dir, nta.footing())
+        }
     }
 }

@@ -7,10 +7,10 @@
 //! Each report also carries its goals ([`crate::goals`]), with verdicts
 //! computed from the figures.
 //!
-//! Footing: NTA runs with hugepages off unless `--nta-hugepages` says
-//! otherwise ([`NtaTuning`]); every table notes the hugepage footing, the
-//! kernel's THP mode that the other allocators get, and the hugetlb pages
-//! reserved.
+//! Footing: every allocator runs on 4 KiB pages unless `--hugepages` says
+//! otherwise (NTA with `HugePages::Off`, the others with THP disabled for
+//! the process, see [`crate::mem_stats`]); every table states the footing
+//! and the hugetlb pages reserved.
 //!
 //! Repeats: a timed workload can run several times per peer (each in its own
 //! child process); the report shows the run with the median headline figure
@@ -189,6 +189,9 @@ fn run_child<T: DeserializeOwned>(
         command.args(["--nta-shards", &shards.to_string()]);
     }
     command.args(["--nta-hugepages", hugepages_name(options.nta_tuning.hugepages)]);
+    if mem_stats::thp_disabled() != Some(true) {
+        command.arg("--hugepages");
+    }
     let output = command.output().map_err(|error| format!("cannot start worker: {error}"))?;
     let stderr = String::from_utf8_lossy(&output.stderr);
     if !output.status.success() {
@@ -361,25 +364,26 @@ fn error_json(id: WorkloadId, kind: PeerKind, error: &str) -> Json {
     Json::obj(vec![("workload", Json::str(id.name())), ("alloc", Json::str(kind.name())), ("error", Json::str(error))])
 }
 
-/// The hugepage footing of a run, in words: NTA's policy, the THP mode the
-/// other allocators' anonymous memory gets, and the hugetlb pages reserved.
+/// The hugepage footing of this process, in words: NTA's policy, whether
+/// the other allocators get transparent huge pages, and the hugetlb pages
+/// reserved.
 pub fn footing_note(tuning: &NtaTuning) -> String {
     let nta = match tuning.hugepages {
-        HugePages::Off => {
-            "NTA hugepages **off** (`HugePages::Off`: 4 KiB pages, no THP advice; the default here)".into()
-        }
-        other => format!(
-            "NTA hugepages **{}** (`--nta-hugepages {}`: NTA may get 2 MiB pages the other allocators do not)",
-            hugepages_name(other),
-            hugepages_name(other)
-        ),
+        HugePages::Off => "NTA hugepages **off** (`HugePages::Off`: 4 KiB pages)".to_string(),
+        other => format!("NTA hugepages **{}** (2 MiB hugetlb or THP pages where it can)", hugepages_name(other)),
     };
     let unknown = || "unknown".to_string();
+    let peers = match mem_stats::thp_disabled() {
+        Some(true) => "THP **disabled** for the benchmark processes (`PR_SET_THP_DISABLE`): glibc, mimalloc, \
+                       jemalloc and the models on 4 KiB pages"
+            .to_string(),
+        _ => format!(
+            "THP left to the kernel for glibc, mimalloc, jemalloc and the models (`{}` for anonymous memory)",
+            mem_stats::thp_mode().unwrap_or_else(unknown)
+        ),
+    };
     format!(
-        "Footing: {nta}; kernel THP for anonymous memory (glibc, mimalloc, jemalloc, the models): `{}`, for shmem: `{}`; \
-         hugetlb pages reserved: {}.",
-        mem_stats::thp_mode().unwrap_or_else(unknown),
-        mem_stats::shmem_thp_mode().unwrap_or_else(unknown),
+        "Footing: {nta}; {peers}; hugetlb pages reserved on the machine: {}.",
         mem_stats::reserved_hugepages().map_or_else(unknown, |pages| pages.to_string())
     )
 }

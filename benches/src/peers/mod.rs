@@ -161,9 +161,10 @@ pub struct PeerConfig {
 /// NTA builder settings that differ from nta-core's defaults.
 ///
 /// One of them is on by default: the comparison runs NTA with
-/// [`HugePages::Off`], on 4 KiB pages like the other peers' own requests, so
-/// that no allocator gets preallocated 2 MiB pages the others do not
-/// (`--nta-hugepages try` restores nta-core's default; reports say which).
+/// [`HugePages::Off`], on 4 KiB pages like the other peers (whose THP the
+/// command line turns off, see [`crate::mem_stats::disable_thp`]), so that
+/// no allocator gets 2 MiB pages the others do not (`--hugepages` gives
+/// every allocator its huge pages instead; reports say which).
 /// The others are diagnostics (`--nta-private`, `--nta-retain-bytes`,
 /// `--nta-shards`), to find out where NTA's time goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
