@@ -250,7 +250,7 @@ where
             }
             results.sort_by(|a, b| metric(a).total_cmp(&metric(b)));
             if runs > 1 {
-                let figures: Vec<String> = results.iter().map(|r| format!("{:.3e}", metric(r))).collect();
+                let figures: Vec<String> = results.iter().map(|r| fmt_figure(metric(r))).collect();
                 spreads.push(format!("{} {}", kind.name(), figures.join(" / ")));
             }
             let median = results.swap_remove((results.len() - 1) / 2);
@@ -349,6 +349,16 @@ fn nta_value<R>(outcomes: &PeerOutcomes<R>, metric: impl Fn(&R) -> Option<f64>) 
 /// The figure of `kind`, for the goal footers.
 fn peer_value<R>(outcomes: &PeerOutcomes<R>, kind: PeerKind, metric: impl Fn(&R) -> Option<f64>) -> Option<f64> {
     outcomes.iter().find(|(k, _)| *k == kind).and_then(|(_, outcome)| outcome.as_ref().ok()).and_then(metric)
+}
+
+/// A figure with about four significant digits ("21.41", "6.57 M").
+fn fmt_figure(value: f64) -> String {
+    match value.abs() {
+        v if v >= 1e6 => format!("{:.2} M", value / 1e6),
+        v if v >= 1e3 => format!("{value:.0}"),
+        v if v >= 10.0 => format!("{value:.2}"),
+        _ => format!("{value:.3}"),
+    }
 }
 
 /// The general-purpose peers the goals compare NTA with.

@@ -195,7 +195,11 @@ pub fn report(traces: &[(PathBuf, Vec<TraceRow>)], runs: usize, tuning: &NtaTuni
                     first.ops.to_string(),
                     first.threads.to_string(),
                     row.kind.name().to_string(),
-                    row.time_ms().map_or("n/a".into(), |ms| format!("{ms:.1}")),
+                    match row.time_ms() {
+                        Some(ms) if first.failed_allocs > 0 => format!("{ms:.1} (did less work)"),
+                        Some(ms) => format!("{ms:.1}"),
+                        None => "n/a".into(),
+                    },
                     fmt_ratio(ratio(nta_time, row.time_ms())),
                     fmt_mib(Some(first.peak_live_requested_bytes)),
                     fmt_mib(row.resident_bytes()),
@@ -231,14 +235,26 @@ pub fn report(traces: &[(PathBuf, Vec<TraceRow>)], runs: usize, tuning: &NtaTuni
         }
         let peer = |kind: PeerKind| rows.iter().find(|row| row.kind == kind);
         let workload = format!("trace {name}");
+        let refused = nta.and_then(TraceRow::first).map_or(0, |r| r.failed_allocs);
         for kind in [PeerKind::System, PeerKind::Mimalloc] {
-            goals.push(Goal::at_most(
+            let mut goal = Goal::at_most(
                 &workload,
                 &format!("{name}: NTA time ≤ {}", kind.name()),
                 &format!("NTA/{}", kind.name()),
                 ratio(nta_time, peer(kind).and_then(TraceRow::time_ms)),
                 1.0,
-            ));
+            );
+            if refused > 0 {
+                // NTA skipped the refused requests (and never wrote their
+                // bytes): it did less work, so its time proves nothing.
+                goal.measured = format!(
+                    "{}, but NTA refused {refused} request{} and skipped their work: not comparable",
+                    goal.measured,
+                    if refused == 1 { "" } else { "s" }
+                );
+                goal.verdict = crate::goals::Verdict::NotMeasured;
+            }
+            goals.push(goal);
         }
         let lean = leanest(
             [PeerKind::System, PeerKind::Jemalloc, PeerKind::Mimalloc]
@@ -299,9 +315,10 @@ mod tests {
         assert!(markdown.contains("**1** (4194304)"), "{markdown}");
         let refused = goals.iter().find(|goal| goal.text.contains("refuses")).unwrap();
         assert_eq!(refused.verdict, crate::goals::Verdict::Missed);
-        assert!(goals
-            .iter()
-            .filter(|goal| goal.text.contains("time"))
-            .all(|g| g.verdict == crate::goals::Verdict::Met));
+        // Equal times, but NTA skipped a request: the time goals are not comparable.
+        let times: Vec<_> = goals.iter().filter(|goal| goal.text.contains("time")).collect();
+        assert_eq!(times.len(), 2);
+        assert!(times.iter().all(|g| g.verdict == crate::goals::Verdict::NotMeasured), "{times:?}");
+        assert!(markdown.contains("(did less work)"), "{markdown}");
     }
 }
