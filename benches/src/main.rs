@@ -1,16 +1,16 @@
 //! `nta-bench`: runs the NTA benchmark suite or replays an allocation trace.
 //! Argument parsing only; everything else is library code.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use nta_bench::peers::{with_peer, NtaTuning, Peer, PeerConfig, PeerKind, PeerVisitor};
+use nta_bench::peers::{parse_hugepages, with_peer, HugePages, NtaTuning, Peer, PeerConfig, PeerKind, PeerVisitor};
 use nta_bench::replay::{replay, ReplayResult};
-use nta_bench::report::Json;
 use nta_bench::suite::{run_all, worker, Isolation, SuiteOptions, WorkloadId};
-use nta_bench::trace::{parse, Trace};
+use nta_bench::trace::{load, parse, Trace};
 use nta_bench::workloads::{Scale, DEFAULT_SEED};
+use nta_bench::{alloc_log, mem_stats, results, trace_table};
 
 #[derive(Parser)]
 #[command(name = "nta-bench", about = "NTA against glibc, mimalloc, jemalloc, a pow2 model and a mempool model")]
@@ -46,6 +46,35 @@ enum Command {
         /// allocators then carry over from one run to the next).
         #[arg(long)]
         in_process: bool,
+        /// Runs per (workload, allocator) of P1, P2, P4 and P6; each row shows
+        /// the median run (P5 always runs at least 5 times, P3 once).
+        #[arg(long, default_value_t = 1)]
+        repeat: usize,
+        #[command(flatten)]
+        nta: NtaArgs,
+    },
+    /// Measure everything in RESULTS.md's allocator tables (every workload,
+    /// then every recorded trace) and write the file (or print it).
+    Results {
+        /// Write RESULTS.md here (keeping what is below its kept-marker);
+        /// print to stdout if absent.
+        #[arg(long)]
+        write: Option<PathBuf>,
+        /// Scaled-down workloads (for trying the command; RESULTS.md uses full).
+        #[arg(long)]
+        quick: bool,
+        /// Runs per (workload, allocator) of P1, P2, P4 and P6 (P5: at least 5).
+        #[arg(long, default_value_t = 3)]
+        repeat: usize,
+        /// Replays per (trace, allocator).
+        #[arg(long, default_value_t = 3)]
+        trace_runs: usize,
+        /// Directory of recorded traces (`*.trace.gz`).
+        #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/traces"))]
+        traces: PathBuf,
+        /// Directory for the P3 fragmentation maps (PNG).
+        #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/out"))]
+        map_dir: PathBuf,
         #[command(flatten)]
         nta: NtaArgs,
     },
@@ -65,19 +94,75 @@ enum Command {
         #[command(flatten)]
         nta: NtaArgs,
     },
+    /// Convert the logs of benches/tools/alloc_trace.c (one directory, one
+    /// file per process) into a trace; prints what it could not explain as
+    /// JSON on stderr.
+    Convert {
+        /// Directory of `*.ntatrace` files (the logger's NTA_TRACE_DIR).
+        dir: PathBuf,
+        /// Output file (gzip-compressed if it ends in `.gz`); stdout if absent.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
     /// Replay an allocation trace and print one JSON line.
     Replay {
-        /// The trace file (see benches/README.md for the format).
+        /// The trace file, plain or gzip-compressed (`.gz`); see benches/README.md for the format.
         file: PathBuf,
         /// The allocator to replay on.
         #[arg(long, value_enum)]
         alloc: PeerKind,
+        #[command(flatten)]
+        nta: NtaArgs,
     },
 }
 
-/// NTA settings away from nta-core's defaults, for diagnosis.
+/// Where `convert` writes.
+fn convert_logs(dir: &Path, output: Option<&Path>) -> ExitCode {
+    let logs = match alloc_log::read_dir(dir) {
+        Ok(logs) => logs,
+        Err(error) => {
+            eprintln!("nta-bench: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let written = match output {
+        None => alloc_log::convert(logs, std::io::BufWriter::new(std::io::stdout().lock())),
+        Some(path) => std::fs::File::create(path).and_then(|file| {
+            let file = std::io::BufWriter::new(file);
+            if path.extension().is_some_and(|ext| ext == "gz") {
+                let mut encoder = flate2::write::GzEncoder::new(file, flate2::Compression::best());
+                let stats = alloc_log::convert(logs, &mut encoder)?;
+                encoder.finish()?.into_inner().map_err(|error| error.into_error())?.sync_all()?;
+                Ok(stats)
+            } else {
+                alloc_log::convert(logs, file)
+            }
+        }),
+    };
+    match written {
+        Ok(stats) => {
+            eprintln!("{}", stats.to_json());
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("nta-bench: cannot write the trace: {error}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// The hugepage footing, and NTA diagnostics.
 #[derive(clap::Args)]
 struct NtaArgs {
+    /// Give every allocator its huge pages: NTA `HugePages::Try` (nta-core's
+    /// default) and the kernel's THP mode for the others. Without it, all run
+    /// on 4 KiB pages: NTA `HugePages::Off`, THP disabled for this process
+    /// and its children (PR_SET_THP_DISABLE).
+    #[arg(long)]
+    hugepages: bool,
+    /// Diagnostic: NTA's hugepage policy (off, try, require), overriding the footing.
+    #[arg(long, value_parser = parse_hugepages)]
+    nta_hugepages: Option<HugePages>,
     /// Diagnostic: NTA on private anonymous memory instead of memfd segments.
     #[arg(long)]
     nta_private: bool,
@@ -90,8 +175,14 @@ struct NtaArgs {
 }
 
 impl NtaArgs {
-    fn tuning(&self) -> NtaTuning {
+    /// Sets up this process's footing (see `hugepages`) and returns NTA's settings.
+    fn footing(&self) -> NtaTuning {
+        if !self.hugepages && !mem_stats::disable_thp() {
+            eprintln!("nta-bench: cannot disable THP for this process; the other allocators may get huge pages");
+        }
+        let default = if self.hugepages { HugePages::Try } else { HugePages::Off };
         NtaTuning {
+            hugepages: self.nta_hugepages.unwrap_or(default),
             exportable: self.nta_private.then_some(false),
             retain_bytes: self.nta_retain_bytes,
             shards: self.nta_shards,
@@ -108,8 +199,8 @@ impl PeerVisitor for ReplayVisitor<'_> {
     }
 }
 
-fn run_replay(file: &PathBuf, alloc: PeerKind) -> ExitCode {
-    let bytes = match std::fs::read(file) {
+fn run_replay(file: &Path, alloc: PeerKind, tuning: NtaTuning) -> ExitCode {
+    let bytes = match load(file) {
         Ok(bytes) => bytes,
         Err(error) => {
             eprintln!("nta-bench: cannot read {}: {error}", file.display());
@@ -123,18 +214,11 @@ fn run_replay(file: &PathBuf, alloc: PeerKind) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match with_peer(alloc, PeerConfig::default(), ReplayVisitor(&trace)) {
+    drop(bytes);
+    let config = PeerConfig { nta_tuning: tuning, nta_shards: tuning.shards, capacity_bytes: None };
+    match with_peer(alloc, config, ReplayVisitor(&trace)) {
         Ok(result) => {
-            let line = Json::obj(vec![
-                ("alloc", Json::str(alloc.name())),
-                ("ops", Json::Int(result.ops)),
-                ("elapsed_ns", Json::Int(result.elapsed_ns)),
-                ("peak_live_requested_bytes", Json::Int(result.peak_live_requested_bytes)),
-                ("peak_footprint_bytes", Json::Int(result.peak_footprint_bytes)),
-                ("footprint_source", Json::str(result.footprint_source)),
-                ("failed_allocs", Json::Int(result.failed_allocs)),
-            ]);
-            println!("{line}");
+            println!("{}", result.to_json(alloc.name()));
             ExitCode::SUCCESS
         }
         Err(error) => {
@@ -144,10 +228,77 @@ fn run_replay(file: &PathBuf, alloc: PeerKind) -> ExitCode {
     }
 }
 
+/// `nta-bench results`.
+fn run_results(
+    write: Option<PathBuf>,
+    scale: Scale,
+    repeat: usize,
+    trace_runs: usize,
+    traces_dir: &Path,
+    map_dir: PathBuf,
+    nta_tuning: NtaTuning,
+) -> ExitCode {
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(error) => {
+            eprintln!("nta-bench: cannot find this executable: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let traces = match trace_table::traces_in(traces_dir) {
+        Ok(traces) => traces,
+        Err(error) => {
+            eprintln!("nta-bench: cannot list {}: {error}", traces_dir.display());
+            return ExitCode::from(2);
+        }
+    };
+    let existing = match &write {
+        Some(path) => match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(error) => {
+                eprintln!("nta-bench: cannot read {}: {error}", path.display());
+                return ExitCode::from(2);
+            }
+        },
+        None => String::new(),
+    };
+    let command: Vec<String> = std::env::args().skip(1).collect();
+    let options = results::ResultsOptions {
+        suite: SuiteOptions {
+            scale,
+            seed: DEFAULT_SEED,
+            peers: PeerKind::ALL.to_vec(),
+            map_dir: Some(map_dir),
+            progress: true,
+            isolation: Isolation::ChildProcess(exe.clone()),
+            nta_tuning,
+            repeats: repeat.max(1),
+        },
+        exe,
+        traces,
+        trace_runs: trace_runs.max(1),
+        command: format!("benches/run-results.sh (nta-bench {})", command.join(" ")),
+    };
+    let measured = results::measure(options);
+    let text = results::render(&measured, &results::kept_part(&existing));
+    match write {
+        Some(path) => {
+            if let Err(error) = std::fs::write(&path, text) {
+                eprintln!("nta-bench: cannot write {}: {error}", path.display());
+                return ExitCode::from(2);
+            }
+            eprintln!("[nta-bench] wrote {}", path.display());
+        }
+        None => print!("{text}"),
+    }
+    ExitCode::SUCCESS
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::All { quick, json, seed, workloads, allocs, map_dir, in_process, nta } => {
+        Command::All { quick, json, seed, workloads, allocs, map_dir, in_process, repeat, nta } => {
             let isolation = match std::env::current_exe() {
                 Ok(exe) if !in_process => Isolation::ChildProcess(exe),
                 _ => Isolation::InProcess,
@@ -159,7 +310,8 @@ fn main() -> ExitCode {
                 map_dir: Some(map_dir),
                 progress: true,
                 isolation,
-                nta_tuning: nta.tuning(),
+                nta_tuning: nta.footing(),
+                repeats: repeat,
             };
             let workloads = workloads.unwrap_or_else(|| WorkloadId::RUN_ORDER.to_vec());
             for report in run_all(&workloads, &options) {
@@ -181,11 +333,17 @@ fn main() -> ExitCode {
                 map_dir,
                 progress: false,
                 isolation: Isolation::InProcess,
-                nta_tuning: nta.tuning(),
+                nta_tuning: nta.footing(),
+                repeats: 1,
             };
             println!("{}", worker(workload, alloc, &options));
             ExitCode::SUCCESS
         }
-        Command::Replay { file, alloc } => run_replay(&file, alloc),
+        Command::Replay { file, alloc, nta } => run_replay(&file, alloc, nta.footing()),
+        Command::Convert { dir, output } => convert_logs(&dir, output.as_deref()),
+        Command::Results { write, quick, repeat, trace_runs, traces, map_dir, nta } => {
+            let scale = if quick { Scale::Quick } else { Scale::Full };
+            run_results(write, scale, repeat, trace_runs, &traces, map_dir, nta.footing())
+        }
     }
 }

@@ -95,6 +95,31 @@ impl Json {
     pub fn opt_num(value: Option<f64>) -> Json {
         value.map_or(Json::Null, Json::Num)
     }
+
+    /// The value of `key` in an object.
+    pub fn get(&self, key: &str) -> Option<&Json> {
+        match self {
+            Json::Obj(pairs) => pairs.iter().find(|(k, _)| k == key).map(|(_, value)| value),
+            _ => None,
+        }
+    }
+
+    /// A number as `f64` (`Int` or finite `Num`).
+    pub fn as_f64(&self) -> Option<f64> {
+        match *self {
+            Json::Int(value) => Some(value as f64),
+            Json::Num(value) if value.is_finite() => Some(value),
+            _ => None,
+        }
+    }
+
+    /// A string's text.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Json::Str(text) => Some(text),
+            _ => None,
+        }
+    }
 }
 
 fn write_json_string(f: &mut fmt::Formatter<'_>, text: &str) -> fmt::Result {

@@ -4,6 +4,18 @@
 //! process. Each report is one markdown table with the absolute figures and
 //! the NTA/peer ratio, plus footers that check the issue's goals, and one
 //! JSON line per peer (and per cell, phase or sample where there are several).
+//! Each report also carries its goals ([`crate::goals`]), with verdicts
+//! computed from the figures.
+//!
+//! Footing: every allocator runs on 4 KiB pages unless `--hugepages` says
+//! otherwise (NTA with `HugePages::Off`, the others with THP disabled for
+//! the process, see [`crate::mem_stats`]); every table states the footing
+//! and the hugetlb pages reserved.
+//!
+//! Repeats: a timed workload can run several times per peer (each in its own
+//! child process); the report shows the run with the median headline figure
+//! and lists every run's figure in a note. P5 always runs [`P5_RUNS`] times
+//! (its goal is on the median of 5).
 //!
 //! Isolation: glibc, mimalloc and jemalloc are process-wide, their own
 //! footprint figures are deltas, and what one run leaves cached in them
@@ -21,7 +33,9 @@ use std::time::Instant;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::peers::{with_peer, NtaTuning, Peer, PeerConfig, PeerKind, PeerVisitor};
+use crate::goals::{leanest, Goal};
+use crate::mem_stats;
+use crate::peers::{hugepages_name, with_peer, HugePages, NtaTuning, Peer, PeerConfig, PeerKind, PeerVisitor};
 use crate::report::{fmt_mib, fmt_num, fmt_percent, fmt_ratio, ratio, Json, Table};
 use crate::workloads::churn::{self, ChurnParams, ChurnResult};
 use crate::workloads::cross_thread::{self, CrossThreadParams, CrossThreadResult};
@@ -83,6 +97,23 @@ pub struct SuiteOptions {
     pub isolation: Isolation,
     /// NTA settings away from the defaults (diagnostics; reports say so).
     pub nta_tuning: NtaTuning,
+    /// Runs per (workload, peer) of the timed workloads; the median is shown.
+    pub repeats: usize,
+}
+
+/// Runs of P5 per peer (its goal is on the median of 5).
+pub const P5_RUNS: usize = 5;
+
+impl SuiteOptions {
+    /// Runs per peer of workload `id`: 1 for P3 (deterministic), at least
+    /// [`P5_RUNS`] for P5 (except at tiny scale), else `repeats`.
+    pub fn runs_of(&self, id: WorkloadId) -> usize {
+        match id {
+            WorkloadId::P3 => 1,
+            WorkloadId::P5 if self.scale != Scale::Tiny => self.repeats.max(P5_RUNS),
+            _ => self.repeats.max(1),
+        }
+    }
 }
 
 /// Where each (workload, peer) pair runs.
@@ -103,6 +134,15 @@ pub struct WorkloadReport {
     pub table: Table,
     /// The JSON lines.
     pub json: Vec<Json>,
+    /// The goals checked by this workload.
+    pub goals: Vec<Goal>,
+}
+
+impl WorkloadReport {
+    fn new(id: WorkloadId, mut table: Table, json: Vec<Json>, goals: Vec<Goal>) -> Self {
+        table.footer.extend(goals.iter().map(Goal::footer));
+        Self { id, table, json, goals }
+    }
 }
 
 /// Each peer's outcome for a workload: its result, or why it did not run.
@@ -148,6 +188,10 @@ fn run_child<T: DeserializeOwned>(
     if let Some(shards) = options.nta_tuning.shards {
         command.args(["--nta-shards", &shards.to_string()]);
     }
+    command.args(["--nta-hugepages", hugepages_name(options.nta_tuning.hugepages)]);
+    if mem_stats::thp_disabled() != Some(true) {
+        command.arg("--hugepages");
+    }
     let output = command.output().map_err(|error| format!("cannot start worker: {error}"))?;
     let stderr = String::from_utf8_lossy(&output.stderr);
     if !output.status.success() {
@@ -161,28 +205,65 @@ fn run_child<T: DeserializeOwned>(
     outcome
 }
 
-fn run_on_peers<V>(options: &SuiteOptions, id: WorkloadId, visitor: V) -> PeerOutcomes<V::Output>
+/// Runs workload `id` on every peer, [`SuiteOptions::runs_of`] times each,
+/// and keeps for each peer the run whose `metric` is the median (the lower
+/// middle one for an even count). A peer with any failed run reports that
+/// failure. Also returns a note listing every run's figure when there were
+/// several.
+fn run_on_peers<V>(
+    options: &SuiteOptions,
+    id: WorkloadId,
+    visitor: V,
+    metric_name: &str,
+    metric: impl Fn(&V::Output) -> f64,
+) -> (PeerOutcomes<V::Output>, Option<String>)
 where
     V: PeerVisitor + Clone,
     V::Output: DeserializeOwned,
 {
-    options
+    let runs = options.runs_of(id);
+    let mut spreads = Vec::new();
+    let outcomes = options
         .peers
         .iter()
         .map(|&kind| {
-            let start = Instant::now();
-            let outcome = match &options.isolation {
-                Isolation::InProcess => {
-                    with_peer(kind, peer_config(id, options), visitor.clone()).map_err(|error| error.to_string())
+            let mut results = Vec::new();
+            let mut failure = None;
+            for _ in 0..runs {
+                let start = Instant::now();
+                let outcome = match &options.isolation {
+                    Isolation::InProcess => {
+                        with_peer(kind, peer_config(id, options), visitor.clone()).map_err(|error| error.to_string())
+                    }
+                    Isolation::ChildProcess(exe) => run_child(exe, id, kind, options),
+                };
+                if options.progress {
+                    eprintln!("[nta-bench] {} {:<8} {:>7.2} s", id.name(), kind.name(), start.elapsed().as_secs_f64());
                 }
-                Isolation::ChildProcess(exe) => run_child(exe, id, kind, options),
-            };
-            if options.progress {
-                eprintln!("[nta-bench] {} {:<8} {:>7.2} s", id.name(), kind.name(), start.elapsed().as_secs_f64());
+                match outcome {
+                    Ok(result) => results.push(result),
+                    Err(error) => failure = Some(error),
+                }
             }
-            (kind, outcome)
+            if let Some(error) = failure {
+                return (kind, Err(error));
+            }
+            results.sort_by(|a, b| metric(a).total_cmp(&metric(b)));
+            if runs > 1 {
+                let figures: Vec<String> = results.iter().map(|r| fmt_figure(metric(r))).collect();
+                spreads.push(format!("{} {}", kind.name(), figures.join(" / ")));
+            }
+            let median = results.swap_remove((results.len() - 1) / 2);
+            (kind, Ok(median))
         })
-        .collect()
+        .collect();
+    let note = (runs > 1).then(|| {
+        format!(
+            "Each row is the median of {runs} runs (own child process each) by {metric_name}; all runs, sorted: {}.",
+            spreads.join("; ")
+        )
+    });
+    (outcomes, note)
 }
 
 macro_rules! visitor {
@@ -270,14 +351,18 @@ fn peer_value<R>(outcomes: &PeerOutcomes<R>, kind: PeerKind, metric: impl Fn(&R)
     outcomes.iter().find(|(k, _)| *k == kind).and_then(|(_, outcome)| outcome.as_ref().ok()).and_then(metric)
 }
 
-/// "goal: ... → met (x)" / "missed (x)" / "not measured".
-fn goal_line(text: &str, value: Option<f64>, met: impl Fn(f64) -> bool) -> String {
-    match value {
-        Some(v) if met(v) => format!("Goal {text}: met ({v:.2})"),
-        Some(v) => format!("Goal {text}: **missed** ({v:.2})"),
-        None => format!("Goal {text}: not measured"),
+/// A figure with about four significant digits ("21.41", "6.57 M").
+fn fmt_figure(value: f64) -> String {
+    match value.abs() {
+        v if v >= 1e6 => format!("{:.2} M", value / 1e6),
+        v if v >= 1e3 => format!("{value:.0}"),
+        v if v >= 10.0 => format!("{value:.2}"),
+        _ => format!("{value:.3}"),
     }
 }
+
+/// The general-purpose peers the goals compare NTA with.
+const GOAL_PEERS: [PeerKind; 3] = [PeerKind::System, PeerKind::Mimalloc, PeerKind::Jemalloc];
 
 fn error_row(kind: PeerKind, error: &str, columns: usize) -> Vec<String> {
     let mut row = vec![kind.name().to_string(), format!("did not run: {error}")];
@@ -289,6 +374,30 @@ fn error_json(id: WorkloadId, kind: PeerKind, error: &str) -> Json {
     Json::obj(vec![("workload", Json::str(id.name())), ("alloc", Json::str(kind.name())), ("error", Json::str(error))])
 }
 
+/// The hugepage footing of this process, in words: NTA's policy, whether
+/// the other allocators get transparent huge pages, and the hugetlb pages
+/// reserved.
+pub fn footing_note(tuning: &NtaTuning) -> String {
+    let nta = match tuning.hugepages {
+        HugePages::Off => "NTA hugepages **off** (`HugePages::Off`: 4 KiB pages)".to_string(),
+        other => format!("NTA hugepages **{}** (2 MiB hugetlb or THP pages where it can)", hugepages_name(other)),
+    };
+    let unknown = || "unknown".to_string();
+    let peers = match mem_stats::thp_disabled() {
+        Some(true) => "THP **disabled** for the benchmark processes (`PR_SET_THP_DISABLE`): glibc, mimalloc, \
+                       jemalloc and the models on 4 KiB pages"
+            .to_string(),
+        _ => format!(
+            "THP left to the kernel for glibc, mimalloc, jemalloc and the models (`{}` for anonymous memory)",
+            mem_stats::thp_mode().unwrap_or_else(unknown)
+        ),
+    };
+    format!(
+        "Footing: {nta}; {peers}; hugetlb pages reserved on the machine: {}.",
+        mem_stats::reserved_hugepages().map_or_else(unknown, |pages| pages.to_string())
+    )
+}
+
 fn scale_note(options: &SuiteOptions) -> String {
     let scale = match options.scale {
         Scale::Full => "Scale: full.".to_string(),
@@ -296,11 +405,12 @@ fn scale_note(options: &SuiteOptions) -> String {
         Scale::Tiny => "Scale: tiny (test configuration; figures are meaningless).".to_string(),
     };
     let tuning = options.nta_tuning;
-    if tuning == NtaTuning::default() {
-        return scale;
+    let footing = footing_note(&tuning);
+    if !tuning.has_diagnostics() {
+        return format!("{scale} {footing}");
     }
     format!(
-        "{scale} NTA **not at its defaults**: exportable {}, retain_bytes {}, shards {}.",
+        "{scale} {footing} NTA **not at its defaults**: exportable {}, retain_bytes {}, shards {}.",
         tuning.exportable.map_or("default".to_string(), |e| e.to_string()),
         tuning.retain_bytes.map_or("default".to_string(), |r| r.to_string()),
         tuning.shards.map_or("default".to_string(), |s| s.to_string())
@@ -352,7 +462,8 @@ pub fn worker(id: WorkloadId, kind: PeerKind, options: &SuiteOptions) -> String 
 /// P1 report.
 pub fn packet_mix_report(options: &SuiteOptions) -> WorkloadReport {
     let params = packet_mix_params(options);
-    let outcomes = run_on_peers(options, WorkloadId::P1, PacketMixVisitor(&params));
+    let (outcomes, runs_note) =
+        run_on_peers(options, WorkloadId::P1, PacketMixVisitor(&params), "ns per pair", PacketMixResult::ns_per_pair);
     let metric = |r: &PacketMixResult| Some(r.ns_per_pair());
     let nta = nta_value(&outcomes, metric);
     let mut table = Table::new(
@@ -363,6 +474,7 @@ pub fn packet_mix_report(options: &SuiteOptions) -> WorkloadReport {
         &["allocator", "ns per alloc+free pair", "failed allocs", "NTA/peer (lower: NTA faster)"],
     );
     table.notes.push(scale_note(options));
+    table.notes.extend(runs_note);
     let mut json = Vec::new();
     for (kind, outcome) in &outcomes {
         match outcome {
@@ -390,18 +502,29 @@ pub fn packet_mix_report(options: &SuiteOptions) -> WorkloadReport {
             }
         }
     }
-    let vs = |kind| ratio(nta, peer_value(&outcomes, kind, metric));
-    table.footer.push(goal_line("NTA/mimalloc ≤ 1.0", vs(PeerKind::Mimalloc), |v| v <= 1.0));
-    table.footer.push(goal_line("NTA/glibc ≤ 0.5", vs(PeerKind::System), |v| v <= 0.5));
-    WorkloadReport { id: WorkloadId::P1, table, json }
+    let faster =
+        leanest([PeerKind::Mimalloc, PeerKind::Jemalloc].map(|k| (k.name(), peer_value(&outcomes, k, metric))));
+    let goal = Goal::at_most(
+        "P1",
+        "NTA ≤ 1.0× the faster of mimalloc and jemalloc (ns per pair)",
+        &format!("NTA/{}", faster.map_or("faster peer", |(name, _)| name)),
+        ratio(nta, faster.map(|(_, ns)| ns)),
+        1.0,
+    );
+    WorkloadReport::new(WorkloadId::P1, table, json, vec![goal])
 }
 
 /// P2 report.
 pub fn footprint_report(options: &SuiteOptions) -> WorkloadReport {
     let params = footprint_params(options);
-    let outcomes = run_on_peers(options, WorkloadId::P2, FootprintVisitor(&params));
-    let metric = |r: &FootprintResult| r.held_ratio().or(r.rss_ratio());
+    let (outcomes, runs_note) =
+        run_on_peers(options, WorkloadId::P2, FootprintVisitor(&params), "held/live", |r: &FootprintResult| {
+            r.held_ratio().or(r.resident_ratio()).unwrap_or(f64::MAX)
+        });
+    let metric = |r: &FootprintResult| r.held_ratio().or(r.resident_ratio());
+    let resident_metric = |r: &FootprintResult| r.resident_ratio();
     let nta = nta_value(&outcomes, metric);
+    let nta_resident = nta_value(&outcomes, resident_metric);
     let mut table = Table::new(
         format!(
             "P2 footprint: IMIX with {} live buffers, {} pairs after the window fills",
@@ -412,15 +535,19 @@ pub fn footprint_report(options: &SuiteOptions) -> WorkloadReport {
             "peak live requested MiB",
             "peak held MiB (own stats)",
             "held/live",
-            "peak RSS Δ MiB",
-            "RSS/live",
-            "NTA/peer (held/live; lower: NTA leaner)",
+            "peak resident Δ MiB (RSS + hugetlb)",
+            "resident/live",
+            "NTA/peer held/live (lower: NTA leaner)",
+            "NTA/peer resident/live",
         ],
     );
     table.notes.push(scale_note(options));
+    table.notes.extend(runs_note);
     table.notes.push(
-        "Own stats: NTA mapped_bytes, mimalloc committed, jemalloc stats.resident, glibc mallinfo2 arena+mmap \
-         (marked * : process-wide, includes the harness), models: chunks held. All are deltas from the start of the run."
+        "Own stats, metadata included: NTA mapped_bytes + metadata_bytes, mimalloc committed, jemalloc \
+         stats.resident, glibc mallinfo2 arena+mmap (marked * : process-wide, includes the harness), models: \
+         chunks held. Resident: the process's RSS plus hugetlb pages (which RSS leaves out), the harness's own \
+         memory written before the baseline. All are deltas from the start of the run, sampled every 4096 pairs."
             .to_string(),
     );
     let mut json = Vec::new();
@@ -428,15 +555,17 @@ pub fn footprint_report(options: &SuiteOptions) -> WorkloadReport {
         match outcome {
             Ok(result) => {
                 let r = ratio(nta, metric(result));
+                let r_resident = ratio(nta_resident, resident_metric(result));
                 let star = if result.held_is_exact { "" } else { "*" };
                 table.row(vec![
                     kind.name().into(),
                     fmt_mib(Some(result.peak_live_requested_bytes)),
                     format!("{}{star}", fmt_mib(result.peak_held_bytes)),
                     fmt_num(result.held_ratio(), 3),
-                    fmt_mib(result.peak_rss_delta_bytes),
-                    fmt_num(result.rss_ratio(), 3),
+                    fmt_mib(result.peak_resident_bytes),
+                    fmt_num(result.resident_ratio(), 3),
                     fmt_ratio(r),
+                    fmt_ratio(r_resident),
                 ]);
                 json.push(Json::obj(vec![
                     ("workload", Json::str("P2")),
@@ -445,31 +574,42 @@ pub fn footprint_report(options: &SuiteOptions) -> WorkloadReport {
                     ("peak_held_bytes", Json::opt_int(result.peak_held_bytes)),
                     ("held_is_exact", Json::Bool(result.held_is_exact)),
                     ("held_over_live", Json::opt_num(result.held_ratio())),
-                    ("peak_rss_delta_bytes", Json::opt_int(result.peak_rss_delta_bytes)),
-                    ("rss_over_live", Json::opt_num(result.rss_ratio())),
+                    ("peak_resident_bytes", Json::opt_int(result.peak_resident_bytes)),
+                    ("peak_hugetlb_bytes", Json::opt_int(result.peak_hugetlb_bytes)),
+                    ("resident_over_live", Json::opt_num(result.resident_ratio())),
                     ("failed_allocs", Json::Int(result.failed_allocs)),
                     ("nta_over_peer", Json::opt_num(r)),
+                    ("nta_over_peer_resident", Json::opt_num(r_resident)),
                 ]));
             }
             Err(error) => {
-                table.row(error_row(*kind, error, 7));
+                table.row(error_row(*kind, error, 8));
                 json.push(error_json(WorkloadId::P2, *kind, error));
             }
         }
     }
-    table.footer.push(goal_line("NTA held/live ≤ 1.05", nta, |v| v <= 1.05));
-    WorkloadReport { id: WorkloadId::P2, table, json }
+    let goals = vec![
+        Goal::at_most("P2", "NTA held/live ≤ 1.05, metadata counted", "NTA held/live", nta, 1.05),
+        Goal::at_most("P2", "NTA resident/live ≤ 1.05 (same bound, by RSS)", "NTA resident/live", nta_resident, 1.05),
+    ];
+    WorkloadReport::new(WorkloadId::P2, table, json, goals)
 }
 
 /// P3 report (and its PNG maps).
 pub fn fill_report(options: &SuiteOptions) -> WorkloadReport {
     let params = fill_params(options);
     let capacity = params.capacity_bytes;
-    let outcomes = run_on_peers(options, WorkloadId::P3, FillVisitor(&params, options.map_dir.as_deref()));
     let metric = |outcome: &FillOutcome| {
         let r = &outcome.result;
         (!r.phases.is_empty() && !r.cap_violated).then(|| r.min_utilization())
     };
+    let (outcomes, _) = run_on_peers(
+        options,
+        WorkloadId::P3,
+        FillVisitor(&params, options.map_dir.as_deref()),
+        "lowest utilization",
+        |o: &FillOutcome| metric(o).unwrap_or(0.0),
+    );
     let nta = nta_value(&outcomes, metric);
     let mut maxima = Vec::new();
     let mut max_bytes = params.start_max_bytes;
@@ -570,14 +710,20 @@ pub fn fill_report(options: &SuiteOptions) -> WorkloadReport {
         "mempool: a request above its 2048 B data room fails at once, so its first failure is the first such request."
             .to_string(),
     );
-    table.footer.push(goal_line("NTA ≥ 97% at every failure", nta, |v| v >= 0.97));
-    WorkloadReport { id: WorkloadId::P3, table, json }
+    let goal = Goal::at_least("P3", "NTA ≥ 97% of the capacity at every failure (issue 2)", "NTA lowest", nta, 0.97);
+    WorkloadReport::new(WorkloadId::P3, table, json, vec![goal])
 }
 
 /// P4 report, in the seed-001 column format.
 pub fn free_order_report(options: &SuiteOptions) -> WorkloadReport {
     let params = FreeOrderParams::at(options.scale);
-    let outcomes = run_on_peers(options, WorkloadId::P4, FreeOrderVisitor(&params));
+    let (outcomes, runs_note) = run_on_peers(
+        options,
+        WorkloadId::P4,
+        FreeOrderVisitor(&params),
+        "total alloc+free ns over all cells",
+        |cells: &Vec<FreeOrderCell>| cells.iter().map(|c| (c.alloc_ns + c.free_ns) as f64).sum(),
+    );
     let ms = |ns: u64| ns as f64 / 1e6;
     let find = |cells: &[FreeOrderCell], size: usize, order: FreeOrder| {
         cells.iter().find(|cell| cell.object_bytes == size && cell.order == order).cloned()
@@ -599,6 +745,7 @@ pub fn free_order_report(options: &SuiteOptions) -> WorkloadReport {
         ],
     );
     table.notes.push(scale_note(options));
+    table.notes.extend(runs_note);
     if params.objects != 1 << 20 {
         table.notes.push(format!("Not the seed's 1M ({} objects per cell).", params.objects));
     }
@@ -647,50 +794,41 @@ pub fn free_order_report(options: &SuiteOptions) -> WorkloadReport {
         }
     }
     // Goal: every NTA cell ≤ glibc and ≤ 1.2 × mimalloc, alloc and free alike.
+    let mut goals = Vec::new();
     for (peer, bound, text) in [(PeerKind::System, 1.0, "≤ glibc"), (PeerKind::Mimalloc, 1.2, "≤ 1.2× mimalloc")] {
         let peer_cells = outcomes.iter().find(|(k, _)| *k == peer).and_then(|(_, o)| o.as_ref().ok());
-        match (&nta_cells, peer_cells) {
-            (Some(nta), Some(other)) => {
-                let mut misses = Vec::new();
-                let mut total = 0;
-                for cell in nta {
-                    let Some(other) = find(other, cell.object_bytes, cell.order) else {
-                        continue;
-                    };
-                    for (what, mine, theirs) in
-                        [("alloc", cell.alloc_ns, other.alloc_ns), ("free", cell.free_ns, other.free_ns)]
-                    {
-                        total += 1;
-                        if mine as f64 > bound * theirs as f64 {
-                            misses.push(format!(
-                                "{}B {} {what} {:.2}",
-                                cell.object_bytes,
-                                cell.order.name(),
-                                mine as f64 / theirs.max(1) as f64
-                            ));
-                        }
+        let mut misses = Vec::new();
+        let mut total = 0;
+        if let (Some(nta), Some(other)) = (&nta_cells, peer_cells) {
+            for cell in nta {
+                let Some(other) = find(other, cell.object_bytes, cell.order) else {
+                    continue;
+                };
+                for (what, mine, theirs) in
+                    [("alloc", cell.alloc_ns, other.alloc_ns), ("free", cell.free_ns, other.free_ns)]
+                {
+                    total += 1;
+                    if mine as f64 > bound * theirs as f64 {
+                        misses.push(format!(
+                            "{}B {} {what} {:.2}×",
+                            cell.object_bytes,
+                            cell.order.name(),
+                            mine as f64 / theirs.max(1) as f64
+                        ));
                     }
                 }
-                if misses.is_empty() {
-                    table.footer.push(format!("Goal every NTA cell {text}: met ({total} figures)"));
-                } else {
-                    table.footer.push(format!(
-                        "Goal every NTA cell {text}: **missed** in {}/{total}: {}",
-                        misses.len(),
-                        misses.join("; ")
-                    ));
-                }
             }
-            _ => table.footer.push(format!("Goal every NTA cell {text}: not measured")),
         }
+        goals.push(Goal::every("P4", &format!("every NTA cell (alloc and free) {text}"), total, &misses));
     }
-    WorkloadReport { id: WorkloadId::P4, table, json }
+    WorkloadReport::new(WorkloadId::P4, table, json, goals)
 }
 
 /// P5 report.
 pub fn cross_thread_report(options: &SuiteOptions) -> WorkloadReport {
     let params = cross_thread_params(options);
-    let outcomes = run_on_peers(options, WorkloadId::P5, CrossThreadVisitor(&params));
+    let (outcomes, runs_note) =
+        run_on_peers(options, WorkloadId::P5, CrossThreadVisitor(&params), "pairs/s", CrossThreadResult::pairs_per_sec);
     let metric = |r: &CrossThreadResult| Some(r.pairs_per_sec());
     let nta = nta_value(&outcomes, metric);
     let mut table = Table::new(
@@ -701,6 +839,7 @@ pub fn cross_thread_report(options: &SuiteOptions) -> WorkloadReport {
         &["allocator", "pairs/s", "ns per pair", "failed allocs", "NTA/peer (throughput; higher: NTA faster)"],
     );
     table.notes.push(scale_note(options));
+    table.notes.extend(runs_note);
     table.notes.push("NTA: default shards; A binds shard 0 and B shard 1, so every free is remote.".to_string());
     let mut json = Vec::new();
     for (kind, outcome) in &outcomes {
@@ -732,14 +871,22 @@ pub fn cross_thread_report(options: &SuiteOptions) -> WorkloadReport {
         }
     }
     let vs = ratio(nta, peer_value(&outcomes, PeerKind::Mimalloc, metric));
-    table.footer.push(goal_line("NTA ≥ 1.0× mimalloc", vs, |v| v >= 1.0));
-    WorkloadReport { id: WorkloadId::P5, table, json }
+    let runs = options.runs_of(WorkloadId::P5);
+    let goal = Goal::at_least(
+        "P5",
+        &format!("NTA ≥ 1.0× mimalloc (pairs/s, median of {runs} run{})", if runs == 1 { "" } else { "s" }),
+        "NTA/mimalloc",
+        vs,
+        1.0,
+    );
+    WorkloadReport::new(WorkloadId::P5, table, json, vec![goal])
 }
 
 /// P6 report.
 pub fn churn_report(options: &SuiteOptions) -> WorkloadReport {
     let params = churn_params(options);
-    let outcomes = run_on_peers(options, WorkloadId::P6, ChurnVisitor(&params));
+    let (outcomes, runs_note) =
+        run_on_peers(options, WorkloadId::P6, ChurnVisitor(&params), "ops/s", ChurnResult::ops_per_sec);
     let metric = |r: &ChurnResult| Some(r.ops_per_sec());
     let nta = nta_value(&outcomes, metric);
     let mut table = Table::new(
@@ -751,18 +898,22 @@ pub fn churn_report(options: &SuiteOptions) -> WorkloadReport {
             "allocator",
             "ops/s",
             "failed",
-            "footprint MiB at 25% / end / max",
-            "drift (end / 25%)",
-            "max footprint / max live",
+            "own footprint MiB at 25% / end / max",
+            "resident Δ MiB at 25% / end / max",
+            "drift (own, end / 25%)",
+            "max own / max live",
+            "max resident / max live",
             "NTA/peer (ops/s; higher: NTA faster)",
         ],
     );
     table.notes.push(scale_note(options));
+    table.notes.extend(runs_note);
     if options.scale != Scale::Full {
         table.notes.push(format!("**Scaled down**: {} operations instead of 100M.", params.ops));
     }
     table.notes.push(format!(
-        "Footprint: own stats where the allocator has them (glibc's are process-wide), sampled {} times.",
+        "Footprint sampled {} times: own stats, metadata included (NTA mapped + metadata; glibc's are \
+         process-wide), and resident memory (RSS + hugetlb), both deltas from the start.",
         params.samples
     ));
     let mut json = Vec::new();
@@ -770,17 +921,21 @@ pub fn churn_report(options: &SuiteOptions) -> WorkloadReport {
         match outcome {
             Ok(result) => {
                 let r = ratio(nta, metric(result));
-                let pick = |s: &churn::ChurnSample| s.held_bytes.or(s.rss_delta_bytes);
-                let quarter = result.samples.get(result.samples.len() / 4).and_then(pick);
-                let last = result.samples.last().and_then(pick);
-                let max = result.samples.iter().filter_map(pick).max();
+                let triple = |pick: &dyn Fn(&churn::ChurnSample) -> Option<u64>| {
+                    let quarter = result.samples.get(result.samples.len() / 4).and_then(pick);
+                    let last = result.samples.last().and_then(pick);
+                    let max = result.samples.iter().filter_map(pick).max();
+                    format!("{} / {} / {}", fmt_mib(quarter), fmt_mib(last), fmt_mib(max))
+                };
                 table.row(vec![
                     kind.name().into(),
                     format!("{:.0}", result.ops_per_sec()),
                     result.failed_allocs.to_string(),
-                    format!("{} / {} / {}", fmt_mib(quarter), fmt_mib(last), fmt_mib(max)),
-                    fmt_num(result.drift(), 3),
-                    fmt_num(result.peak_ratio(), 2),
+                    triple(&|s| s.held_bytes),
+                    triple(&|s| s.resident_bytes),
+                    fmt_num(result.drift_by(|s| s.held_bytes), 3),
+                    fmt_num(result.held_peak_ratio(), 2),
+                    fmt_num(result.resident_peak_ratio(), 2),
                     fmt_ratio(r),
                 ]);
                 let samples = result
@@ -791,7 +946,7 @@ pub fn churn_report(options: &SuiteOptions) -> WorkloadReport {
                             ("ops_done", Json::Int(s.ops_done)),
                             ("live_requested_bytes", Json::Int(s.live_requested_bytes)),
                             ("held_bytes", Json::opt_int(s.held_bytes)),
-                            ("rss_delta_bytes", Json::opt_int(s.rss_delta_bytes)),
+                            ("resident_bytes", Json::opt_int(s.resident_bytes)),
                         ])
                     })
                     .collect();
@@ -806,23 +961,47 @@ pub fn churn_report(options: &SuiteOptions) -> WorkloadReport {
                     ("elapsed_ns", Json::Int(result.elapsed_ns)),
                     ("ops_per_sec", Json::Num(result.ops_per_sec())),
                     ("drift", Json::opt_num(result.drift())),
+                    ("held_over_live", Json::opt_num(result.held_peak_ratio())),
+                    ("resident_over_live", Json::opt_num(result.resident_peak_ratio())),
                     ("samples", Json::Arr(samples)),
                     ("nta_over_peer", Json::opt_num(r)),
                 ]));
             }
             Err(error) => {
-                table.row(error_row(*kind, error, 7));
+                table.row(error_row(*kind, error, 9));
                 json.push(error_json(WorkloadId::P6, *kind, error));
             }
         }
     }
-    let nta_drift = outcomes
-        .iter()
-        .find(|(k, _)| *k == PeerKind::Nta)
-        .and_then(|(_, o)| o.as_ref().ok())
-        .and_then(ChurnResult::drift);
-    table.footer.push(goal_line("NTA footprint flat (drift ≤ 1.10)", nta_drift, |v| v <= 1.10));
-    WorkloadReport { id: WorkloadId::P6, table, json }
+    let mut goals = Vec::new();
+    for (what, pick) in [
+        ("own", ChurnResult::held_peak_ratio as fn(&ChurnResult) -> Option<f64>),
+        ("resident", ChurnResult::resident_peak_ratio),
+    ] {
+        let lean = leanest(GOAL_PEERS.map(|k| (k.name(), peer_value(&outcomes, k, pick))));
+        goals.push(Goal::at_most(
+            "P6",
+            &format!("NTA footprint/live ≤ the leanest peer's ({what} footprint)"),
+            &format!(
+                "NTA {:.2} vs {}; NTA/{}",
+                nta_value(&outcomes, pick).unwrap_or(f64::NAN),
+                lean.map_or("n/a".into(), |(name, v)| format!("{name} {v:.2}")),
+                lean.map_or("peer", |(name, _)| name)
+            ),
+            ratio(nta_value(&outcomes, pick), lean.map(|(_, v)| v)),
+            1.0,
+        ));
+    }
+    goals.push(Goal::at_least(
+        "P6",
+        "NTA throughput ≥ mimalloc",
+        "NTA/mimalloc ops/s",
+        ratio(nta, peer_value(&outcomes, PeerKind::Mimalloc, metric)),
+        1.0,
+    ));
+    let nta_drift = nta_value(&outcomes, |r: &ChurnResult| r.drift_by(|s| s.held_bytes));
+    goals.push(Goal::at_most("P6", "NTA footprint flat (own drift ≤ 1.10, issue 2)", "NTA drift", nta_drift, 1.10));
+    WorkloadReport::new(WorkloadId::P6, table, json, goals)
 }
 
 /// Runs one workload on every selected peer.

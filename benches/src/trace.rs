@@ -10,8 +10,9 @@
 //! | `t <thread>` | run the following lines on thread `thread` (0 to 7) |
 //!
 //! `#` starts a comment that runs to the end of the line; blank lines are
-//! ignored; fields are separated by any whitespace. `id` is any `u64`; an id
-//! may be allocated again once it has been freed. `size` is at most
+//! ignored; fields are separated by any whitespace. Numbers are plain
+//! decimal digits (no sign, no `0x`, no `_`). `id` is any `u64`; an id may
+//! be allocated again once it has been freed. `size` is at most
 //! [`MAX_TRACE_SIZE_BYTES`].
 //!
 //! The parser checks the whole trace before anything runs, so a replay never
@@ -120,9 +121,15 @@ fn malformed(line: usize, why: impl Into<String>) -> TraceError {
     TraceError { line, kind: TraceErrorKind::Malformed(why.into()) }
 }
 
+/// A field of ASCII decimal digits only: `u64::from_str` alone would also
+/// take a leading `+`, which the format does not allow.
 fn number(line: usize, field: Option<&str>, what: &str) -> Result<u64, TraceError> {
     let field = field.ok_or_else(|| malformed(line, format!("missing {what}")))?;
-    field.parse::<u64>().map_err(|_| malformed(line, format!("{what} `{field}` is not a non-negative integer")))
+    let not_a_number = || malformed(line, format!("{what} `{field}` is not a non-negative decimal integer"));
+    if !field.bytes().all(|byte| byte.is_ascii_digit()) {
+        return Err(not_a_number());
+    }
+    field.parse::<u64>().map_err(|_| not_a_number())
 }
 
 fn size(line: usize, field: Option<&str>) -> Result<usize, TraceError> {
@@ -131,6 +138,18 @@ fn size(line: usize, field: Option<&str>) -> Result<usize, TraceError> {
         return Err(malformed(line, format!("size {bytes} is above the {MAX_TRACE_SIZE_BYTES}-byte limit")));
     }
     usize::try_from(bytes).map_err(|_| malformed(line, "size does not fit this machine"))
+}
+
+/// Reads a trace file: plain text, or gzip-compressed when its name ends in
+/// `.gz` (the recorded traces in `benches/traces/` are stored that way).
+pub fn load(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
+    let raw = std::fs::read(path)?;
+    if path.extension().is_some_and(|ext| ext == "gz") {
+        let mut text = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::MultiGzDecoder::new(raw.as_slice()), &mut text)?;
+        return Ok(text);
+    }
+    Ok(raw)
 }
 
 /// Parses a whole trace (see the module docs), given as bytes so that a line
@@ -221,6 +240,12 @@ mod tests {
             ("a 1\n", 1),
             ("a 1 ten\n", 1),
             ("a -1 10\n", 1),
+            ("a +1 10\n", 1),
+            ("a 1 +10\n", 1),
+            ("a 1 1_0\n", 1),
+            ("a 1 0x10\n", 1),
+            ("a 1 99999999999999999999\n", 1),
+            ("t +1\n", 1),
             ("a 1 10 extra\n", 1),
             ("a 1 2000000000\n", 1),
             ("\n\nt 8\n", 3),

@@ -25,10 +25,13 @@ fn replay_prints_one_json_line_with_the_fields() {
         let stdout = String::from_utf8(output.stdout).unwrap();
         assert_eq!(stdout.lines().count(), 1);
         for field in [
+            "\"threads\":2",
             "\"ops\":5",
+            "\"skipped_ops\":0",
             "\"elapsed_ns\":",
             "\"peak_live_requested_bytes\":300",
-            "\"peak_footprint_bytes\":",
+            "\"peak_resident_bytes\":",
+            "\"peak_hugetlb_bytes\":0",
             "\"failed_allocs\":0",
         ] {
             assert!(stdout.contains(field), "{alloc}: {field} missing in {stdout}");
@@ -43,6 +46,7 @@ fn replay_rejects_bad_lines_with_their_number_and_exits_non_zero() {
         ("malformed", "a 1 10\nq 3\n", "line 2: malformed"),
         ("unknown", "a 1 10\n\nf 9\n", "line 3: unknown id 9"),
         ("freed", "a 1 10\nf 1\nf 1\n", "line 3: id 1 is already freed"),
+        ("plus", "a 1 10\nf +1\n", "line 2: malformed: id `+1`"),
     ] {
         let path = trace_file(name, text);
         let output = replay(&path, "system");
@@ -85,4 +89,21 @@ fn all_runs_selected_workloads_in_child_processes() {
     assert!(stdout.contains("| nta | own |") && stdout.contains("| pow2 | own |"), "{stdout}");
     assert!(dir.join("p3-fill-pow2-final.png").exists());
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn replay_reads_gzip_traces() {
+    use flate2::write::GzEncoder;
+    let path = std::env::temp_dir().join(format!("nta-bench-{}-gz.trace.gz", std::process::id()));
+    let mut encoder = GzEncoder::new(std::fs::File::create(&path).unwrap(), flate2::Compression::fast());
+    encoder.write_all(b"a 1 100\na 2 5000000\nf 1\nf 2\n").unwrap();
+    encoder.finish().unwrap();
+    let output = replay(&path, "mempool");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    // The mempool refuses 5 MB: one failure, its free skipped.
+    for field in ["\"ops\":3", "\"skipped_ops\":1", "\"failed_allocs\":1", "\"largest_failed_request_bytes\":5000000"] {
+        assert!(stdout.contains(field), "{field} missing in {stdout}");
+    }
+    std::fs::remove_file(path).unwrap();
 }

@@ -15,6 +15,7 @@ fn every_workload_reports_every_peer() {
         progress: false,
         isolation: Isolation::InProcess,
         nta_tuning: Default::default(),
+        repeats: 2,
     };
     let workloads = [WorkloadId::P1, WorkloadId::P2, WorkloadId::P3, WorkloadId::P4, WorkloadId::P5, WorkloadId::P6];
     let reports = run_all(&workloads, &options);
@@ -26,5 +27,13 @@ fn every_workload_reports_every_peer() {
         }
         assert!(!markdown.contains("did not run"), "{markdown}");
         assert!(report.json.iter().all(|line| line.to_string().contains("\"nta_over_peer")), "{:?}", report.id);
+        assert!(markdown.contains("NTA hugepages **off**"), "{markdown}");
+        assert!(!report.goals.is_empty(), "{:?} has goals", report.id);
+        for goal in &report.goals {
+            assert!(markdown.contains(&goal.footer()), "{:?}: goal not printed", report.id);
+        }
+        if report.id != WorkloadId::P3 {
+            assert!(markdown.contains("median of 2 runs"), "{:?}:\n{markdown}", report.id);
+        }
     }
 }

@@ -3,9 +3,11 @@
 //! Glossary:
 //! - **peer**: one allocator as the workloads see it, a value implementing
 //!   [`Peer`]. NTA is a peer like the others.
-//! - **held bytes**: what the allocator itself reports it holds from the OS
-//!   (NTA `mapped_bytes`, jemalloc `stats.resident`, mimalloc committed bytes,
-//!   glibc `mallinfo2` arena + mmapped, the models' own chunk counts).
+//! - **held bytes**: what the allocator itself reports it holds from the OS,
+//!   metadata included (NTA `mapped_bytes + metadata_bytes`, jemalloc
+//!   `stats.resident`, mimalloc committed bytes, glibc `mallinfo2` arena +
+//!   mmapped, the models' own chunk counts). Reports show resident memory
+//!   (RSS plus hugetlb pages, [`crate::mem_stats`]) next to it.
 //! - **capacity**: a hard cap on held bytes for the fill test (P3). NTA and the
 //!   two models enforce it themselves; for glibc, mimalloc and jemalloc it is
 //!   *emulated* by [`CapEmulated`], which adds up usable sizes and so sees
@@ -24,8 +26,13 @@ mod pow2;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+pub use nta_core::HugePages;
+
 pub use global::{JemallocPeer, MimallocPeer, SystemPeer};
-pub use mempool::{MempoolModel, MEMPOOL_DATA_ROOM_BYTES, MEMPOOL_ELEMENT_BYTES, MEMPOOL_HEADROOM_BYTES};
+pub use mempool::{
+    lcore_id, MempoolModel, MEMPOOL_CACHE_SIZE, MEMPOOL_DATA_ROOM_BYTES, MEMPOOL_ELEMENT_BYTES,
+    MEMPOOL_FLUSH_THRESHOLD, MEMPOOL_HEADROOM_BYTES, MEMPOOL_LCORES,
+};
 pub use nta::NtaPeer;
 pub use pow2::Pow2Model;
 
@@ -70,6 +77,12 @@ pub trait Peer: Send + Sync {
     /// process-wide figure that other code also moves, such as glibc's arena).
     fn held_bytes_is_exact(&self) -> bool {
         true
+    }
+
+    /// Whether the peer may map hugetlb pages, which RSS does not show (the
+    /// replay then samples them).
+    fn may_map_hugetlb(&self) -> bool {
+        false
     }
 
     /// Called once by each worker thread of a multi-threaded workload with its
@@ -145,17 +158,58 @@ pub struct PeerConfig {
     pub nta_tuning: NtaTuning,
 }
 
-/// NTA builder settings that differ from nta-core's defaults; the suite uses
-/// the defaults unless `nta-bench all --nta-private / --nta-retain-bytes`
-/// asks otherwise, to find out where NTA's time goes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// NTA builder settings that differ from nta-core's defaults.
+///
+/// One of them is on by default: the comparison runs NTA with
+/// [`HugePages::Off`], on 4 KiB pages like the other peers (whose THP the
+/// command line turns off, see [`crate::mem_stats::disable_thp`]), so that
+/// no allocator gets 2 MiB pages the others do not (`--hugepages` gives
+/// every allocator its huge pages instead; reports say which).
+/// The others are diagnostics (`--nta-private`, `--nta-retain-bytes`,
+/// `--nta-shards`), to find out where NTA's time goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NtaTuning {
+    /// Hugepage policy of the pool (default here: `Off`, see above).
+    pub hugepages: HugePages,
     /// `Some(false)`: private anonymous segments instead of memfd.
     pub exportable: Option<bool>,
     /// Wholly free bytes kept mapped before segments go back to the OS.
     pub retain_bytes: Option<usize>,
     /// Shard count for every workload but P3 (which always uses one).
     pub shards: Option<usize>,
+}
+
+impl Default for NtaTuning {
+    fn default() -> Self {
+        Self { hugepages: HugePages::Off, exportable: None, retain_bytes: None, shards: None }
+    }
+}
+
+impl NtaTuning {
+    /// Whether any diagnostic setting (everything but the hugepage policy)
+    /// moves NTA away from nta-core's defaults.
+    pub fn has_diagnostics(&self) -> bool {
+        self.exportable.is_some() || self.retain_bytes.is_some() || self.shards.is_some()
+    }
+}
+
+/// Parses `--nta-hugepages`: `off`, `try` or `require`.
+pub fn parse_hugepages(text: &str) -> Result<HugePages, String> {
+    match text {
+        "off" => Ok(HugePages::Off),
+        "try" => Ok(HugePages::Try),
+        "require" => Ok(HugePages::Require),
+        other => Err(format!("`{other}` is not one of off, try, require")),
+    }
+}
+
+/// The name of a hugepage policy as `--nta-hugepages` takes it.
+pub fn hugepages_name(policy: HugePages) -> &'static str {
+    match policy {
+        HugePages::Off => "off",
+        HugePages::Try => "try",
+        HugePages::Require => "require",
+    }
 }
 
 /// A computation that runs on any peer; see [`with_peer`].

@@ -6,8 +6,9 @@
 //! random live block else, so the live count reverts to `target_live`. Sizes
 //! come half from the IMIX and half from the long-tailed distribution.
 //!
-//! The footprint (the allocator's own held bytes, and RSS; both deltas from
-//! the start) is sampled [`ChurnParams::samples`] times at even intervals.
+//! The footprint (the allocator's own held bytes, and resident memory: RSS
+//! plus hugetlb pages; both deltas from the start) is sampled
+//! [`ChurnParams::samples`] times at even intervals.
 //! It must stay flat: the report gives the last sample over the one at a
 //! quarter of the run (after warm-up).
 
@@ -15,7 +16,7 @@ use std::ptr::NonNull;
 use std::time::Instant;
 
 use super::{nanos, Scale, DEFAULT_SEED};
-use crate::mem_stats::resident_bytes;
+use crate::mem_stats::Resident;
 use crate::peers::{touch, Peer};
 use crate::rng::SplitMix64;
 use crate::sizes;
@@ -54,8 +55,8 @@ pub struct ChurnSample {
     pub live_requested_bytes: u64,
     /// The allocator's own held bytes (delta), if it reports them.
     pub held_bytes: Option<u64>,
-    /// RSS delta, if readable.
-    pub rss_delta_bytes: Option<u64>,
+    /// Resident delta (RSS + hugetlb), if readable.
+    pub resident_bytes: Option<u64>,
 }
 
 /// P6 result.
@@ -84,19 +85,33 @@ impl ChurnResult {
     }
 
     /// Last sample's footprint over the footprint a quarter of the way in, by
-    /// the own figure where there is one, else by RSS.
-    pub fn drift(&self) -> Option<f64> {
-        let pick = |sample: &ChurnSample| sample.held_bytes.or(sample.rss_delta_bytes);
+    /// `pick` (the own figure, or the resident one).
+    pub fn drift_by(&self, pick: impl Fn(&ChurnSample) -> Option<u64>) -> Option<f64> {
         let reference = pick(self.samples.get(self.samples.len() / 4)?)?;
         let last = pick(self.samples.last()?)?;
         Some(last as f64 / reference.max(1) as f64)
     }
 
-    /// Largest footprint sample over the largest live requested bytes.
-    pub fn peak_ratio(&self) -> Option<f64> {
-        let held = self.samples.iter().filter_map(|s| s.held_bytes.or(s.rss_delta_bytes)).max()?;
+    /// Drift by the own figure where there is one, else by resident memory.
+    pub fn drift(&self) -> Option<f64> {
+        self.drift_by(|sample| sample.held_bytes.or(sample.resident_bytes))
+    }
+
+    /// Largest footprint sample by `pick` over the largest live requested bytes.
+    pub fn peak_ratio_by(&self, pick: impl Fn(&ChurnSample) -> Option<u64>) -> Option<f64> {
+        let footprint = self.samples.iter().filter_map(pick).max()?;
         let live = self.samples.iter().map(|s| s.live_requested_bytes).max()?;
-        Some(held as f64 / live.max(1) as f64)
+        Some(footprint as f64 / live.max(1) as f64)
+    }
+
+    /// Largest own held bytes over the largest live requested bytes.
+    pub fn held_peak_ratio(&self) -> Option<f64> {
+        self.peak_ratio_by(|sample| sample.held_bytes)
+    }
+
+    /// Largest resident delta over the largest live requested bytes.
+    pub fn resident_peak_ratio(&self) -> Option<f64> {
+        self.peak_ratio_by(|sample| sample.resident_bytes)
     }
 }
 
@@ -104,10 +119,19 @@ impl ChurnResult {
 pub fn run<P: Peer + ?Sized>(peer: &P, params: &ChurnParams) -> ChurnResult {
     let mut rng = SplitMix64::new(params.seed);
     let mut live: Vec<(NonNull<u8>, usize)> = Vec::with_capacity(params.target_live * 3);
+    // Write the whole capacity once, so its pages are resident before the
+    // baseline and not counted against the allocator.
+    live.resize(live.capacity(), (NonNull::dangling(), 0));
+    for entry in live.iter_mut() {
+        // SAFETY: entry is a valid, exclusive reference.
+        unsafe { std::ptr::write_volatile(entry, (NonNull::dangling(), 0)) };
+    }
+    live.clear();
     let mut live_requested_bytes = 0u64;
     let (mut allocs, mut frees, mut shrinks, mut failed_allocs) = (0u64, 0u64, 0u64, 0u64);
     let base_held = peer.held_bytes();
-    let base_rss = resident_bytes();
+    let with_hugetlb = peer.may_map_hugetlb();
+    let base_resident = Resident::read(with_hugetlb);
     let sample_every = (params.ops / params.samples.max(1)).max(1);
     let mut samples = Vec::new();
     let double_target = 2 * params.target_live.max(1) as u64;
@@ -151,7 +175,9 @@ pub fn run<P: Peer + ?Sized>(peer: &P, params: &ChurnParams) -> ChurnResult {
                 ops_done: op + 1,
                 live_requested_bytes,
                 held_bytes: base_held.zip(peer.held_bytes()).map(|(base, now)| now.saturating_sub(base)),
-                rss_delta_bytes: base_rss.zip(resident_bytes()).map(|(base, now)| now.saturating_sub(base)),
+                resident_bytes: base_resident
+                    .zip(Resident::read(with_hugetlb))
+                    .map(|(base, now)| now.since(&base).total_bytes()),
             });
         }
     }

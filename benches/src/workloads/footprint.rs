@@ -5,12 +5,15 @@
 //! 362-byte mean request). Held bytes come two ways, both as deltas from just
 //! before the run, sampled every [`FootprintParams::sample_every`] pairs:
 //! - the allocator's own figure ([`Peer::held_bytes`]);
-//! - the process RSS (`/proc/self/statm`), which also counts the benchmark's
-//!   own slot vector, and which only sees pages actually touched.
+//! - the process's resident memory: RSS (`/proc/self/statm`), which only
+//!   sees pages actually touched, plus hugetlb pages, which RSS leaves out
+//!   (read only for a peer that may map them). The benchmark's own slot
+//!   vector is allocated and written before the baseline, so it is not in
+//!   the delta.
 
 use super::packet_mix::SlidingWindow;
 use super::{Scale, DEFAULT_SEED};
-use crate::mem_stats::resident_bytes;
+use crate::mem_stats::Resident;
 use crate::peers::Peer;
 
 /// P2 parameters.
@@ -47,8 +50,10 @@ pub struct FootprintResult {
     pub peak_held_bytes: Option<u64>,
     /// Whether the own figure is specific to the allocator.
     pub held_is_exact: bool,
-    /// Peak RSS delta, if readable.
-    pub peak_rss_delta_bytes: Option<u64>,
+    /// Peak resident delta (RSS + hugetlb), if readable.
+    pub peak_resident_bytes: Option<u64>,
+    /// The hugetlb part of the peak resident delta.
+    pub peak_hugetlb_bytes: Option<u64>,
     /// Allocations that returned `None`.
     pub failed_allocs: u64,
 }
@@ -59,33 +64,44 @@ impl FootprintResult {
         self.peak_held_bytes.map(|held| held as f64 / self.peak_live_requested_bytes.max(1) as f64)
     }
 
-    /// Peak RSS delta over peak live requested.
-    pub fn rss_ratio(&self) -> Option<f64> {
-        self.peak_rss_delta_bytes.map(|rss| rss as f64 / self.peak_live_requested_bytes.max(1) as f64)
+    /// Peak resident delta over peak live requested.
+    pub fn resident_ratio(&self) -> Option<f64> {
+        self.peak_resident_bytes.map(|bytes| bytes as f64 / self.peak_live_requested_bytes.max(1) as f64)
     }
 }
 
 struct Sampler {
     base_held: Option<u64>,
-    base_rss: Option<u64>,
+    base_resident: Option<Resident>,
+    with_hugetlb: bool,
     peak_held: Option<u64>,
-    peak_rss: Option<u64>,
+    /// Peak of the total resident delta, and its parts at that peak.
+    peak_resident: Option<Resident>,
 }
 
 impl Sampler {
     fn new<P: Peer + ?Sized>(peer: &P) -> Self {
-        Self { base_held: peer.held_bytes(), base_rss: resident_bytes(), peak_held: None, peak_rss: None }
+        let with_hugetlb = peer.may_map_hugetlb();
+        Self {
+            base_held: peer.held_bytes(),
+            base_resident: Resident::read(with_hugetlb),
+            with_hugetlb,
+            peak_held: None,
+            peak_resident: None,
+        }
     }
 
     fn sample<P: Peer + ?Sized>(&mut self, peer: &P) {
-        fn raise(peak: &mut Option<u64>, base: Option<u64>, now: Option<u64>) {
-            if let (Some(base), Some(now)) = (base, now) {
-                let delta = now.saturating_sub(base);
-                *peak = Some(peak.map_or(delta, |p| p.max(delta)));
+        if let (Some(base), Some(now)) = (self.base_held, peer.held_bytes()) {
+            let delta = now.saturating_sub(base);
+            self.peak_held = Some(self.peak_held.map_or(delta, |peak| peak.max(delta)));
+        }
+        if let (Some(base), Some(now)) = (self.base_resident, Resident::read(self.with_hugetlb)) {
+            let delta = now.since(&base);
+            if self.peak_resident.map_or(true, |peak| delta.total_bytes() > peak.total_bytes()) {
+                self.peak_resident = Some(delta);
             }
         }
-        raise(&mut self.peak_held, self.base_held, peer.held_bytes());
-        raise(&mut self.peak_rss, self.base_rss, resident_bytes());
     }
 }
 
@@ -116,7 +132,8 @@ pub fn run<P: Peer + ?Sized>(peer: &P, params: &FootprintParams) -> FootprintRes
         peak_live_requested_bytes: window.peak_live_requested_bytes,
         peak_held_bytes: sampler.peak_held,
         held_is_exact: peer.held_bytes_is_exact(),
-        peak_rss_delta_bytes: sampler.peak_rss,
+        peak_resident_bytes: sampler.peak_resident.map(|r| r.total_bytes()),
+        peak_hugetlb_bytes: sampler.peak_resident.map(|r| r.hugetlb_bytes),
         failed_allocs: window.failed_allocs,
     }
 }

@@ -72,10 +72,19 @@ pub struct SlidingWindow {
 }
 
 impl SlidingWindow {
-    /// An empty window of `window` slots (at least one).
+    /// An empty window of `window` slots (at least one). Every slot is
+    /// written here, so the slot vector's pages are resident before any
+    /// footprint baseline (a zeroed vector would be faulted in during the
+    /// run and counted against the allocator).
     pub fn new(window: usize, seed: u64) -> Self {
+        let mut slots = vec![None; window.max(1)];
+        for slot in &mut slots {
+            // SAFETY: slot is a valid, exclusive reference; a volatile write
+            // cannot be folded into the vector's zeroed allocation.
+            unsafe { std::ptr::write_volatile(slot, None) };
+        }
         Self {
-            slots: vec![None; window.max(1)],
+            slots,
             next: 0,
             rng: SplitMix64::new(seed),
             failed_allocs: 0,
