@@ -177,9 +177,20 @@ impl Pool {
         // SAFETY: forwarded.
         unsafe {
             if !thread_cache::free_sized(&self.inner, || PoolRef::Shared(Arc::downgrade(&self.inner)), ptr, len) {
-                self.inner.free(ptr, Some(len))
+                self.free_sized_slow(ptr, len)
             }
         }
+    }
+
+    /// The shard way of `free_sized`: kept out of line so that the
+    /// thread-cache path above stays small (fewer registers to save).
+    ///
+    /// # Safety
+    /// As for [`Pool::free_sized`].
+    #[inline(never)]
+    unsafe fn free_sized_slow(&self, ptr: NonNull<u8>, len: usize) {
+        // SAFETY: forwarded.
+        unsafe { self.inner.free(ptr, Some(len)) }
     }
 
     /// Shrinks a chunk in place; its tail returns to the pool and merges

@@ -219,6 +219,35 @@ impl Segments {
         (seg < self.count).then_some(seg)
     }
 
+    /// For an address in the range: whether its granule starts a chunk (a
+    /// live or parked one). The free fast path's check: a subtraction, a
+    /// shift and a bit test, with the bounds proved once.
+    #[inline]
+    pub fn starts_chunk(&self, addr: usize) -> Option<bool> {
+        let off = addr.wrapping_sub(self.base.as_ptr() as usize);
+        let seg = off >> HUGE_NODE_SHIFT;
+        if seg >= self.count {
+            return None;
+        }
+        let g = (off >> crate::granule::GRANULE_SHIFT) & (HUGE_GRANULES - 1);
+        // SAFETY: `seg < count == metas.len()`, and `g >> 6 < HUGE_GRANULES / 64`
+        // (masked above), the length of the bitmap.
+        let word = unsafe { self.metas.get_unchecked(seg).start.get_unchecked(g >> 6) };
+        Some(word.load(Relaxed) >> (g & 63) & 1 == 1)
+    }
+
+    /// Stores the slack byte of the chunk at `addr` (in the range).
+    #[inline]
+    pub fn set_slack(&self, addr: usize, slack: u8) {
+        let off = addr.wrapping_sub(self.base.as_ptr() as usize);
+        let seg = off >> HUGE_NODE_SHIFT;
+        debug_assert!(seg < self.count);
+        let g = (off >> crate::granule::GRANULE_SHIFT) & (HUGE_GRANULES - 1);
+        // SAFETY: callers pass chunk addresses, which lie in the range, so
+        // `seg < count == metas.len()`; `g < HUGE_GRANULES` (masked).
+        unsafe { self.metas.get_unchecked(seg).slack.get_unchecked(g) }.store(slack, Relaxed);
+    }
+
     /// Address of granule `g` of segment `seg`.
     #[inline]
     pub fn addr(&self, seg: usize, g: usize) -> *mut u8 {

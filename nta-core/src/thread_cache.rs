@@ -47,7 +47,6 @@
 use crate::granule::{granules_for, slack_for, GRANULE};
 use crate::heap::Loc;
 use crate::inner::PoolInner;
-use crate::mark::Parked;
 use crate::stats::bump;
 pub use crate::thread_slot::{ThreadSlot, TC_MAX_GRANULES, TC_PER_CLASS};
 use std::cell::UnsafeCell;
@@ -98,7 +97,6 @@ impl PoolRef {
 struct Entry {
     key: *const PoolInner,
     slot: *const ThreadSlot,
-    index: usize,
     pool: PoolRef,
 }
 
@@ -134,7 +132,7 @@ thread_local! {
 
 /// The calling thread's slot for `pool` if it is the most recently used.
 #[inline]
-fn mru_slot(pool: *const PoolInner) -> Option<(usize, &'static ThreadSlot)> {
+fn mru_slot(pool: *const PoolInner) -> Option<&'static ThreadSlot> {
     CACHES
         .try_with(|c| {
             // SAFETY: only this thread touches its table, and no call out of
@@ -144,7 +142,7 @@ fn mru_slot(pool: *const PoolInner) -> Option<(usize, &'static ThreadSlot)> {
                 // SAFETY: a matching key means the caller holds the pool
                 // alive, and with it the slot; callers use the slot only
                 // within the current call.
-                Some(e) if e.key == pool => Some((e.index, unsafe { &*e.slot })),
+                Some(e) if e.key == pool => Some(unsafe { &*e.slot }),
                 _ => None,
             }
         })
@@ -159,7 +157,7 @@ pub fn alloc(pool: &PoolInner, len: usize) -> Option<NonNull<u8>> {
     if g > TC_MAX_GRANULES {
         return None;
     }
-    let (_, slot) = mru_slot(pool)?;
+    let slot = mru_slot(pool)?;
     if !slot.enter() {
         return None;
     }
@@ -173,10 +171,7 @@ pub fn alloc(pool: &PoolInner, len: usize) -> Option<NonNull<u8>> {
     bump(&c.allocs, 1);
     // The slack byte changes inside the busy section too, so that a thief
     // (`validate`) never sees the counters and the slack disagree.
-    let segs = pool.segments();
-    // SAFETY: cached chunks are chunks of this pool.
-    let loc = unsafe { Loc::of(segs, p as usize).unwrap_unchecked() };
-    segs.meta(loc.seg).slack[loc.granule].store(slack_for(len, g) as u8, Relaxed);
+    pool.segments().set_slack(p as usize, slack_for(len, g) as u8);
     slot.leave();
     // SAFETY: inside a mapped segment, hence not null.
     Some(unsafe { NonNull::new_unchecked(p) })
@@ -198,7 +193,7 @@ pub fn alloc_refill(inner: &PoolInner, pool: impl FnOnce() -> PoolRef, len: usiz
     } else {
         None
     };
-    let Some((_, slot)) = slot else { return inner.alloc(len, GRANULE) };
+    let Some(slot) = slot else { return inner.alloc(len, GRANULE) };
     let mut extra = [ptr::null_mut(); TC_REFILL];
     let room = if slot.enter() {
         let room = slot.room(g).min(TC_REFILL);
@@ -208,12 +203,11 @@ pub fn alloc_refill(inner: &PoolInner, pool: impl FnOnce() -> PoolRef, len: usiz
         0
     };
     let (first, n) = inner.alloc_batch(len, &mut extra[..room])?;
-    let mark = inner.key().mark(Parked::ThreadSlot(slot_index(inner, slot)));
     let mut pushed = 0;
     if n > 0 && slot.enter() {
         while pushed < n {
             // SAFETY: freshly carved chunks of `g` granules, ours.
-            if !unsafe { slot.push(extra[pushed], g, mark) } {
+            if !unsafe { slot.push(extra[pushed], g) } {
                 break;
             }
             pushed += 1;
@@ -233,10 +227,6 @@ pub fn alloc_refill(inner: &PoolInner, pool: impl FnOnce() -> PoolRef, len: usiz
     Some(first)
 }
 
-fn slot_index(inner: &PoolInner, slot: &ThreadSlot) -> usize {
-    (slot as *const ThreadSlot as usize - inner.thread_slots().as_ptr() as usize) / std::mem::size_of::<ThreadSlot>()
-}
-
 /// Free fast path for a chunk of known length. Returns false when the chunk
 /// must go the shard way (too big, cache full, pointer not in the pool).
 /// Panics on a double free (parked or merged chunk) or an interior pointer.
@@ -251,8 +241,7 @@ pub unsafe fn free_sized(inner: &PoolInner, pool: impl FnOnce() -> PoolRef, ptr:
     if g > TC_MAX_GRANULES || !inner.caching() || p as usize & (GRANULE - 1) != 0 {
         return false;
     }
-    let Some(loc) = Loc::of(inner.segments(), p as usize) else { return false };
-    let (index, slot) = match mru_slot(inner) {
+    let slot = match mru_slot(inner) {
         Some(s) => s,
         None => match register(pool()) {
             Some(s) => s,
@@ -264,7 +253,7 @@ pub unsafe fn free_sized(inner: &PoolInner, pool: impl FnOnce() -> PoolRef, ptr:
     // starts, and neither is anything in a segment that is not mapped (its
     // metadata reads as all-free). The shard way sorts them out (and panics
     // for the invalid ones) without touching the chunk's memory.
-    if !inner.is_chunk_start(loc) {
+    if inner.segments().starts_chunk(p as usize) != Some(true) {
         return false;
     }
     // The mark: a parked chunk freed again.
@@ -275,17 +264,16 @@ pub unsafe fn free_sized(inner: &PoolInner, pool: impl FnOnce() -> PoolRef, ptr:
     if !slot.enter() {
         return false;
     }
-    if slot.full(g) {
+    // SAFETY: forwarded from the caller; we hold the stacks.
+    if !unsafe { slot.push(p, g) } {
+        // The size's stack (or the slot) is full: hand half back, retry.
         slot.leave();
         overflow(inner, slot, g);
-        if !slot.enter() {
+        // SAFETY: as above.
+        if !slot.enter() || !unsafe { slot.push(p, g) } {
+            slot.leave();
             return false;
         }
-    }
-    // SAFETY: forwarded from the caller; we hold the stacks.
-    if !unsafe { slot.push(p, g, inner.key().mark(Parked::ThreadSlot(index))) } {
-        slot.leave();
-        return false;
     }
     // `len` is the chunk's requested length (the caller's contract), so the
     // slack byte need not be read: one metadata cache line less per free.
@@ -389,7 +377,7 @@ pub unsafe fn free_detached(inner: &PoolInner, lists: &Detached) {
 /// slot if it has none there. Cold: once per thread and pool (or after an
 /// eviction).
 #[cold]
-fn register(pool: PoolRef) -> Option<(usize, &'static ThreadSlot)> {
+fn register(pool: PoolRef) -> Option<&'static ThreadSlot> {
     let alive = pool.upgrade()?;
     let key = alive.inner() as *const PoolInner;
     let evicted = CACHES
@@ -401,10 +389,10 @@ fn register(pool: PoolRef) -> Option<(usize, &'static ThreadSlot)> {
                 c.entries[..=i].rotate_right(1);
                 return Ok::<_, ()>(None);
             }
-            let (index, slot) = ThreadSlot::claim(alive.inner().thread_slots()).ok_or(())?;
+            let slot = ThreadSlot::claim(alive.inner().thread_slots(), alive.inner().key()).ok_or(())?;
             let old = c.entries[TC_POOLS - 1].take();
             c.entries.rotate_right(1);
-            c.entries[0] = Some(Entry { key, slot, index, pool });
+            c.entries[0] = Some(Entry { key, slot, pool });
             Ok(old)
         })
         .ok()?

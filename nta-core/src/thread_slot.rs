@@ -48,11 +48,11 @@
 //!   granules whose second word is this slot's mark.
 
 use crate::granule::GRANULE;
-use crate::mark;
+use crate::mark::{self, Key, Parked};
 use crate::stats::{bump, Counters};
 use crate::sys;
 use std::ptr;
-use std::sync::atomic::{compiler_fence, AtomicBool, AtomicPtr, AtomicU16, AtomicUsize, Ordering::*};
+use std::sync::atomic::{compiler_fence, AtomicBool, AtomicPtr, AtomicU16, AtomicU64, AtomicUsize, Ordering::*};
 use std::sync::OnceLock;
 
 /// Largest chunk, in granules, a thread cache holds (2 KiB).
@@ -73,6 +73,9 @@ pub struct ThreadSlot {
     /// Set by a thief that has taken (or is taking) the stacks.
     steal: AtomicBool,
     claimed: AtomicBool,
+    /// The parked mark of this slot's chunks (see `mark`), set when the
+    /// slot is claimed.
+    mark: AtomicU64,
     heads: [AtomicPtr<u8>; TC_MAX_GRANULES + 1],
     counts: [AtomicU16; TC_MAX_GRANULES + 1],
     bytes: AtomicUsize,
@@ -85,6 +88,7 @@ impl Default for ThreadSlot {
             busy: AtomicBool::new(false),
             steal: AtomicBool::new(false),
             claimed: AtomicBool::new(false),
+            mark: AtomicU64::new(0),
             heads: std::array::from_fn(|_| AtomicPtr::new(ptr::null_mut())),
             counts: std::array::from_fn(|_| AtomicU16::new(0)),
             bytes: AtomicUsize::new(0),
@@ -119,9 +123,13 @@ fn fence_owners() {
 }
 
 impl ThreadSlot {
-    /// Claims a free slot of `slots` for the calling thread.
-    pub fn claim(slots: &[ThreadSlot]) -> Option<(usize, &ThreadSlot)> {
-        slots.iter().enumerate().find(|(_, s)| !s.claimed.load(Relaxed) && !s.claimed.swap(true, Acquire))
+    /// Claims a free slot of `slots` for the calling thread; `key` gives
+    /// the pool's parked marks.
+    pub fn claim(slots: &[ThreadSlot], key: Key) -> Option<&ThreadSlot> {
+        let (i, slot) =
+            slots.iter().enumerate().find(|(_, s)| !s.claimed.load(Relaxed) && !s.claimed.swap(true, Acquire))?;
+        slot.mark.store(key.mark(Parked::ThreadSlot(i)), Relaxed);
+        Some(slot)
     }
 
     /// Gives the slot up (its stacks must be empty).
@@ -169,14 +177,14 @@ impl ThreadSlot {
         Some(head)
     }
 
-    /// Parks a chunk of `g` granules, writing `mark_word` into it; false
-    /// when the size or the slot is full.
+    /// Parks a chunk of `g` granules, writing the slot's mark into it;
+    /// false when the size or the slot is full.
     ///
     /// # Safety
     /// `chunk` is a live chunk of `g` granules of the slot's pool, given up;
     /// the caller has exclusive use of the stacks.
     #[inline]
-    pub unsafe fn push(&self, chunk: *mut u8, g: usize, mark_word: u64) -> bool {
+    pub unsafe fn push(&self, chunk: *mut u8, g: usize) -> bool {
         let count = self.counts[g].load(Relaxed);
         let bytes = self.bytes.load(Relaxed) + g * GRANULE;
         if count >= TC_PER_CLASS || bytes > TC_MAX_BYTES {
@@ -185,18 +193,12 @@ impl ThreadSlot {
         // SAFETY: the chunk is ours and at least one granule long.
         unsafe {
             chunk.cast::<*mut u8>().write(self.heads[g].load(Relaxed));
-            mark::write(chunk, mark_word);
+            mark::write(chunk, self.mark.load(Relaxed));
         }
         self.heads[g].store(chunk, Relaxed);
         self.counts[g].store(count + 1, Relaxed);
         self.bytes.store(bytes, Relaxed);
         true
-    }
-
-    /// Whether the stack of `g` granules is full.
-    #[inline]
-    pub fn full(&self, g: usize) -> bool {
-        self.counts[g].load(Relaxed) >= TC_PER_CLASS
     }
 
     /// Room for more chunks of `g` granules (1..=TC_MAX_GRANULES).
