@@ -108,6 +108,20 @@ pub fn next_set(words: &[AtomicU64], from: usize, limit: usize) -> usize {
     limit
 }
 
+/// The first `i` in `from..limit` where bit `i` is clear, or `limit`.
+pub fn next_clear(words: &[AtomicU64], from: usize, limit: usize) -> usize {
+    let mut i = from;
+    while i < limit {
+        let w = i >> 6;
+        let word = !words[w].load(Relaxed) & (!0u64 << (i & 63));
+        if word != 0 {
+            return ((w << 6) + word.trailing_zeros() as usize).min(limit);
+        }
+        i = (w + 1) << 6;
+    }
+    limit
+}
+
 /// Counts the set bits in `start..end`.
 #[cfg(test)]
 pub fn count(words: &[AtomicU64], start: usize, end: usize) -> usize {
@@ -141,6 +155,9 @@ mod tests {
         assert_eq!(next_set(&b, 0, 256), 3);
         assert_eq!(next_set(&b, 10, 256), 70);
         assert_eq!(next_set(&b, 130, 150), 150);
+        assert_eq!(next_clear(&b, 3, 256), 10);
+        assert_eq!(next_clear(&b, 70, 256), 130);
+        assert_eq!(next_clear(&b, 0, 2), 0);
         assign(&b, 199, true);
         assert_eq!(next_set_either(&bits(256), &b, 130, 256), 199);
     }

@@ -49,7 +49,7 @@ use crate::thread_slot::{self, ThreadSlot, SLOTS};
 use crate::HugePages;
 use std::cell::Cell;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicU8, Ordering::*};
+use std::sync::atomic::{AtomicPtr, AtomicU8, Ordering::*};
 
 thread_local! {
     /// Shard the thread was bound to with `bind_current_thread`.
@@ -97,16 +97,6 @@ impl Config {
     }
 }
 
-/// Counters of runs (buffers above 2 MiB), which no shard owns.
-#[derive(Debug, Default)]
-pub(crate) struct RunCounters {
-    pub in_use_bytes: AtomicU64,
-    pub live_requested: AtomicU64,
-    pub allocs: AtomicU64,
-    pub frees: AtomicU64,
-    pub runs: AtomicU64,
-}
-
 /// The shared state behind `Pool` handles (and behind `NtaGlobal`).
 /// Building it allocates nothing from the Rust heap.
 #[derive(Debug)]
@@ -117,7 +107,6 @@ pub(crate) struct PoolInner {
     segs: Segments,
     shards: MetaArray<Shard>,
     slots: MetaArray<ThreadSlot>,
-    pub(crate) runs: RunCounters,
     /// Links in the registry of live pools (see `fork`).
     pub(crate) registry_prev: AtomicPtr<PoolInner>,
     pub(crate) registry_next: AtomicPtr<PoolInner>,
@@ -165,7 +154,6 @@ impl PoolInner {
             segs,
             shards,
             slots,
-            runs: RunCounters::default(),
             registry_prev: AtomicPtr::new(std::ptr::null_mut()),
             registry_next: AtomicPtr::new(std::ptr::null_mut()),
         };
@@ -653,12 +641,14 @@ impl PoolInner {
                 Ok(Located::Unowned(loc)) => return self.free_unowned(ptr, loc, len),
                 Err(why) => invalid_free(ptr, why),
             };
-            if self.is_checked() {
+            if self.is_checked() && !self.is_chunk_start(loc) {
                 // Validate on the freeing thread, so the panic names the
-                // culprit, not the owner that drains later.
-                if let Err(why) = self.chunk_len(loc, len) {
-                    invalid_free(ptr, why);
-                }
+                // culprit, not the owner that drains later. Only the start
+                // bit: a live chunk's own bits are stable without the
+                // owner's lock, but its length is found by scanning up to
+                // the next chunk, whose bits the owner may be changing (the
+                // owner checks the length under its lock).
+                self.not_a_chunk(ptr, loc);
             }
             let shard = &self.shards[owner];
             if owner == self.current_shard() {
@@ -912,7 +902,7 @@ impl PoolInner {
             st.frees = st.frees.wrapping_add(c.frees.load(Relaxed));
             st.thread_cached_bytes += slot.bytes() as u64;
         }
-        let r = &self.runs;
+        let r = self.segs.runs();
         st.in_use_bytes = st.in_use_bytes.wrapping_add(r.in_use_bytes.load(Relaxed));
         st.live_requested_bytes = st.live_requested_bytes.wrapping_add(r.live_requested.load(Relaxed));
         st.allocs = st.allocs.wrapping_add(r.allocs.load(Relaxed));

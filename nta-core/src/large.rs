@@ -13,7 +13,8 @@
 //! - **grow** takes the slots right after the run if they are free.
 //!
 //! Accounting: a run counts `segments * 2 MiB` as in use (no other request
-//! can use its tail) and its requested length as live, in `RunCounters`.
+//! can use its tail) and its requested length as live, in the segment
+//! table's `RunCounters` (updated under its lock).
 //! The largest request is bounded only by the capacity and by finding
 //! enough adjacent free slots; the exhaustion path (`reclaim`) gathers free
 //! segments first.
@@ -23,7 +24,6 @@ use crate::granule::{granules_for, GRANULE, HUGE_NODE_BYTES};
 use crate::heap::Loc;
 use crate::inner::PoolInner;
 use std::ptr::NonNull;
-use std::sync::atomic::Ordering::Relaxed;
 
 /// Segments a run for `len` bytes needs (at least one).
 fn segments_for(len: usize) -> usize {
@@ -35,11 +35,6 @@ impl PoolInner {
     pub(crate) fn alloc_run(&self, len: usize) -> Option<NonNull<u8>> {
         let segments = segments_for(len);
         let head = self.segments().acquire_run(segments, len)?;
-        let r = &self.runs;
-        r.in_use_bytes.fetch_add((segments * HUGE_NODE_BYTES) as u64, Relaxed);
-        r.live_requested.fetch_add(len as u64, Relaxed);
-        r.allocs.fetch_add(1, Relaxed);
-        r.runs.fetch_add(1, Relaxed);
         NonNull::new(self.segments().addr(head, 0))
     }
 
@@ -49,18 +44,15 @@ impl PoolInner {
     pub(crate) fn free_unowned(&self, ptr: *mut u8, loc: Loc, len: Option<usize>) {
         let segs = self.segments();
         match segs.run(loc.seg) {
-            Some((segments, run_len)) if loc.granule == 0 => {
+            Some((_, run_len)) if loc.granule == 0 => {
                 if let Some(len) = len {
                     if granules_for(len) != granules_for(run_len) {
                         invalid_free(ptr, FreeError::WrongSize { len, chunk_bytes: granules_for(run_len) * GRANULE });
                     }
                 }
-                let r = &self.runs;
-                r.in_use_bytes.fetch_sub((segments * HUGE_NODE_BYTES) as u64, Relaxed);
-                r.live_requested.fetch_sub(run_len as u64, Relaxed);
-                r.frees.fetch_add(1, Relaxed);
-                r.runs.fetch_sub(1, Relaxed);
-                segs.release_run(loc.seg);
+                if !segs.release_run(loc.seg) {
+                    invalid_free(ptr, FreeError::DoubleFree);
+                }
             }
             _ => self.not_a_chunk(ptr, loc),
         }
@@ -71,25 +63,11 @@ impl PoolInner {
     /// the run cannot be resized in place (changing nothing).
     pub(crate) fn resize_run(&self, head: usize, new_len: usize, shrink_only: bool) -> bool {
         let segs = self.segments();
-        let Some((segments, old_len)) = segs.run(head) else { return false };
+        let Some((_, old_len)) = segs.run(head) else { return false };
         if shrink_only && granules_for(new_len) > granules_for(old_len) {
             return false;
         }
         let want = segments_for(new_len);
-        if want > segs.count() || !segs.resize_run(head, want, new_len) {
-            return false;
-        }
-        let r = &self.runs;
-        if want >= segments {
-            r.in_use_bytes.fetch_add(((want - segments) * HUGE_NODE_BYTES) as u64, Relaxed);
-        } else {
-            r.in_use_bytes.fetch_sub(((segments - want) * HUGE_NODE_BYTES) as u64, Relaxed);
-        }
-        if new_len >= old_len {
-            r.live_requested.fetch_add((new_len - old_len) as u64, Relaxed);
-        } else {
-            r.live_requested.fetch_sub((old_len - new_len) as u64, Relaxed);
-        }
-        true
+        want <= segs.count() && segs.resize_run(head, want, new_len)
     }
 }

@@ -98,6 +98,24 @@ pub enum SegmentState {
     Run = 3,
 }
 
+/// Counters of runs (buffers above 2 MiB), which no shard owns. Written
+/// under the table lock, so `validate` (which holds it) sees them agree
+/// with the runs; read by anyone with relaxed loads.
+#[derive(Debug, Default)]
+pub struct RunCounters {
+    /// `segments * 2 MiB` over live runs.
+    pub in_use_bytes: AtomicU64,
+    /// Requested bytes over live runs.
+    pub live_requested: AtomicU64,
+    pub allocs: AtomicU64,
+    pub frees: AtomicU64,
+    /// Live runs.
+    pub runs: AtomicU64,
+}
+
+/// The segment table held (see [`Segments::hold`]).
+pub struct TableGuard<'a>(#[allow(dead_code)] FutexGuard<'a, Stacks>);
+
 /// The parked stack; everything else the lock guards lives in atomics.
 struct Stacks {
     /// Mapped, wholly free segments, linked through `NodeMeta::next`.
@@ -120,6 +138,7 @@ pub struct Segments {
     stacks: FutexLock<Stacks>,
     /// One bit per slot: set iff the slot is Unmapped (written under the lock).
     unmapped: MetaArray<AtomicU64>,
+    runs: RunCounters,
     mapped: AtomicUsize,
     by_backing: [AtomicUsize; 4],
 }
@@ -188,6 +207,7 @@ impl Segments {
             epoch: std::time::Instant::now(),
             stacks: FutexLock::new(Stacks { free_top: NO_SEGMENT, free_count: 0 }),
             unmapped,
+            runs: RunCounters::default(),
             mapped: AtomicUsize::new(0),
             by_backing: Default::default(),
         })
@@ -276,6 +296,18 @@ impl Segments {
     /// The segment table, locked.
     fn stacks(&self) -> FutexGuard<'_, Stacks> {
         self.stacks.lock()
+    }
+
+    /// Holds the table still (no segment changes state, no run comes or
+    /// goes) until the guard drops: `validate`'s walk. Nothing that takes
+    /// the table lock may be called meanwhile on this thread.
+    pub fn hold(&self) -> TableGuard<'_> {
+        TableGuard(self.stacks.lock())
+    }
+
+    /// The run counters.
+    pub fn runs(&self) -> &RunCounters {
+        &self.runs
     }
 
     /// Takes the table lock without a guard (fork `prepare`).
@@ -465,6 +497,11 @@ impl Segments {
                     let m = self.meta(head);
                     m.run_segments.store(segments as u32, Relaxed);
                     m.run_len.store(len as u64, Relaxed);
+                    let r = &self.runs;
+                    r.in_use_bytes.fetch_add((segments * HUGE_NODE_BYTES) as u64, Relaxed);
+                    r.live_requested.fetch_add(len as u64, Relaxed);
+                    r.allocs.fetch_add(1, Relaxed);
+                    r.runs.fetch_add(1, Relaxed);
                     return Some(head);
                 }
             }
@@ -480,17 +517,29 @@ impl Segments {
         (self.state(head) == SegmentState::Run && k > 0).then(|| (k, m.run_len.load(Relaxed) as usize))
     }
 
-    /// Frees the run headed by `head` (a checked run head): every segment
-    /// is parked, and those beyond the watermark go back to the OS after
-    /// the release delay.
+    /// Frees the run headed by `head`: every segment is parked, and those
+    /// beyond the watermark go back to the OS after the release delay.
+    /// False (nothing changes) if `head` is no longer a run head: a double
+    /// free that raced with the first.
     #[cold]
-    pub fn release_run(&self, head: usize) {
+    pub fn release_run(&self, head: usize) -> bool {
         let mut st = self.stacks();
-        let k = self.meta(head).run_segments.swap(0, Relaxed) as usize;
+        let m = self.meta(head);
+        let k = m.run_segments.load(Relaxed) as usize;
+        if self.state(head) != SegmentState::Run || k == 0 {
+            return false;
+        }
+        m.run_segments.store(0, Relaxed);
+        let r = &self.runs;
+        r.in_use_bytes.fetch_sub((k * HUGE_NODE_BYTES) as u64, Relaxed);
+        r.live_requested.fetch_sub(m.run_len.load(Relaxed), Relaxed);
+        r.frees.fetch_add(1, Relaxed);
+        r.runs.fetch_sub(1, Relaxed);
         for seg in head..head + k {
             self.park(&mut st, seg);
         }
         self.purge(&mut st, false);
+        true
     }
 
     /// Resizes the run headed by `head` to `segments` segments and `len`
@@ -502,6 +551,9 @@ impl Segments {
         let mut st = self.stacks();
         let m = self.meta(head);
         let k = m.run_segments.load(Relaxed) as usize;
+        if self.state(head) != SegmentState::Run || k == 0 {
+            return false;
+        }
         let segments = segments.max(1);
         if segments > k {
             let end = head + segments;
@@ -517,6 +569,11 @@ impl Segments {
             }
             self.purge(&mut st, false);
         }
+        let r = &self.runs;
+        r.in_use_bytes.fetch_add((segments * HUGE_NODE_BYTES) as u64, Relaxed);
+        r.in_use_bytes.fetch_sub((k * HUGE_NODE_BYTES) as u64, Relaxed);
+        r.live_requested.fetch_add(len as u64, Relaxed);
+        r.live_requested.fetch_sub(m.run_len.load(Relaxed), Relaxed);
         m.run_segments.store(segments as u32, Relaxed);
         m.run_len.store(len as u64, Relaxed);
         true

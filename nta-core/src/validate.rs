@@ -64,7 +64,10 @@ pub fn validate(inner: &PoolInner) -> Result<(), String> {
         slot.steal_begin();
     }
     thread_slot::wait_owners(slots.iter());
+    // Last, the segment table: runs come and go under its lock alone.
+    let table = inner.segments().hold();
     let result = walk(inner, &mut guards);
+    drop(table);
     for slot in slots {
         slot.steal_end();
     }
@@ -191,7 +194,7 @@ fn walk(inner: &PoolInner, guards: &mut [crate::shard::ShardGuard<'_>]) -> Resul
     if run_left != 0 {
         return Err("the last run ends past the pool".into());
     }
-    let r = &inner.runs;
+    let r = segs.runs();
     let counted_runs = (r.in_use_bytes.load(Relaxed), r.live_requested.load(Relaxed), r.runs.load(Relaxed));
     if counted_runs != (run_bytes, run_live, runs) {
         return Err(format!(
@@ -284,10 +287,7 @@ fn walk_span(
     let mut k = lo;
     while k < hi {
         if bitmap::test(&m.free, k) {
-            let mut e = k;
-            while e < hi && bitmap::test(&m.free, e) {
-                e += 1;
-            }
+            let e = bitmap::next_clear(&m.free, k, hi);
             let n = e - k;
             if !bitmap::all_clear(&m.start, k, e) {
                 return Err(format!("segment {seg} granules {k}..{e}: free granule marked as a chunk start"));

@@ -297,7 +297,7 @@ fn run(ops: &[Op], shards: usize) {
 fn small_pool_exhaustion_and_runs() {
     use proptest::test_runner::{Config, TestRunner};
     let failed = std::cell::Cell::new(0u64);
-    let mut runner = TestRunner::new(Config { cases: 48, max_shrink_iters: 256, ..Config::default() });
+    let mut runner = TestRunner::new(Config { cases: cases(48), max_shrink_iters: 256, ..Config::default() });
     runner
         .run(&prop::collection::vec(big_op(), 1024), |ops| {
             failed.set(failed.get() + run_on(&ops, 2, 8 << 20, 200));
@@ -308,8 +308,14 @@ fn small_pool_exhaustion_and_runs() {
     println!("{} allocations failed at exhaustion", failed.get());
 }
 
+/// Cases per property: 256, or `NTA_MODEL_CASES` (CI's sanitizer run
+/// lowers it; a run under AddressSanitizer is about ten times slower).
+fn cases(default: u32) -> u32 {
+    std::env::var("NTA_MODEL_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, max_shrink_iters: 64, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(256), max_shrink_iters: 64, ..ProptestConfig::default() })]
 
     #[test]
     fn one_shard_model(ops in prop::collection::vec(op(), OPS_PER_CASE)) {
