@@ -24,18 +24,20 @@
 //!
 //! # Modes
 //!
-//! `mode` packs three flags that the fast paths test with one load:
+//! `mode` packs four flags that the fast paths test with one load:
 //! checked mode, "no thread caches" (the kernel lacks `membarrier`, see
-//! `thread_slot`), and "frozen" (this is a forked child and the pool's
-//! memory is shared with the parent, see `fork`). Any flag set sends
-//! frees the shard way; "frozen" also makes allocations fail and frees do
-//! nothing.
+//! `thread_slot`), "frozen" (this is a forked child and the pool's memory
+//! is shared with the parent, see `fork`) and "hooked" (a free hook may
+//! postpone frees, see `export`). Any flag set sends frees the shard way;
+//! "frozen" also makes allocations fail and frees do nothing.
 
 use crate::bitmap;
 use crate::checked::{invalid_free, FreeError, POISON};
 use crate::error::Error;
+use crate::export::FreeHook;
 use crate::granule::*;
 use crate::heap::Loc;
+use crate::lock::FutexLock;
 use crate::mark::{self, Key, Parked};
 use crate::meta_array::MetaArray;
 use crate::node::NO_OWNER;
@@ -65,6 +67,8 @@ const CHECKED: u8 = 1;
 const NO_CACHE: u8 = 2;
 /// `mode` flag: a forked child's copy of an exportable pool.
 const FROZEN: u8 = 4;
+/// `mode` flag: a free hook is installed (see `export`).
+const HOOKED: u8 = 8;
 
 /// Settings of a pool (see `PoolBuilder`).
 #[derive(Clone, Copy, Debug)]
@@ -107,6 +111,8 @@ pub(crate) struct PoolInner {
     segs: Segments,
     shards: MetaArray<Shard>,
     slots: MetaArray<ThreadSlot>,
+    /// The free hook, when `mode` has HOOKED.
+    hook: FutexLock<Option<std::sync::Arc<dyn FreeHook>>>,
     /// Links in the registry of live pools (see `fork`).
     pub(crate) registry_prev: AtomicPtr<PoolInner>,
     pub(crate) registry_next: AtomicPtr<PoolInner>,
@@ -154,6 +160,7 @@ impl PoolInner {
             segs,
             shards,
             slots,
+            hook: FutexLock::new(None),
             registry_prev: AtomicPtr::new(std::ptr::null_mut()),
             registry_next: AtomicPtr::new(std::ptr::null_mut()),
         };
@@ -232,6 +239,18 @@ impl PoolInner {
     /// Fork child: freezes an exportable pool (see `fork`).
     pub(crate) fn freeze(&self) {
         self.mode.fetch_or(FROZEN, Relaxed);
+    }
+
+    /// Installs or removes the free hook. While one is installed, frees
+    /// bypass the thread caches (they see the HOOKED flag) and call it.
+    pub fn set_free_hook(&self, hook: Option<std::sync::Arc<dyn FreeHook>>) {
+        let mut slot = self.hook.lock();
+        if hook.is_some() {
+            self.mode.fetch_or(HOOKED, Relaxed);
+        } else {
+            self.mode.fetch_and(!HOOKED, Relaxed);
+        }
+        *slot = hook;
     }
 
     /// The calling thread's shard: the one it is bound to, else its home.
@@ -528,8 +547,9 @@ impl PoolInner {
     pub unsafe fn free(&self, ptr: NonNull<u8>, len: Option<usize>) {
         let ptr = ptr.as_ptr();
         let mode = self.mode.load(Relaxed);
-        if mode & FROZEN != 0 {
-            return self.ignore_frozen_free();
+        if mode & (FROZEN | HOOKED) != 0 {
+            // SAFETY: forwarded from the caller.
+            return unsafe { self.free_special(ptr, len, mode) };
         }
         let (loc, owner) = match self.locate(ptr) {
             Ok(Located::Owned(loc, owner)) => (loc, owner),
@@ -561,10 +581,58 @@ impl PoolInner {
         unsafe { self.free_slow(ptr, len) }
     }
 
-    /// A free in a forked child of an exportable pool: the chunk's memory is
-    /// shared with the parent, which still owns it, so nothing is touched.
+    /// A free while the pool is frozen (a forked child of an exportable
+    /// pool: the chunk's memory is shared with the parent, which still owns
+    /// it, so nothing is touched) or hooked (the hook may postpone it).
+    ///
+    /// # Safety
+    /// As for [`PoolInner::free`].
     #[cold]
-    fn ignore_frozen_free(&self) {}
+    #[inline(never)]
+    unsafe fn free_special(&self, ptr: *mut u8, len: Option<usize>, mode: u8) {
+        if mode & FROZEN != 0 {
+            return;
+        }
+        let loc = match self.locate(ptr) {
+            Ok(Located::Owned(loc, _)) => {
+                if !self.is_chunk_start(loc) {
+                    self.not_a_chunk(ptr, loc);
+                }
+                // SAFETY: a chunk start in an owned node: 32 bytes of ours.
+                if let Some(at) = self.key.decode(unsafe { mark::read(ptr) }) {
+                    self.confirm_parked(ptr, at);
+                }
+                None
+            }
+            Ok(Located::Unowned(loc)) => {
+                if self.segs.run(loc.seg).is_none() || loc.granule != 0 {
+                    self.not_a_chunk(ptr, loc);
+                }
+                Some(loc)
+            }
+            Err(why) => invalid_free(ptr, why),
+        };
+        let hook = self.hook.lock().clone();
+        // SAFETY: `ptr` passed the checks above: a live chunk start.
+        if hook.is_some_and(|h| h.on_free(unsafe { NonNull::new_unchecked(ptr) }, len)) {
+            return; // postponed: still allocated, the hook's owner frees it
+        }
+        match loc {
+            Some(loc) => self.free_unowned(ptr, loc, len),
+            // SAFETY: forwarded from the caller; the chunk is unmarked.
+            None => unsafe { self.free_slow(ptr, len) },
+        }
+    }
+
+    /// Completes a free that the hook postponed (the hook is bypassed).
+    ///
+    /// # Safety
+    /// `ptr` must be a chunk whose free the hook postponed, freed once here.
+    pub unsafe fn free_postponed(&self, ptr: NonNull<u8>, len: Option<usize>) {
+        // SAFETY: forwarded: a live, unmarked chunk (a postponed chunk was
+        // checked when it was freed and has been held since).
+        unsafe { self.free_slow(ptr.as_ptr(), len) }
+    }
 
     /// Frees a chunk taken out of a thread cache: unmarked, of `granules`,
     /// checked when it was parked (the shard path checks it again).

@@ -23,6 +23,7 @@
 //! | `quick_cache`, `thread_slot`, `thread_cache` | bounded caches of freed small chunks: per shard, and per thread (no atomics), with a take-over protocol |
 //! | `inner`, `large`, `reclaim` | routing among shards; buffers above 2 MiB; what an allocation gathers before it fails |
 //! | `fork`, `pool` | fork handlers; the [`Pool`] handle and its builder |
+//! | [`export`] | sealed read-only segment memfds, generations, segment listeners, postponed frees |
 //! | `stats`, `validate`, `occupancy` | counters, the invariant walk, the bitmap view |
 //! | `global` | `GlobalAlloc` ([`NtaGlobal`]) and `allocator_api2::Allocator` for [`Pool`] |
 //! | [`checked`] | invalid-free reporting |
@@ -55,6 +56,7 @@
 mod bitmap;
 pub mod checked;
 mod error;
+pub mod export;
 mod extent;
 mod fork;
 mod free_list;
@@ -84,6 +86,7 @@ mod validate;
 
 pub use checked::FreeError;
 pub use error::Error;
+pub use export::{ChunkLocation, FreeHook, SegmentExport, SegmentListener};
 pub use global::NtaGlobal;
 pub use granule::{GRANULE, HUGE_NODE_BYTES, MAX_ALIGN, MAX_ALLOC_BYTES, PAGE_NODE_BYTES, SMALL_MAX_BYTES};
 pub use occupancy::{GranuleState, NodeOccupancy};

@@ -56,6 +56,10 @@ pub struct NodeMeta {
     pub run_segments: AtomicU32,
     /// On a run head: the bytes requested for the run's buffer.
     pub run_len: AtomicU64,
+    /// The slot's generation while mapped (see `export`), 0 when unmapped.
+    pub generation: AtomicU64,
+    /// 1 when the segment's memfd is sealed against new writers.
+    pub sealed: AtomicU8,
 }
 
 impl std::fmt::Debug for NodeMeta {

@@ -11,6 +11,7 @@
 //! works in the child like any private memory.
 
 use crate::error::Error;
+use crate::export::{ChunkLocation, FreeHook, SegmentExport, SegmentListener};
 use crate::granule::*;
 use crate::inner::{Config, PoolInner, BOUND_SHARD};
 use crate::stats::Stats;
@@ -53,6 +54,12 @@ pub enum HugePages {
 pub struct Pool {
     inner: Arc<PoolInner>,
 }
+
+// A panic inside nta-core (an invalid free, a shrink that would grow) is
+// raised before the pool changes anything and after it releases its locks,
+// so a pool observed after a caught panic is consistent: it is unwind safe.
+impl std::panic::UnwindSafe for Pool {}
+impl std::panic::RefUnwindSafe for Pool {}
 
 /// Builds a [`Pool`]. Defaults: capacity = physical memory, one shard per
 /// CPU, [`HugePages::Try`], unchecked (unless the `checked` feature is on),
@@ -286,6 +293,56 @@ impl Pool {
     pub fn memory_range(&self) -> (NonNull<u8>, usize) {
         let segs = self.inner.segments();
         (segs.base(), segs.count() * HUGE_NODE_BYTES)
+    }
+
+    /// Whether the pool's segments are memfds another process can map
+    /// (see [`crate::export`]).
+    pub fn is_exportable(&self) -> bool {
+        self.inner.is_exportable()
+    }
+
+    /// Where the chunk at `ptr` lies: segment, offset and the segment's
+    /// generation, for a descriptor a reader process can resolve. `None`
+    /// for a pointer outside the pool's mapped segments. Cheap: a
+    /// subtraction, a shift and one metadata load.
+    pub fn locate(&self, ptr: *const u8) -> Option<ChunkLocation> {
+        let segs = self.inner.segments();
+        let seg = segs.segment_of(ptr as usize)?;
+        let generation = segs.generation(seg);
+        if generation == 0 {
+            return None;
+        }
+        let offset = (ptr as usize - segs.base().as_ptr() as usize - seg * HUGE_NODE_BYTES) as u32;
+        Some(ChunkLocation { segment: seg as u32, offset, generation })
+    }
+
+    /// Installs (or, with `None`, removes) the segment listener and returns
+    /// every segment mapped now, each with a read-only descriptor,
+    /// atomically with respect to later changes (see [`crate::export`]).
+    /// Fails for a pool built with `exportable(false)`.
+    pub fn watch_segments(&self, listener: Option<Arc<dyn SegmentListener>>) -> std::io::Result<Vec<SegmentExport>> {
+        if !self.inner.is_exportable() {
+            return Err(std::io::Error::other("nta-core: the pool is private (exportable(false)); nothing to export"));
+        }
+        self.inner.segments().watch(listener)
+    }
+
+    /// Installs (or, with `None`, removes) the hook that may postpone
+    /// frees (see [`crate::export`]). Removing it does not complete frees
+    /// it postponed; its owner does that with [`Pool::free_postponed`].
+    pub fn set_free_hook(&self, hook: Option<Arc<dyn FreeHook>>) {
+        self.inner.set_free_hook(hook)
+    }
+
+    /// Completes a free that the free hook postponed.
+    ///
+    /// # Safety
+    /// `ptr` must be a chunk of this pool whose free the hook postponed,
+    /// and this must be the only completion of that free. `len` is the
+    /// length the hook was given (or `None`).
+    pub unsafe fn free_postponed(&self, ptr: NonNull<u8>, len: Option<usize>) {
+        // SAFETY: forwarded.
+        unsafe { self.inner.free_postponed(ptr, len) }
     }
 
     /// The shared state.

@@ -4,10 +4,11 @@
 //!
 //! The pool reserves `capacity` bytes of 2 MiB aligned address space once.
 //! Segment `i` occupies `base + i * 2 MiB` and, when the pool is exportable,
-//! is a `MAP_SHARED` view of a memfd at offset `i * 2 MiB` (one memfd for
-//! hugetlb segments, one for regular shmem). A reader process can map the
-//! same memfds and find a chunk at the same offset. Segment metadata
-//! (`NodeMeta`) lives in a separate private array indexed by `i`.
+//! is a `MAP_SHARED` view of a memfd of its own, `nta-seg-<i>`, sealed
+//! against new writers once mapped (see `export`). A reader process maps
+//! the same file read-only and finds a chunk at the same offset in it.
+//! Segment metadata (`NodeMeta`) lives in a separate private array indexed
+//! by `i`.
 //!
 //! # Backing, per segment
 //!
@@ -29,8 +30,8 @@
 //! Free segments are parked mapped. Up to `retain_bytes` of them stay
 //! mapped for reuse; beyond that, a segment that stays parked for the
 //! release delay (default 1 s, checked whenever a segment is released) has
-//! its pages punched out of the memfd and its range made inaccessible
-//! again, so RSS falls. `Pool::trim` releases them at once. The delay
+//! its mapping dropped and its memfd closed (the pages are freed once no
+//! reader maps them) and its range made inaccessible again, so RSS falls. `Pool::trim` releases them at once. The delay
 //! keeps a workload that frees and reallocates hundreds of megabytes in a
 //! burst from faulting it all back in each time (mimalloc purges with a
 //! delay for the same reason). All of this is the cold path and runs under one
@@ -55,15 +56,17 @@
 //! bitmaps and no owner.
 
 use crate::bitmap;
+use crate::export::{SegmentExport, SegmentListener};
 use crate::granule::{HUGE_GRANULES, HUGE_NODE_BYTES, HUGE_NODE_SHIFT, PAGES_PER_HUGE};
 use crate::lock::{FutexGuard, FutexLock};
 use crate::meta_array::MetaArray;
 use crate::node::{NodeMeta, NO_OWNER, NO_SEGMENT};
 use crate::sys::{self, MapSource};
 use crate::HugePages;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::*};
+use std::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering::*};
+use std::sync::Arc;
 
 /// What memory a segment is made of.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -128,8 +131,14 @@ pub struct Segments {
     base: NonNull<u8>,
     count: usize,
     metas: MetaArray<NodeMeta>,
-    shmem_fd: Option<OwnedFd>,
-    huge_fd: Option<OwnedFd>,
+    /// Memfd segments (exportable pools) or private anonymous memory.
+    exportable: bool,
+    /// Per slot: the segment's memfd, or -1 (written under the lock).
+    fds: MetaArray<AtomicI32>,
+    /// Last generation handed out.
+    generations: AtomicU64,
+    /// Sees segments mapped and released (see `export`).
+    listener: FutexLock<Option<Arc<dyn SegmentListener>>>,
     hugepages: HugePages,
     thp: bool,
     retain_segments: usize,
@@ -178,14 +187,10 @@ impl Segments {
         };
         // SAFETY: all-zero NodeMeta is valid: atomics at zero, Unmapped, no owner.
         let metas = unsafe { MetaArray::<NodeMeta>::zeroed(count) }.map_err(cleanup)?;
-        let mut shmem_fd = None;
-        let mut huge_fd = None;
+        let fds = MetaArray::new(count, |_| AtomicI32::new(-1)).map_err(cleanup)?;
         if exportable {
-            shmem_fd = Some(sys::memfd(c"nta-pool", bytes, false).map_err(cleanup)?);
-            if hugepages != HugePages::Off {
-                // No hugetlbfs support is not an error: segments fall back.
-                huge_fd = sys::memfd(c"nta-pool-huge", bytes, true).ok();
-            }
+            // One descriptor per mapped segment, plus room for the program.
+            sys::raise_fd_limit(count + 1024);
         }
         let thp = hugepages != HugePages::Off && sys::thp_enabled(exportable);
         let words = count.div_ceil(64);
@@ -198,8 +203,10 @@ impl Segments {
             base,
             count,
             metas,
-            shmem_fd,
-            huge_fd,
+            exportable,
+            fds,
+            generations: AtomicU64::new(0),
+            listener: FutexLock::new(None),
             hugepages,
             thp,
             retain_segments: retain_bytes / HUGE_NODE_BYTES,
@@ -358,38 +365,103 @@ impl Segments {
         Backing::from_u8(self.meta(seg).backing.load(Relaxed))
     }
 
-    fn source(&self, seg: usize, hugetlb: bool) -> MapSource {
-        let fd = if hugetlb { &self.huge_fd } else { &self.shmem_fd };
-        match fd {
-            Some(fd) => MapSource::Memfd { fd: fd.as_raw_fd(), offset: seg * HUGE_NODE_BYTES },
-            None => MapSource::Anonymous { hugetlb },
-        }
-    }
-
     fn addr_nn(&self, seg: usize) -> NonNull<u8> {
         // SAFETY: segment addresses are inside the non-null reservation.
         unsafe { NonNull::new_unchecked(self.addr(seg, 0)) }
     }
 
-    /// Maps slot `seg` with the best backing available.
+    /// Maps slot `seg` with the best backing available: for an exportable
+    /// pool a new memfd (hugetlb first), mapped and then sealed; else
+    /// private anonymous memory. Records the descriptor (lock held).
     fn map(&self, seg: usize) -> Option<Backing> {
         let addr = self.addr_nn(seg);
-        let try_huge = self.hugepages != HugePages::Off && (self.huge_fd.is_some() || self.shmem_fd.is_none());
-        if try_huge {
-            // SAFETY: the slot is Unmapped, so nothing uses its range.
-            if unsafe { sys::map_segment(addr, HUGE_NODE_BYTES, self.source(seg, true), true) }.is_ok() {
-                return Some(Backing::Hugetlb);
+        let mut name_buf = [0u8; 48];
+        let name = sys::numbered_name(&mut name_buf, "nta-seg-", seg);
+        let m = self.meta(seg);
+        let attempt = |hugetlb: bool| -> Option<Option<OwnedFd>> {
+            if !self.exportable {
+                // SAFETY: the slot is Unmapped, so nothing uses its range.
+                let mapped =
+                    unsafe { sys::map_segment(addr, HUGE_NODE_BYTES, MapSource::Anonymous { hugetlb }, hugetlb) };
+                return mapped.ok().map(|()| None);
+            }
+            let fd = sys::memfd(name, HUGE_NODE_BYTES, hugetlb).ok()?;
+            let source = MapSource::Memfd { fd: fd.as_raw_fd(), offset: 0 };
+            // SAFETY: as above; a failure leaves the range reserved.
+            unsafe { sys::map_segment(addr, HUGE_NODE_BYTES, source, hugetlb) }.ok()?;
+            let sealed = sys::seal_read_only(fd.as_raw_fd()).is_ok();
+            m.sealed.store(sealed as u8, Relaxed);
+            Some(Some(fd))
+        };
+        let (backing, fd) = 'mapped: {
+            if self.hugepages != HugePages::Off {
+                if let Some(fd) = attempt(true) {
+                    break 'mapped (Backing::Hugetlb, fd);
+                }
+            }
+            if self.hugepages == HugePages::Require {
+                return None;
+            }
+            let fd = attempt(false)?;
+            let thp = self.thp && sys::advise_hugepage(addr, HUGE_NODE_BYTES).is_ok();
+            (if thp { Backing::Thp } else { Backing::Small }, fd)
+        };
+        self.fds[seg].store(fd.map_or(-1, IntoRawFd::into_raw_fd), Relaxed);
+        m.generation.store(self.generations.fetch_add(1, Relaxed) + 1, Release);
+        Some(backing)
+    }
+
+    /// The export record of mapped slot `seg`, with a fresh read-only
+    /// descriptor (lock held).
+    fn export_of(&self, seg: usize) -> std::io::Result<SegmentExport> {
+        let m = self.meta(seg);
+        let fd = self.fds[seg].load(Relaxed);
+        if fd < 0 {
+            return Err(std::io::Error::other("the pool is not exportable (private memory)"));
+        }
+        Ok(SegmentExport {
+            segment: seg as u32,
+            generation: m.generation.load(Relaxed),
+            len: HUGE_NODE_BYTES,
+            backing: Backing::from_u8(m.backing.load(Relaxed)).unwrap_or(Backing::Small),
+            sealed: m.sealed.load(Relaxed) != 0,
+            fd: sys::reopen_read_only(fd)?,
+        })
+    }
+
+    /// Installs (or removes) the segment listener and returns every mapped
+    /// segment at that instant, atomically with respect to changes.
+    pub fn watch(&self, listener: Option<Arc<dyn SegmentListener>>) -> std::io::Result<Vec<SegmentExport>> {
+        let _st = self.stacks();
+        let mut now = Vec::new();
+        if listener.is_some() {
+            for seg in (0..self.count).filter(|&s| !self.is_unmapped(s)) {
+                now.push(self.export_of(seg)?);
             }
         }
-        if self.hugepages == HugePages::Require {
-            return None;
+        *self.listener.lock() = listener;
+        Ok(now)
+    }
+
+    /// The generation of slot `seg` (0 when unmapped).
+    #[inline]
+    pub fn generation(&self, seg: usize) -> u64 {
+        self.meta(seg).generation.load(Acquire)
+    }
+
+    fn notify_mapped(&self, seg: usize) {
+        let listener = self.listener.lock().clone();
+        if let Some(l) = listener {
+            if let Ok(e) = self.export_of(seg) {
+                l.mapped(e);
+            }
         }
-        // SAFETY: as above; a failed hugetlb attempt leaves the range reserved.
-        unsafe { sys::map_segment(addr, HUGE_NODE_BYTES, self.source(seg, false), false) }.ok()?;
-        if self.thp && sys::advise_hugepage(addr, HUGE_NODE_BYTES).is_ok() {
-            Some(Backing::Thp)
-        } else {
-            Some(Backing::Small)
+    }
+
+    fn notify_released(&self, seg: usize) {
+        let listener = self.listener.lock().clone();
+        if let Some(l) = listener {
+            l.released(seg as u32, self.generation(seg));
         }
     }
 
@@ -429,6 +501,7 @@ impl Segments {
         m.backing.store(backing as u8, Relaxed);
         self.by_backing[backing as usize].fetch_add(1, Relaxed);
         self.mapped.fetch_add(1, Relaxed);
+        self.notify_mapped(seg);
         Some(())
     }
 
@@ -648,18 +721,23 @@ impl Segments {
     /// segment stays parked) if the kernel refused.
     fn unmap_parked(&self, seg: usize) -> bool {
         let m = self.meta(seg);
-        let hugetlb = m.backing.load(Relaxed) == Backing::Hugetlb as u8;
+        self.notify_released(seg);
         // SAFETY: the segment is parked: wholly free and owned by no shard,
         // so no chunk in it is live and nothing touches it until `acquire`
         // maps it again.
-        let released = unsafe { sys::release_segment(self.addr_nn(seg), HUGE_NODE_BYTES, self.source(seg, hugetlb)) };
-        if released.is_err() {
+        if unsafe { sys::release_segment(self.addr_nn(seg), HUGE_NODE_BYTES) }.is_err() {
             return false;
+        }
+        let fd = self.fds[seg].swap(-1, Relaxed);
+        if fd >= 0 {
+            // SAFETY: the table owned this descriptor; nothing else uses it.
+            drop(unsafe { OwnedFd::from_raw_fd(fd) });
         }
         if let Some(b) = Backing::from_u8(m.backing.load(Relaxed)) {
             self.by_backing[b as usize].fetch_sub(1, Relaxed);
         }
         m.backing.store(0, Relaxed);
+        m.generation.store(0, Release);
         m.state.store(SegmentState::Unmapped as u8, Release);
         self.set_unmapped(seg, true);
         // Give the metadata pages of the slack table back too; the bitmaps
@@ -680,5 +758,12 @@ impl Drop for Segments {
     fn drop(&mut self) {
         // SAFETY: the pool is gone, so no chunk is live any more.
         unsafe { sys::unmap(self.base, self.count * HUGE_NODE_BYTES) };
+        for fd in self.fds.iter() {
+            let fd = fd.swap(-1, Relaxed);
+            if fd >= 0 {
+                // SAFETY: the table owned this descriptor.
+                drop(unsafe { OwnedFd::from_raw_fd(fd) });
+            }
+        }
     }
 }

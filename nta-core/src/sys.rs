@@ -1,8 +1,8 @@
 //! Every system call nta-core makes, in one place.
 //!
-//! Nothing else in the crate calls `mmap`, `memfd_create`, `fallocate`,
-//! `madvise`, `sched_getcpu`, `futex`, `membarrier`, `getrandom` or
-//! `pthread_atfork` directly. The functions here are thin: they
+//! Nothing else in the crate calls `mmap`, `memfd_create`, `fcntl`,
+//! `madvise`, `sched_getcpu`, `futex`, `membarrier`, `getrandom`,
+//! `setrlimit` or `pthread_atfork` directly. The functions here are thin: they
 //! translate errors into [`std::io::Error`] and document the kernel behaviour
 //! the callers rely on.
 //!
@@ -102,13 +102,13 @@ pub fn map_anonymous(len: usize) -> io::Result<NonNull<u8>> {
     NonNull::new(raw.cast()).ok_or_else(|| io::Error::other("mmap returned null"))
 }
 
-/// Creates a memfd of `len` bytes. With `hugetlb`, the file lives on the
-/// kernel's internal hugetlbfs mount with 2 MiB pages.
+/// Creates a memfd of `len` bytes that allows sealing, named `name` (what
+/// `/proc/PID/maps` shows as `memfd:<name>`). With `hugetlb`, the file
+/// lives on the kernel's internal hugetlbfs mount with 2 MiB pages.
 pub fn memfd(name: &std::ffi::CStr, len: usize, hugetlb: bool) -> io::Result<OwnedFd> {
     let mut flags = libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING;
     if hugetlb {
-        // Hugetlbfs does not support sealing.
-        flags = libc::MFD_CLOEXEC | libc::MFD_HUGETLB | libc::MFD_HUGE_2MB;
+        flags |= libc::MFD_HUGETLB | libc::MFD_HUGE_2MB;
     }
     // SAFETY: `name` is a valid C string; the returned descriptor is owned
     // by the OwnedFd below.
@@ -118,6 +118,68 @@ pub fn memfd(name: &std::ffi::CStr, len: usize, hugetlb: bool) -> io::Result<Own
     // SAFETY: plain syscall on a descriptor we own.
     cvt(unsafe { libc::ftruncate(fd, len as libc::off_t) })?;
     Ok(owned)
+}
+
+/// Writes `prefix` followed by the decimal `n` and a NUL into `buf`, and
+/// returns it as a C string (memfd names, without allocating).
+pub fn numbered_name<'a>(buf: &'a mut [u8; 48], prefix: &str, n: usize) -> &'a std::ffi::CStr {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut v = n;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    let p = prefix.len().min(buf.len() - 21);
+    buf[..p].copy_from_slice(&prefix.as_bytes()[..p]);
+    let d = digits.len() - i;
+    buf[p..p + d].copy_from_slice(&digits[i..]);
+    buf[p + d] = 0;
+    std::ffi::CStr::from_bytes_with_nul(&buf[..=p + d]).expect("one NUL at the end")
+}
+
+/// Seals a memfd against every future writer but the mappings that exist
+/// now (`F_SEAL_FUTURE_WRITE`), and against resizing and further sealing.
+/// After this, a new `PROT_WRITE` mapping of the file fails (EPERM) even
+/// through a read-write re-open, and so does punching a hole in it.
+pub fn seal_read_only(fd: RawFd) -> io::Result<()> {
+    let seals = libc::F_SEAL_FUTURE_WRITE | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
+    // SAFETY: plain syscall on a descriptor the caller owns.
+    cvt(unsafe { libc::fcntl(fd, libc::F_ADD_SEALS, seals) }).map(drop)
+}
+
+/// A new, read-only open file description of the file behind `fd`
+/// (through `/proc/self/fd`): what is handed to a reader process, so that
+/// even `mprotect(PROT_WRITE)` on its mapping fails.
+pub fn reopen_read_only(fd: RawFd) -> io::Result<OwnedFd> {
+    let mut buf = [0u8; 48];
+    let name = numbered_name(&mut buf, "/proc/self/fd/", fd as usize);
+    // SAFETY: `name` is a valid C string.
+    let ro = cvt(unsafe { libc::open(name.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) })?;
+    // SAFETY: just opened, owned here.
+    Ok(unsafe { OwnedFd::from_raw_fd(ro) })
+}
+
+/// Raises the soft limit on open descriptors to at least `want` (never
+/// above the hard limit): an exportable pool holds one memfd per mapped
+/// segment.
+pub fn raise_fd_limit(want: usize) {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: `lim` is a valid rlimit to fill.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return;
+    }
+    let want = want as libc::rlim_t;
+    if lim.rlim_cur >= want {
+        return;
+    }
+    lim.rlim_cur = want.min(lim.rlim_max);
+    // SAFETY: as above; a refusal leaves the limit as it was.
+    unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) };
 }
 
 /// Where a segment's memory comes from.
@@ -173,24 +235,15 @@ pub unsafe fn map_segment(addr: NonNull<u8>, len: usize, source: MapSource, huge
     Ok(())
 }
 
-/// Gives a segment's memory back to the OS and turns its range back into an
-/// inaccessible reservation. For memfd sources the file range is punched out,
-/// so the pages are freed even while a reader process still maps the file.
+/// Turns a segment's range back into an inaccessible reservation, dropping
+/// our mapping. Anonymous memory is freed at once; a memfd's pages are
+/// freed when its last mapping and descriptor are gone (the caller closes
+/// its descriptor; a reader process may still map the file, and then
+/// keeps reading the old bytes, never another segment's).
 ///
 /// # Safety
 /// Nothing may access `addr..addr+len` afterwards until it is mapped again.
-pub unsafe fn release_segment(addr: NonNull<u8>, len: usize, source: MapSource) -> io::Result<()> {
-    if let MapSource::Memfd { fd, offset } = source {
-        // SAFETY: plain syscall on a descriptor the pool owns.
-        cvt(unsafe {
-            libc::fallocate(
-                fd,
-                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-                offset as libc::off_t,
-                len as libc::off_t,
-            )
-        })?;
-    }
+pub unsafe fn release_segment(addr: NonNull<u8>, len: usize) -> io::Result<()> {
     // SAFETY: replaces our own mapping; the caller promises no further access.
     let raw = unsafe {
         libc::mmap(
@@ -403,5 +456,19 @@ pub fn register_atfork(prepare: extern "C" fn(), parent: extern "C" fn(), child:
         Ok(())
     } else {
         Err(io::Error::from_raw_os_error(rc))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_without_allocating() {
+        let mut buf = [0u8; 48];
+        assert_eq!(numbered_name(&mut buf, "nta-seg-", 0).to_str().unwrap(), "nta-seg-0");
+        assert_eq!(numbered_name(&mut buf, "nta-seg-", 4095).to_str().unwrap(), "nta-seg-4095");
+        let big = numbered_name(&mut buf, "/proc/self/fd/", usize::MAX).to_str().unwrap().to_owned();
+        assert!(big.ends_with("18446744073709551615"), "{big}");
     }
 }
