@@ -36,6 +36,17 @@
 //! - List bitmap bit set iff the list is non-empty.
 //! - No page node is wholly free; a wholly free huge node is kept by its
 //!   shard (at most one) or handed back to the segment table.
+//! - A chunk's second word holds a parked mark iff the chunk sits in a
+//!   thread cache, a quick cache or a remote-free queue (`mark`).
+//! - A run of `k` segments is `k` adjacent slots in state Run, owned by no
+//!   shard, with all-free bitmaps; the run counters sum the live runs.
+//!
+//! # Safety of the public surface
+//!
+//! Safe calls cannot break these invariants: internals are crate-private,
+//! every length is checked before it is rounded, and invalid frees (foreign,
+//! interior, double, wrong size) panic with the messages of [`checked`],
+//! raised after every lock is released.
 //!
 //! # Example
 //!
