@@ -217,6 +217,7 @@ async fn write_queue<S: BufSource, P: StreamProtocol<S::Buf>>(
     core: &mut StreamConn<P::Conn>,
     shared: &Shared<S, P>,
 ) -> io::Result<()> {
+    let mut paused = false;
     while !core.tx.is_empty() {
         let result = {
             let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
@@ -228,6 +229,11 @@ async fn write_queue<S: BufSource, P: StreamProtocol<S::Buf>>(
         match result {
             Ok(sent) => core.sent(sent, &shared.counters),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if !paused {
+                    // The peer is not reading; neither are we, meanwhile.
+                    paused = true;
+                    Counters::add(&shared.counters.rx_paused, 1);
+                }
                 let deadline = core.deadline(&*shared.protocol.borrow());
                 tokio::select! {
                     ready = stream.writable() => ready?,

@@ -42,7 +42,7 @@ use socket2::Socket;
 
 use super::io::recv_into;
 use super::poller::{Poller, Ready, HANGUP, READABLE, WRITABLE};
-use crate::stream_conn::{Step, StreamConn};
+use crate::stream_conn::{Phase, Step, StreamConn};
 use crate::tx_queue::MAX_IOVECS;
 use crate::{socket, BufSource, Counters, DriverConfig, RxBuf, StreamProtocol, Verdict};
 
@@ -224,7 +224,9 @@ impl<S: BufSource, P: StreamProtocol<S::Buf>> TcpDriver<S, P> {
         if outcome == Outcome::Keep && events & (READABLE | HANGUP) != 0 {
             outcome = read(conn, &mut self.protocol, &self.source, &mut self.spare, &self.counters, &self.config, now);
         }
-        if outcome == Outcome::Keep && update_interest(poller, conn, key, self.config.max_queued_bytes).is_err() {
+        if outcome == Outcome::Keep
+            && update_interest(poller, conn, key, self.config.max_queued_bytes, &self.counters).is_err()
+        {
             outcome = Outcome::Close;
         }
         if outcome == Outcome::Close {
@@ -236,7 +238,9 @@ impl<S: BufSource, P: StreamProtocol<S::Buf>> TcpDriver<S, P> {
     fn after_step(&mut self, poller: &Poller, key: usize, step: Step, now: Instant) {
         let conn = &mut self.conns[key];
         let outcome = apply_step(conn, step, &self.config, now);
-        if outcome == Outcome::Close || update_interest(poller, conn, key, self.config.max_queued_bytes).is_err() {
+        if outcome == Outcome::Close
+            || update_interest(poller, conn, key, self.config.max_queued_bytes, &self.counters).is_err()
+        {
             self.close(poller, key);
         }
     }
@@ -250,10 +254,18 @@ impl<S: BufSource, P: StreamProtocol<S::Buf>> TcpDriver<S, P> {
 }
 
 /// Registers the interest the connection's state asks for, if it changed.
-fn update_interest<C>(poller: &Poller, conn: &mut Conn<C>, key: usize, max_queued_bytes: usize) -> io::Result<()> {
+fn update_interest<C>(
+    poller: &Poller,
+    conn: &mut Conn<C>,
+    key: usize,
+    max_queued_bytes: usize,
+    counters: &Counters,
+) -> io::Result<()> {
     let mut interest = 0;
     if conn.core.wants_read(max_queued_bytes) {
         interest |= READABLE;
+    } else if conn.interest & READABLE != 0 && conn.core.phase == Phase::Open {
+        Counters::add(&counters.rx_paused, 1);
     }
     if !conn.core.tx.is_empty() {
         interest |= WRITABLE;
