@@ -1,7 +1,10 @@
-//! Shared argument handling for the NTA example binaries. The binaries stay
-//! thin: they parse flags here and call `nta-net`.
+//! The NTA example binaries' logic, so tests cover it: the echo servers'
+//! flags, the packets-per-second comparison, the drop-cost measurement, and
+//! `nta-httpd` ([`httpd`]). The binaries stay thin: they parse flags here
+//! and call this library.
 
 pub mod drop_cost;
+pub mod httpd;
 pub mod pps;
 
 use std::net::SocketAddr;
