@@ -11,7 +11,6 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::mem::MaybeUninit;
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::pin::Pin;
 use std::sync::atomic::AtomicBool;
