@@ -188,6 +188,6 @@ mod tests {
         assert_eq!(format_decimal(0, &mut digits), b"0");
         assert_eq!(format_decimal(usize::MAX, &mut digits), usize::MAX.to_string().as_bytes());
         assert!(SERVICE_UNAVAILABLE.ends_with(b"\r\n\r\npool exhausted, retry"));
-        assert_eq!(SERVICE_UNAVAILABLE.split(|&b| b == b'\n').last().unwrap().len(), 21, "Content-Length");
+        assert_eq!(SERVICE_UNAVAILABLE.split(|&b| b == b'\n').next_back().unwrap().len(), 21, "Content-Length");
     }
 }
