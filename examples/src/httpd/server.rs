@@ -11,6 +11,7 @@
 //! [`Httpd::wait`] joins the workers and the process exits 0. A second
 //! SIGINT while stopping exits at once with status 130.
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -157,8 +158,10 @@ pub fn httpd_main(args: HttpdArgs) -> Result<(), String> {
             .map_err(|e| format!("signal handler: {e}"))?;
         signal_hook::flag::register(signal, Arc::clone(&stop)).map_err(|e| format!("signal handler: {e}"))?;
     }
-    println!("{}", httpd.banner());
+    // A server does not die because its stdout went away: write errors
+    // are ignored.
+    let _ = writeln!(std::io::stdout().lock(), "{}", httpd.banner());
     httpd.wait()?;
-    eprintln!("nta-httpd: stopped");
+    let _ = writeln!(std::io::stderr().lock(), "nta-httpd: stopped");
     Ok(())
 }
