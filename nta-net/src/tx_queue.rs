@@ -52,6 +52,15 @@ impl TxQueue {
         self.bufs.is_empty()
     }
 
+    /// Takes everything queued, in order, as if it had been sent (the first
+    /// buffer whole, even if part of it went out already). For protocols
+    /// that pass a queue on, and for tests that play the driver.
+    pub fn drain(&mut self) -> impl Iterator<Item = Bytes> + '_ {
+        self.sent_bytes = 0;
+        self.queued_bytes = 0;
+        self.bufs.drain(..)
+    }
+
     /// Drops everything queued.
     pub fn clear(&mut self) {
         self.bufs.clear();

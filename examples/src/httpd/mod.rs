@@ -15,7 +15,8 @@
 //! - [`stats`]: `GET /stats` in Prometheus text format;
 //! - [`source`]: `--alloc nta|system`, the pool or the heap;
 //! - [`buf`]: filling buffers;
-//! - [`server`]: workers, banner, signals; [`config`]: the flags.
+//! - [`server`]: workers, banner, signals; [`config`]: the flags;
+//! - [`harness`]: one connection driven without a socket (tests, fuzzing).
 //!
 //! # Zero copy
 //!
@@ -37,6 +38,7 @@
 pub mod buf;
 pub mod config;
 pub mod conn;
+pub mod harness;
 pub mod request;
 pub mod response;
 pub mod server;
