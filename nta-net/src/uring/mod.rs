@@ -143,8 +143,21 @@ struct Ring {
 impl Ring {
     /// A ring of `sq_entries` submissions and eight times as many
     /// completions (multishot operations post many CQEs per SQE).
+    ///
+    /// The ring is driven by the one thread that creates it, so it is set up
+    /// for that: `SINGLE_ISSUER`, and `DEFER_TASKRUN` (completion work runs
+    /// when this thread waits for completions, not as interrupts of whatever
+    /// it is doing; 6.1+). Kernels without those flags get a plain ring.
     fn new(sq_entries: u32) -> io::Result<Ring> {
-        let uring = IoUring::builder().setup_cqsize(sq_entries * 8).build(sq_entries)?;
+        let tuned = IoUring::builder()
+            .setup_cqsize(sq_entries * 8)
+            .setup_single_issuer()
+            .setup_defer_taskrun()
+            .build(sq_entries);
+        let uring = match tuned {
+            Ok(uring) => uring,
+            Err(_) => IoUring::builder().setup_cqsize(sq_entries * 8).build(sq_entries)?,
+        };
         Ok(Ring { uring, backlog: VecDeque::new() })
     }
 
