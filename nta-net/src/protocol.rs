@@ -13,8 +13,9 @@
 //! - [`StreamProtocol`] for TCP: one value per driver (per worker thread),
 //!   plus one `Conn` state per connection, which the driver keeps next to
 //!   the socket. [`StreamProtocol::on_recv`] gets each received buffer by
-//!   value (the protocol may keep it, freeze it into a reply, or drop it)
-//!   and appends what to send to the connection's [`TxQueue`].
+//!   value, untrimmed (the protocol may trim and keep it, freeze it into a
+//!   reply, or drop it) and appends what to send to the connection's
+//!   [`TxQueue`].
 //! - [`DatagramProtocol`] for UDP: one call per datagram, with replies.
 //!
 //! Echo ([`crate::Echo`]) is the smallest protocol; the HTTP server of the
@@ -62,6 +63,12 @@ pub trait StreamProtocol<B: RxBuf>: Send + 'static {
     fn open(&mut self, local: SocketAddr, peer: SocketAddr) -> Self::Conn;
 
     /// `data` (never empty) arrived on the connection. Queue replies on `tx`.
+    ///
+    /// `data` is the receive buffer as the kernel filled it: its capacity
+    /// may exceed its length. A protocol that keeps it past the call (queues
+    /// it, holds an incomplete message in it) calls [`RxBuf::trim`] first,
+    /// so that what it keeps is exactly as large as its bytes; one that
+    /// drops it saves the trim.
     fn on_recv(&mut self, conn: &mut Self::Conn, data: B, tx: &mut TxQueue) -> Verdict;
 
     /// Data is waiting but no receive buffer could be had (the pool is
@@ -98,7 +105,8 @@ impl<B: RxBuf> StreamProtocol<B> for Echo {
     fn open(&mut self, _local: SocketAddr, _peer: SocketAddr) {}
 
     #[inline]
-    fn on_recv(&mut self, _conn: &mut (), data: B, tx: &mut TxQueue) -> Verdict {
+    fn on_recv(&mut self, _conn: &mut (), mut data: B, tx: &mut TxQueue) -> Verdict {
+        data.trim();
         tx.push(data.freeze());
         Verdict::Keep
     }

@@ -100,9 +100,11 @@ impl<B: RxBuf> Input<B> {
     /// `range` of the input as shared `Bytes`, without a copy.
     fn slice(&mut self, range: Range<usize>) -> Bytes {
         if let Input::Buf(_) = self {
-            let Input::Buf(buf) = std::mem::replace(self, Input::Frozen(Bytes::new())) else {
+            let Input::Buf(mut buf) = std::mem::replace(self, Input::Frozen(Bytes::new())) else {
                 unreachable!("matched just above")
             };
+            // Kept while the body is queued: exactly as large as its bytes.
+            buf.trim();
             *self = Input::Frozen(buf.freeze());
         }
         match self {
@@ -166,7 +168,14 @@ impl<S: PayloadSource> Http<S> {
         let rest_bytes = input.bytes().len() - pos;
         let wanted = total.unwrap_or(rest_bytes).max(rest_bytes);
         match input {
-            Input::Buf(buf) if pos == 0 && buf.capacity() >= wanted => conn.partial = Some(buf),
+            // An incomplete head is kept exactly; a body in the receive
+            // buffer's room keeps that room (at most one receive buffer).
+            Input::Buf(mut buf) if pos == 0 && buf.capacity() >= wanted => {
+                if total.is_none() {
+                    buf.trim();
+                }
+                conn.partial = Some(buf);
+            }
             input => {
                 let Ok(mut kept) = self.source.try_alloc(wanted) else {
                     return self.exhausted(tx);

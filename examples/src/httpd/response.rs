@@ -70,9 +70,6 @@ Content-Type: text/plain\r\nContent-Length: 21\r\nConnection: close\r\n\r\npool 
 /// The interim response to `Expect: 100-continue`.
 pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
-/// Bytes a response head may take (its fixed parts and the longest values).
-const HEAD_CAPACITY_BYTES: usize = 320;
-
 /// The `Date` header value, formatted once per second.
 #[derive(Debug, Default)]
 pub struct DateCache {
@@ -110,10 +107,9 @@ pub struct HeadFields<'a> {
     pub allow: Option<&'a str>,
 }
 
-/// Writes a response head into a fresh buffer from `source`; `None` when
-/// the source is exhausted.
+/// Writes a response head into a fresh buffer of exactly its length from
+/// `source` (no trim needed); `None` when the source is exhausted.
 pub fn write_head<S: BufSource>(source: &S, date: &str, fields: &HeadFields<'_>) -> Option<Bytes> {
-    let mut buf = source.try_alloc(HEAD_CAPACITY_BYTES).ok()?;
     let mut length_digits = [0u8; 20];
     let connection = match (fields.keep_alive, fields.http10) {
         (false, _) => "Connection: close\r\n",
@@ -138,13 +134,10 @@ pub fn write_head<S: BufSource>(source: &S, date: &str, fields: &HeadFields<'_>)
         b"\r\n",
     ];
     let total: usize = parts.iter().map(|part| part.len()).sum();
-    if total > buf.capacity() {
-        return None;
-    }
+    let mut buf = source.try_alloc(total).ok()?;
     for part in parts {
         append_bytes(&mut buf, part);
     }
-    buf.trim();
     Some(buf.freeze())
 }
 

@@ -41,7 +41,7 @@ use tokio::task::JoinSet;
 use crate::epoll::io::recv_into;
 use crate::stream_conn::{Step, StreamConn};
 use crate::tx_queue::MAX_IOVECS;
-use crate::{socket, BufSource, Counters, DriverConfig, RxBuf, StreamProtocol, Verdict};
+use crate::{socket, BufSource, Counters, DriverConfig, StreamProtocol, Verdict};
 
 /// A listening tokio TCP driver; [`TcpDriver::run`] serves until stopped.
 #[derive(Debug)]
@@ -198,7 +198,6 @@ async fn serve_conn<S: BufSource, P: StreamProtocol<S::Buf>>(
                 }
             }
             Ok(_) => {
-                buf.trim();
                 if core.deliver(&mut *shared.protocol.borrow_mut(), buf, counters) == Verdict::Close {
                     break;
                 }

@@ -44,7 +44,7 @@ use super::io::recv_into;
 use super::poller::{Poller, Ready, HANGUP, READABLE, WRITABLE};
 use crate::stream_conn::{Phase, Step, StreamConn};
 use crate::tx_queue::MAX_IOVECS;
-use crate::{socket, BufSource, Counters, DriverConfig, RxBuf, StreamProtocol, Verdict};
+use crate::{socket, BufSource, Counters, DriverConfig, StreamProtocol, Verdict};
 
 /// Reads per connection per readiness event, for fairness.
 const READS_PER_WAKEUP: usize = 8;
@@ -320,7 +320,6 @@ fn read<S: BufSource, P: StreamProtocol<S::Buf>>(
                 return apply_step(conn, step, config, now);
             }
             Ok(_) => {
-                buf.trim();
                 if conn.core.deliver(protocol, buf, counters) == Verdict::Close {
                     return Outcome::Close;
                 }

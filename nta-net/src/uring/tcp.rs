@@ -53,7 +53,7 @@ use super::{index_of, tag, tag_of, user_data, BufRing, Completion, MsgHdr, Ring,
 use crate::epoll::SWEEP_INTERVAL;
 use crate::stream_conn::{Phase, Step, StreamConn};
 use crate::tx_queue::MAX_IOVECS;
-use crate::{socket, BufSource, Counters, DriverConfig, RxBuf, StreamProtocol, Verdict};
+use crate::{socket, BufSource, Counters, DriverConfig, StreamProtocol, Verdict};
 
 /// Buffer group id of the driver's ring.
 const BGID: u16 = 0;
@@ -343,8 +343,7 @@ impl<S: BufSource, P: StreamProtocol<S::Buf>> Running<S, P> {
             conn.recv_cancelling = false;
         }
         match (completion.result, buf) {
-            (_, Some(mut buf)) => {
-                buf.trim();
+            (_, Some(buf)) => {
                 if !conn.closing {
                     let verdict = conn.core.deliver(&mut self.protocol, buf, &self.counters);
                     if verdict == Verdict::Close {
