@@ -1,6 +1,6 @@
 //! The epoll backend: non-blocking sockets (options through `socket2`), a
-//! level-triggered epoll instance, receives into fresh buffers trimmed to
-//! what arrived, and vectored sends.
+//! level-triggered epoll instance, receives into fresh buffers, and vectored
+//! sends.
 //!
 //! - [`poller`]: the epoll instance.
 //! - [`io`]: reads into buffers from a [`crate::BufSource`], vectored writes.

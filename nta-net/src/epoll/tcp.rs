@@ -8,9 +8,10 @@
 //!   queue within `max_queued_bytes`, or lingering), `WRITABLE` iff the
 //!   send queue is not empty. A peer that does not read therefore stops
 //!   being read from, and the kernel's window stops its sender.
-//! - Reading: each read goes into a fresh buffer of `rx_buf_bytes`, trimmed
-//!   to what arrived; an idle connection holds no buffer. A buffer that found
-//!   no data (`EAGAIN`) is kept as the driver's one spare for the next read.
+//! - Reading: each read goes into a fresh buffer of `rx_buf_bytes`, handed
+//!   to the protocol as filled (it trims what it keeps); an idle connection
+//!   holds no buffer. A buffer that found no data (`EAGAIN`) is kept as the
+//!   driver's one spare for the next read.
 //! - No buffer (pool exhausted): the protocol decides (by default the
 //!   connection is closed); the driver goes on.
 //!
