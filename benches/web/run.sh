@@ -11,7 +11,7 @@
 # Needs: wrk, nginx, curl, python3, taskset (apt-get install -y wrk nginx
 # curl). Loopback only. Run as root or with a hard `ulimit -n` of 30000+.
 # Everything it starts it stops (by pid) on exit.
-set -euo pipefail
+set -Eeuo pipefail
 cd "$(dirname "$0")/../.."
 
 SECONDS_PER_RUN="${SECONDS_PER_RUN:-10}"

@@ -59,6 +59,7 @@ pub mod async_io;
 mod counters;
 mod datagram;
 mod driver_config;
+mod endpoint;
 pub mod epoll;
 mod error;
 mod flow;
@@ -77,6 +78,7 @@ mod vec_buf;
 
 pub use counters::Counters;
 pub use driver_config::DriverConfig;
+pub use endpoint::Endpoint;
 pub use error::{is_pool_exhausted, is_truncated, DatagramTruncated, PoolExhausted};
 pub use flow::{Direction, Flow, Protocol};
 pub use packet_buf::PacketBuf;

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use crate::{
-    async_io, epoll, socket, uring, BufSource, Counters, DatagramProtocol, DriverConfig, Echo, StreamProtocol,
+    async_io, epoll, socket, uring, BufSource, Counters, DatagramProtocol, DriverConfig, Echo, Endpoint, StreamProtocol,
 };
 
 /// Which I/O backend a server runs on.
@@ -82,8 +82,7 @@ pub enum Transport {
 /// A driver running on a thread of its own. Dropping it stops and joins it.
 #[derive(Debug)]
 pub struct Server {
-    local: SocketAddr,
-    counters: Arc<Counters>,
+    endpoint: Endpoint,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<io::Result<()>>>,
 }
@@ -93,14 +92,14 @@ pub struct Server {
 macro_rules! start {
     ($name:expr, $stop:expr, $init:expr, $driver:expr) => {{
         let driver = $driver;
-        let (local, counters) = (driver.local_addr(), driver.counters());
+        let endpoint = driver.endpoint().clone();
         let flag = Arc::clone(&$stop);
         let init = $init;
         let thread = std::thread::Builder::new().name($name).spawn(move || {
             init();
             driver.run(&flag)
         })?;
-        Server { local, counters, stop: $stop, thread: Some(thread) }
+        Server { endpoint, stop: $stop, thread: Some(thread) }
     }};
 }
 
@@ -154,17 +153,17 @@ impl Server {
 
     /// The address clients talk to.
     pub fn local_addr(&self) -> SocketAddr {
-        self.local
+        self.endpoint.local_addr()
     }
 
     /// The server's counters.
     pub fn counters(&self) -> &Counters {
-        &self.counters
+        self.endpoint.counters()
     }
 
     /// A handle on the server's counters that outlives it.
     pub fn counters_handle(&self) -> Arc<Counters> {
-        Arc::clone(&self.counters)
+        self.endpoint.counters_handle()
     }
 
     /// The stop flag, for a signal handler or a deadline.

@@ -101,14 +101,19 @@ fn uring_error_path_with_sends_in_flight_frees_nothing_under_the_kernel() {
     let server = Server::spawn_tcp(Backend::Uring, listener, pool.clone(), PanicOnMarker, config, stop, || {}).unwrap();
     let counters = server.counters_handle();
 
-    let mut silent = TcpStream::connect_timeout(&server.local_addr(), IO_TIMEOUT).unwrap();
-    silent.set_write_timeout(Some(Duration::from_millis(300))).unwrap();
-    let chunk = payload(1, 64 << 10);
-    for _ in 0..64 {
-        if silent.write_all(&chunk).is_err() {
-            break;
+    let silent = TcpStream::connect_timeout(&server.local_addr(), IO_TIMEOUT).unwrap();
+    let _ = socket2::SockRef::from(&silent).set_recv_buffer_size(4096);
+    let mut writer = silent.try_clone().unwrap();
+    // Writes until the server stops reading and the kernel's buffers are
+    // full, and on until the server is gone (bounded: 256 MiB).
+    let flood = std::thread::spawn(move || {
+        let chunk = payload(1, 256 << 10);
+        for _ in 0..1024 {
+            if writer.write_all(&chunk).is_err() {
+                break;
+            }
         }
-    }
+    });
     wait_for("echoes stuck in flight", || {
         Counters::get(&counters.rx_bytes) > Counters::get(&counters.tx_bytes) + (64 << 10)
     });
@@ -121,6 +126,7 @@ fn uring_error_path_with_sends_in_flight_frees_nothing_under_the_kernel() {
     assert_eq!(in_use(&pool), 0, "every buffer came back once the kernel gave it back");
     pool.validate().unwrap();
     drop((silent, trigger));
+    flood.join().unwrap();
 }
 
 // 3. ------------------------------------------------------------------------

@@ -87,3 +87,35 @@ fn a_pool_that_is_not_premapped_cannot_be_registered() {
     let err = unsafe { nta_net::uring::FixedRegion::of_premapped_pool(&pool) }.unwrap_err();
     assert!(err.to_string().contains("premap"), "{err}");
 }
+
+/// A client that sends a large message and at once shuts down its side: the
+/// server finishes echoing (the sends complete after the end of stream) and
+/// closes; it neither cuts the echo short nor trips over the connection it
+/// has just freed.
+#[test]
+fn half_close_after_sending_gets_the_whole_echo_every_backend() {
+    use std::io::{Read, Write};
+    for backend in Backend::ALL {
+        let pool = pool();
+        let server =
+            EchoServer::spawn(backend, Transport::Tcp, localhost(), pool.clone(), DriverConfig::default()).unwrap();
+        for round in 0..20u64 {
+            let data = payload(round, 256 << 10);
+            let stream = std::net::TcpStream::connect_timeout(&server.local_addr(), IO_TIMEOUT).unwrap();
+            stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+            let mut writer = stream.try_clone().unwrap();
+            let to_send = data.clone();
+            let sender = std::thread::spawn(move || {
+                writer.write_all(&to_send).unwrap();
+                writer.shutdown(std::net::Shutdown::Write).unwrap();
+            });
+            let mut echoed = Vec::new();
+            (&stream).read_to_end(&mut echoed).unwrap_or_else(|e| panic!("{backend} round {round}: {e}"));
+            sender.join().unwrap();
+            assert!(echoed == data, "{backend} round {round}: {} of {} bytes echoed", echoed.len(), data.len());
+        }
+        assert!(!server.is_finished(), "{backend}: the server died");
+        server.stop().unwrap_or_else(|e| panic!("{backend}: {e}"));
+        assert_all_returned(&pool, backend);
+    }
+}

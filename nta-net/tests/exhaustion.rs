@@ -100,8 +100,8 @@ fn uring_backpressures_until_buffers_return() {
 
     let tcp = nta_net::uring::TcpDriver::bind(localhost(), pool.clone(), nta_net::Echo, small_bufs()).unwrap();
     let udp = nta_net::uring::UdpDriver::bind(localhost(), pool.clone(), nta_net::Echo, small_bufs()).unwrap();
-    let (tcp_addr, udp_addr) = (tcp.local_addr(), udp.local_addr());
-    let (tcp_counters, udp_counters) = (tcp.counters(), udp.counters());
+    let (tcp_addr, udp_addr) = (tcp.endpoint().local_addr(), udp.endpoint().local_addr());
+    let (tcp_counters, udp_counters) = (tcp.endpoint().counters_handle(), udp.endpoint().counters_handle());
     let threads = [
         std::thread::spawn({
             let stop = Arc::clone(&stop);

@@ -21,8 +21,8 @@ fn tiny_ring() -> DriverConfig {
 /// drains the 2-entry ring at once.
 pub fn udp_survives_dry_ring<S: BufSource>(source: S) {
     let server = uring::UdpDriver::bind(localhost(), source, nta_net::Echo, tiny_ring()).unwrap();
-    let addr = server.local_addr();
-    let counters = server.counters();
+    let addr = server.endpoint().local_addr();
+    let counters = server.endpoint().counters_handle();
     let client = UdpSocket::bind(localhost()).unwrap();
     client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let _ = socket2::SockRef::from(&client).set_recv_buffer_size(4 << 20);
@@ -52,8 +52,8 @@ pub fn udp_survives_dry_ring<S: BufSource>(source: S) {
 /// connections than ring buffers.
 pub fn tcp_survives_dry_ring<S: BufSource>(source: S) {
     let server = uring::TcpDriver::bind(localhost(), source, nta_net::Echo, tiny_ring()).unwrap();
-    let addr = server.local_addr();
-    let counters = server.counters();
+    let addr = server.endpoint().local_addr();
+    let counters = server.endpoint().counters_handle();
     const CLIENTS: usize = 16;
     const BYTES: usize = 40_000;
     let mut clients: Vec<TcpStream> = (0..CLIENTS)

@@ -41,17 +41,16 @@ use tokio::task::JoinSet;
 use crate::epoll::io::recv_into;
 use crate::stream_conn::{Step, StreamConn};
 use crate::tx_queue::MAX_IOVECS;
-use crate::{socket, BufSource, Counters, DriverConfig, StreamProtocol, Verdict};
+use crate::{socket, BufSource, Counters, DriverConfig, Endpoint, StreamProtocol, Verdict};
 
 /// A listening tokio TCP driver; [`TcpDriver::run`] serves until stopped.
 #[derive(Debug)]
 pub struct TcpDriver<S: BufSource, P: StreamProtocol<S::Buf>> {
     listener: std::net::TcpListener,
-    local: SocketAddr,
+    endpoint: Endpoint,
     source: S,
     protocol: P,
     config: DriverConfig,
-    counters: Arc<Counters>,
 }
 
 /// What a connection task shares with its siblings.
@@ -70,18 +69,12 @@ impl<S: BufSource, P: StreamProtocol<S::Buf>> TcpDriver<S, P> {
 
     /// Serves on `listener`, a non-blocking listening socket.
     pub fn from_listener(listener: socket2::Socket, source: S, protocol: P, config: DriverConfig) -> io::Result<Self> {
-        let local = socket::local_addr(&listener)?;
-        Ok(TcpDriver { listener: listener.into(), local, source, protocol, config, counters: Arc::default() })
+        Ok(TcpDriver { endpoint: Endpoint::of(&listener)?, listener: listener.into(), source, protocol, config })
     }
 
-    /// The listening address.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local
-    }
-
-    /// The driver's counters, readable while it runs.
-    pub fn counters(&self) -> Arc<Counters> {
-        Arc::clone(&self.counters)
+    /// The bound address and the counters.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
     }
 
     /// Serves on a current-thread runtime until `stop` is set, then lets
@@ -89,7 +82,7 @@ impl<S: BufSource, P: StreamProtocol<S::Buf>> TcpDriver<S, P> {
     pub fn run(self, stop: &AtomicBool) -> io::Result<()> {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let local_set = tokio::task::LocalSet::new();
-        let TcpDriver { listener, local, source, protocol, config, counters } = self;
+        let TcpDriver { listener, endpoint: Endpoint { local, counters }, source, protocol, config } = self;
         local_set.block_on(&runtime, async move {
             let listener = TcpListener::from_std(listener)?;
             let shared = Rc::new(Shared { source, protocol: RefCell::new(protocol), config, counters });

@@ -11,48 +11,42 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::net::UdpSocket;
 
 use super::io::recv_from;
-use crate::{datagram, is_pool_exhausted, is_truncated, socket, BufSource, Counters, DatagramProtocol, DriverConfig};
+use crate::{
+    datagram, is_pool_exhausted, is_truncated, socket, BufSource, Counters, DatagramProtocol, DriverConfig, Endpoint,
+};
 
 /// A bound tokio UDP driver; [`UdpDriver::run`] serves until stopped.
 #[derive(Debug)]
 pub struct UdpDriver<S: BufSource, P: DatagramProtocol<S::Buf>> {
     socket: std::net::UdpSocket,
-    local: SocketAddr,
+    endpoint: Endpoint,
     source: S,
     protocol: P,
     config: DriverConfig,
-    counters: Arc<Counters>,
 }
 
 impl<S: BufSource, P: DatagramProtocol<S::Buf>> UdpDriver<S, P> {
     /// Binds to `addr` (port 0 picks one).
     pub fn bind(addr: SocketAddr, source: S, protocol: P, config: DriverConfig) -> io::Result<Self> {
         let socket = socket::udp_bind(addr)?;
-        let local = socket::local_addr(&socket)?;
-        Ok(UdpDriver { socket: socket.into(), local, source, protocol, config, counters: Arc::default() })
+        Ok(UdpDriver { endpoint: Endpoint::of(&socket)?, socket: socket.into(), source, protocol, config })
     }
 
-    /// The bound address.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local
-    }
-
-    /// The driver's counters, readable while it runs.
-    pub fn counters(&self) -> Arc<Counters> {
-        Arc::clone(&self.counters)
+    /// The bound address and the counters.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
     }
 
     /// Serves on a current-thread runtime until `stop` is set.
     pub fn run(self, stop: &AtomicBool) -> io::Result<()> {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        let UdpDriver { socket, local, source, mut protocol, config, counters } = self;
+        let UdpDriver { socket, endpoint: Endpoint { local, counters }, source, mut protocol, config } = self;
         let poll = Duration::from_millis(u64::from(config.poll_timeout_ms));
         runtime.block_on(async move {
             let socket = UdpSocket::from_std(socket)?;

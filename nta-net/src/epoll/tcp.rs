@@ -35,7 +35,6 @@ use std::mem::MaybeUninit;
 use std::net::{Shutdown, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use slab::Slab;
@@ -45,7 +44,7 @@ use super::io::recv_into;
 use super::poller::{Poller, Ready, HANGUP, READABLE, WRITABLE};
 use crate::stream_conn::{Phase, Step, StreamConn};
 use crate::tx_queue::MAX_IOVECS;
-use crate::{socket, BufSource, Counters, DriverConfig, StreamProtocol, Verdict};
+use crate::{socket, BufSource, Counters, DriverConfig, Endpoint, StreamProtocol, Verdict};
 
 /// Reads per connection per readiness event, for fairness.
 const READS_PER_WAKEUP: usize = 8;
@@ -74,11 +73,10 @@ enum Outcome {
 #[derive(Debug)]
 pub struct TcpDriver<S: BufSource, P: StreamProtocol<S::Buf>> {
     listener: Socket,
-    local: SocketAddr,
+    endpoint: Endpoint,
     source: S,
     protocol: P,
     config: DriverConfig,
-    counters: Arc<Counters>,
     conns: Slab<Conn<P::Conn>>,
     /// An allocated, empty buffer that found no data last time.
     spare: Option<S::Buf>,
@@ -95,28 +93,21 @@ impl<S: BufSource, P: StreamProtocol<S::Buf>> TcpDriver<S, P> {
     /// Serves on `listener`, a non-blocking listening socket (for example
     /// one of several `SO_REUSEPORT` listeners of a multi-threaded server).
     pub fn from_listener(listener: Socket, source: S, protocol: P, config: DriverConfig) -> io::Result<Self> {
-        let local = socket::local_addr(&listener)?;
         Ok(TcpDriver {
+            endpoint: Endpoint::of(&listener)?,
             listener,
-            local,
             source,
             protocol,
             config,
-            counters: Arc::default(),
             conns: Slab::new(),
             spare: None,
             accept_paused_until: None,
         })
     }
 
-    /// The listening address.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local
-    }
-
-    /// The driver's counters, readable while it runs.
-    pub fn counters(&self) -> Arc<Counters> {
-        Arc::clone(&self.counters)
+    /// The bound address and the counters.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
     }
 
     /// Serves until `stop` is set (checked every `poll_timeout_ms`), then
@@ -169,7 +160,7 @@ impl<S: BufSource, P: StreamProtocol<S::Buf>> TcpDriver<S, P> {
                 expired
                     .extend(self.conns.iter().filter(|(_, c)| c.core.expired(&self.protocol, now)).map(|(key, _)| key));
                 for &key in &expired {
-                    Counters::add(&self.counters.timed_out, 1);
+                    Counters::add(&self.endpoint.counters.timed_out, 1);
                     self.close(&poller, key);
                 }
             }
@@ -195,12 +186,12 @@ impl<S: BufSource, P: StreamProtocol<S::Buf>> TcpDriver<S, P> {
             let (Ok(()), Ok(peer)) = (socket::tcp_accepted(&socket), socket::peer_addr(&socket)) else {
                 continue;
             };
-            let local = socket::local_addr(&socket).unwrap_or(self.local);
+            let local = socket::local_addr(&socket).unwrap_or(self.endpoint.local);
             let entry = self.conns.vacant_entry();
             if poller.add(socket.as_raw_fd(), READABLE, entry.key() as u64).is_err() {
                 continue;
             }
-            let core = StreamConn::accept(&mut self.protocol, local, peer, &self.counters);
+            let core = StreamConn::accept(&mut self.protocol, local, peer, &self.endpoint.counters);
             entry.insert(Conn { socket, core, interest: READABLE });
         }
     }
@@ -209,7 +200,7 @@ impl<S: BufSource, P: StreamProtocol<S::Buf>> TcpDriver<S, P> {
     #[cold]
     #[inline(never)]
     fn pause_accept(&mut self, poller: &Poller, now: Instant) {
-        Counters::add(&self.counters.accept_backoffs, 1);
+        Counters::add(&self.endpoint.counters.accept_backoffs, 1);
         let _ = poller.delete(self.listener.as_raw_fd());
         self.accept_paused_until = Some(now + Duration::from_millis(u64::from(self.config.accept_backoff_ms)));
     }
@@ -220,13 +211,21 @@ impl<S: BufSource, P: StreamProtocol<S::Buf>> TcpDriver<S, P> {
         };
         let mut outcome = Outcome::Keep;
         if events & (WRITABLE | HANGUP) != 0 && !conn.core.tx.is_empty() {
-            outcome = flush(conn, &self.counters, &self.config, now);
+            outcome = flush(conn, &self.endpoint.counters, &self.config, now);
         }
         if outcome == Outcome::Keep && events & (READABLE | HANGUP) != 0 {
-            outcome = read(conn, &mut self.protocol, &self.source, &mut self.spare, &self.counters, &self.config, now);
+            outcome = read(
+                conn,
+                &mut self.protocol,
+                &self.source,
+                &mut self.spare,
+                &self.endpoint.counters,
+                &self.config,
+                now,
+            );
         }
         if outcome == Outcome::Keep
-            && update_interest(poller, conn, key, self.config.max_queued_bytes, &self.counters).is_err()
+            && update_interest(poller, conn, key, self.config.max_queued_bytes, &self.endpoint.counters).is_err()
         {
             outcome = Outcome::Close;
         }
@@ -240,7 +239,7 @@ impl<S: BufSource, P: StreamProtocol<S::Buf>> TcpDriver<S, P> {
         let conn = &mut self.conns[key];
         let outcome = apply_step(conn, step, &self.config, now);
         if outcome == Outcome::Close
-            || update_interest(poller, conn, key, self.config.max_queued_bytes, &self.counters).is_err()
+            || update_interest(poller, conn, key, self.config.max_queued_bytes, &self.endpoint.counters).is_err()
         {
             self.close(poller, key);
         }
@@ -249,7 +248,7 @@ impl<S: BufSource, P: StreamProtocol<S::Buf>> TcpDriver<S, P> {
     fn close(&mut self, poller: &Poller, key: usize) {
         if let Some(mut conn) = self.conns.try_remove(key) {
             let _ = poller.delete(conn.socket.as_raw_fd());
-            conn.core.close(&mut self.protocol, &self.counters);
+            conn.core.close(&mut self.protocol, &self.endpoint.counters);
         }
     }
 }

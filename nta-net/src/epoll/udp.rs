@@ -15,7 +15,6 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -23,7 +22,7 @@ use socket2::Socket;
 
 use super::io::{recv_from_into, send_to_vectored};
 use super::poller::{Poller, HANGUP, READABLE};
-use crate::{datagram, is_truncated, socket, BufSource, Counters, DatagramProtocol, DriverConfig, RxBuf};
+use crate::{datagram, is_truncated, socket, BufSource, Counters, DatagramProtocol, DriverConfig, Endpoint, RxBuf};
 
 /// Datagrams handled per readiness event before waiting again.
 const DATAGRAMS_PER_WAKEUP: usize = 64;
@@ -32,11 +31,10 @@ const DATAGRAMS_PER_WAKEUP: usize = 64;
 #[derive(Debug)]
 pub struct UdpDriver<S: BufSource, P: DatagramProtocol<S::Buf>> {
     socket: Socket,
-    local: SocketAddr,
+    endpoint: Endpoint,
     source: S,
     protocol: P,
     config: DriverConfig,
-    counters: Arc<Counters>,
     replies: Vec<(Bytes, SocketAddr)>,
     spare: Option<S::Buf>,
 }
@@ -45,27 +43,20 @@ impl<S: BufSource, P: DatagramProtocol<S::Buf>> UdpDriver<S, P> {
     /// Binds to `addr` (port 0 picks one).
     pub fn bind(addr: SocketAddr, source: S, protocol: P, config: DriverConfig) -> io::Result<Self> {
         let socket = socket::udp_bind(addr)?;
-        let local = socket::local_addr(&socket)?;
         Ok(UdpDriver {
+            endpoint: Endpoint::of(&socket)?,
             socket,
-            local,
             source,
             protocol,
             config,
-            counters: Arc::default(),
             replies: Vec::new(),
             spare: None,
         })
     }
 
-    /// The bound address.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local
-    }
-
-    /// The driver's counters, readable while it runs.
-    pub fn counters(&self) -> Arc<Counters> {
-        Arc::clone(&self.counters)
+    /// The bound address and the counters.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
     }
 
     /// Serves until `stop` is set (checked every `poll_timeout_ms`).
@@ -96,13 +87,20 @@ impl<S: BufSource, P: DatagramProtocol<S::Buf>> UdpDriver<S, P> {
             match recv_from_into(&self.socket, &mut buf) {
                 Ok(peer) => {
                     buf.trim();
-                    datagram::deliver(&mut self.protocol, buf, self.local, peer, &self.counters, &mut self.replies);
+                    datagram::deliver(
+                        &mut self.protocol,
+                        buf,
+                        self.endpoint.local,
+                        peer,
+                        &self.endpoint.counters,
+                        &mut self.replies,
+                    );
                     self.send_replies();
                 }
                 Err(e) => {
                     self.spare = Some(buf);
                     if is_truncated(&e) {
-                        Counters::add(&self.counters.truncated, 1);
+                        Counters::add(&self.endpoint.counters.truncated, 1);
                     } else if e.kind() != io::ErrorKind::Interrupted {
                         // EAGAIN: drained. Anything else (an ICMP error
                         // queued on the socket) is per-datagram: next wakeup.
@@ -116,8 +114,8 @@ impl<S: BufSource, P: DatagramProtocol<S::Buf>> UdpDriver<S, P> {
     fn send_replies(&mut self) {
         for (reply, peer) in self.replies.drain(..) {
             match send_to_vectored(&self.socket, &[&reply], peer) {
-                Ok(_) => datagram::sent(&reply, self.local, peer, &self.counters),
-                Err(_) => Counters::add(&self.counters.dropped, 1),
+                Ok(_) => datagram::sent(&reply, self.endpoint.local, peer, &self.endpoint.counters),
+                Err(_) => Counters::add(&self.endpoint.counters.dropped, 1),
             }
         }
     }
@@ -127,7 +125,7 @@ impl<S: BufSource, P: DatagramProtocol<S::Buf>> UdpDriver<S, P> {
     #[cold]
     #[inline(never)]
     fn back_off(&self) {
-        Counters::add(&self.counters.alloc_failures, 1);
+        Counters::add(&self.endpoint.counters.alloc_failures, 1);
         std::thread::sleep(Duration::from_millis(1));
     }
 }

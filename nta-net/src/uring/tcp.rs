@@ -53,7 +53,7 @@ use super::{index_of, tag, tag_of, user_data, BufRing, Completion, MsgHdr, Ring,
 use crate::epoll::SWEEP_INTERVAL;
 use crate::stream_conn::{Phase, Step, StreamConn};
 use crate::tx_queue::MAX_IOVECS;
-use crate::{socket, BufSource, Counters, DriverConfig, StreamProtocol, Verdict};
+use crate::{socket, BufSource, Counters, DriverConfig, Endpoint, StreamProtocol, Verdict};
 
 /// Buffer group id of the driver's ring.
 const BGID: u16 = 0;
@@ -91,11 +91,10 @@ impl std::fmt::Debug for SendOp {
 #[derive(Debug)]
 pub struct TcpDriver<S: BufSource, P: StreamProtocol<S::Buf>> {
     listener: Socket,
-    local: SocketAddr,
+    endpoint: Endpoint,
     source: S,
     protocol: P,
     config: DriverConfig,
-    counters: Arc<Counters>,
 }
 
 impl<S: BufSource, P: StreamProtocol<S::Buf>> TcpDriver<S, P> {
@@ -108,18 +107,12 @@ impl<S: BufSource, P: StreamProtocol<S::Buf>> TcpDriver<S, P> {
     /// Serves on `listener`, a listening socket (for example one of several
     /// `SO_REUSEPORT` listeners of a multi-threaded server).
     pub fn from_listener(listener: Socket, source: S, protocol: P, config: DriverConfig) -> io::Result<Self> {
-        let local = socket::local_addr(&listener)?;
-        Ok(TcpDriver { listener, local, source, protocol, config, counters: Arc::default() })
+        Ok(TcpDriver { endpoint: Endpoint::of(&listener)?, listener, source, protocol, config })
     }
 
-    /// The listening address.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local
-    }
-
-    /// The driver's counters, readable while it runs.
-    pub fn counters(&self) -> Arc<Counters> {
-        Arc::clone(&self.counters)
+    /// The bound address and the counters.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
     }
 
     /// Serves until `stop` is set, lets connections finish sending (for at
@@ -159,7 +152,7 @@ struct Running<S: BufSource, P: StreamProtocol<S::Buf>> {
 
 impl<S: BufSource, P: StreamProtocol<S::Buf>> Running<S, P> {
     fn new(driver: TcpDriver<S, P>) -> io::Result<Self> {
-        let TcpDriver { listener, local, source, protocol, config, counters } = driver;
+        let TcpDriver { listener, endpoint: Endpoint { local, counters }, source, protocol, config } = driver;
         let ring = Ring::new(1024)?;
         let buf_ring = BufRing::register(&ring.submitter(), BGID, config.ring_entries, source, config.rx_buf_bytes)?;
         Ok(Running {
@@ -370,7 +363,10 @@ impl<S: BufSource, P: StreamProtocol<S::Buf>> Running<S, P> {
     }
 
     fn start_send(&mut self, key: usize) -> io::Result<()> {
-        let conn = &mut self.conns[key];
+        // The connection may have been closed and freed just before.
+        let Some(conn) = self.conns.get_mut(key) else {
+            return Ok(());
+        };
         if conn.send.is_some() || conn.core.tx.is_empty() || conn.closing {
             return Ok(());
         }
@@ -411,9 +407,10 @@ impl<S: BufSource, P: StreamProtocol<S::Buf>> Running<S, P> {
         match step {
             Step::Continue => Ok(()),
             Step::ShutdownWrite => {
-                let conn = &mut self.conns[key];
-                let _ = conn.socket.shutdown(Shutdown::Write);
-                conn.core.start_linger(self.config.linger_ms, now);
+                if let Some(conn) = self.conns.get_mut(key) {
+                    let _ = conn.socket.shutdown(Shutdown::Write);
+                    conn.core.start_linger(self.config.linger_ms, now);
+                }
                 Ok(())
             }
             Step::Close => self.close(key),

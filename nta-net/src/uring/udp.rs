@@ -38,7 +38,7 @@ use socket2::Socket;
 
 use super::{index_of, tag, tag_of, user_data, BufRing, Completion, FixedRegion, MsgHdr, Ring, DRAIN_TIMEOUT};
 use crate::sys::{socket_addr_from_raw, SOCKADDR_STORAGE_BYTES};
-use crate::{datagram, socket, BufSource, Counters, DatagramProtocol, DriverConfig, RxBuf};
+use crate::{datagram, socket, BufSource, Counters, DatagramProtocol, DriverConfig, Endpoint, RxBuf};
 
 /// Buffer group id of the driver's ring.
 const BGID: u16 = 0;
@@ -77,11 +77,10 @@ impl std::fmt::Debug for TxMsg {
 #[derive(Debug)]
 pub struct UdpDriver<S: BufSource, P: DatagramProtocol<S::Buf>> {
     socket: Socket,
-    local: SocketAddr,
+    endpoint: Endpoint,
     source: S,
     protocol: P,
     config: DriverConfig,
-    counters: Arc<Counters>,
 }
 
 impl<S: BufSource, P: DatagramProtocol<S::Buf>> UdpDriver<S, P> {
@@ -90,18 +89,12 @@ impl<S: BufSource, P: DatagramProtocol<S::Buf>> UdpDriver<S, P> {
     /// recvmsg prefix) from `source`.
     pub fn bind(addr: SocketAddr, source: S, protocol: P, config: DriverConfig) -> io::Result<Self> {
         let socket = socket::udp_bind(addr)?;
-        let local = socket::local_addr(&socket)?;
-        Ok(UdpDriver { socket, local, source, protocol, config, counters: Arc::default() })
+        Ok(UdpDriver { endpoint: Endpoint::of(&socket)?, socket, source, protocol, config })
     }
 
-    /// The bound address.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local
-    }
-
-    /// The driver's counters, readable while it runs.
-    pub fn counters(&self) -> Arc<Counters> {
-        Arc::clone(&self.counters)
+    /// The bound address and the counters.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
     }
 
     /// Serves until `stop` is set, then cancels everything and waits for it.
@@ -150,7 +143,7 @@ struct Running<S: BufSource, P: DatagramProtocol<S::Buf>> {
 
 impl<S: BufSource, P: DatagramProtocol<S::Buf>> Running<S, P> {
     fn new(driver: UdpDriver<S, P>) -> io::Result<Self> {
-        let UdpDriver { socket, local, source, protocol, config, counters } = driver;
+        let UdpDriver { socket, endpoint: Endpoint { local, counters }, source, protocol, config } = driver;
         let ring = Ring::new(256)?;
         let buf_ring = BufRing::register(
             &ring.submitter(),
