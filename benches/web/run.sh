@@ -227,7 +227,9 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else
 mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 
 echo "Date: $(date -u '+%Y-%m-%d %H:%M UTC'). Machine: $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) CPUs, kernel $(uname -r)."
-echo "Commit: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- nta-core nta-net examples || echo ' (with uncommitted changes)'). $(nginx -v 2>&1 | sed 's#nginx version: ##'), $(wrk -v 2>&1 | head -1 | awk '{print $1, $2}')."
+dirty=""
+if ! git diff --quiet HEAD -- nta-core/src nta-net/src examples/src; then dirty=" (with uncommitted changes to the server's sources)"; fi
+echo "Commit: $(git rev-parse --short HEAD)$dirty. $(nginx -v 2>&1 | sed 's#nginx version: ##'), $(wrk -v 2>&1 | head -1 | awk '{print $1, $2}')."
 echo "Server pinned to CPU $SERVER_CPU, wrk to CPU $CLIENT_CPU; \`wrk -t1 -c64 -d${SECONDS_PER_RUN}s --latency\`; nta-httpd with --threads 1 --root (the same two files as nginx)."
 echo
 echo "Best of $ROUNDS rounds (servers in turn within a round); every round's req/s in the last column."

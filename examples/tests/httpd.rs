@@ -335,10 +335,10 @@ fn tokio_backend() {
     exercise("tokio");
 }
 
-/// The built-in site (no `--root`) and the system allocator.
+/// The built-in site (no `--root`), the system allocator, two workers.
 #[test]
-fn builtin_site_with_the_system_allocator() {
-    let server = Httpd::start(&["--alloc", "system"]);
+fn builtin_site_with_the_system_allocator_on_two_workers() {
+    let server = Httpd::start(&["--alloc", "system", "--threads", "2"]);
     let index = server.get("GET / HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_eq!(index.status, 200);
     assert!(String::from_utf8_lossy(&index.body).contains("/64k"));
@@ -347,6 +347,9 @@ fn builtin_site_with_the_system_allocator() {
         assert_eq!((response.status, response.body.len()), (200, len), "{path}");
     }
     assert_eq!(server.metric("nta_pool_in_use_bytes"), 0, "no pool with --alloc system");
+    // Each worker has its own listener; the kernel spreads connections.
+    let clients: Vec<_> = (0..8).map(|_| server.get("GET /1k HTTP/1.1\r\nHost: t\r\n\r\n")).collect();
+    assert!(clients.iter().all(|r| r.status == 200 && r.body.len() == 1024));
     assert!(server.terminate().success());
 }
 
