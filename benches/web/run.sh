@@ -120,10 +120,12 @@ stop_server() {
 }
 
 # RSS in KiB of the server: the process and its children (nginx's worker).
+# Pages of hugetlb segments (the NTA pool takes them when the machine has
+# hugepages reserved) are not in VmRSS; they are added (HugetlbPages).
 server_rss_kib() {
   local total=0 pid kib
   for pid in "$server_pid" $(pgrep -P "$server_pid" || true); do
-    kib="$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)"
+    kib="$(awk '/^(VmRSS|HugetlbPages):/ {sum += $2} END {print sum + 0}' "/proc/$pid/status" 2>/dev/null || echo 0)"
     total=$((total + kib))
   done
   echo "$total"
@@ -230,7 +232,7 @@ echo "Date: $(date -u '+%Y-%m-%d %H:%M UTC'). Machine: $(lscpu | sed -n 's/^Mode
 dirty=""
 if ! git diff --quiet HEAD -- nta-core/src nta-net/src examples/src; then dirty=" (with uncommitted changes to the server's sources)"; fi
 echo "Commit: $(git rev-parse --short HEAD)$dirty. $(nginx -v 2>&1 | sed 's#nginx version: ##'), $(wrk -v 2>&1 | head -1 | awk '{print $1, $2}')."
-echo "Server pinned to CPU $SERVER_CPU, wrk to CPU $CLIENT_CPU; \`wrk -t1 -c64 -d${SECONDS_PER_RUN}s --latency\`; nta-httpd with --threads 1 --root (the same two files as nginx)."
+echo "Server pinned to CPU $SERVER_CPU, wrk to CPU $CLIENT_CPU; \`wrk -t1 -c64 -d${SECONDS_PER_RUN}s --latency\`; nta-httpd with --threads 1 --root (the same two files as nginx). Hugepages reserved: $(cat /proc/sys/vm/nr_hugepages); RSS counts them (VmRSS + HugetlbPages)."
 echo
 echo "Best of $ROUNDS rounds (servers in turn within a round); every round's req/s in the last column."
 echo
