@@ -1,7 +1,10 @@
-//! Shared argument handling for the NTA example binaries. The binaries stay
-//! thin: they parse flags here and call `nta-net`.
+//! The NTA example binaries' logic, so tests cover it: the echo servers'
+//! flags, the packets-per-second comparison, the drop-cost measurement, and
+//! `nta-httpd` ([`httpd`]). The binaries stay thin: they parse flags here
+//! and call this library.
 
 pub mod drop_cost;
+pub mod httpd;
 pub mod pps;
 
 use std::net::SocketAddr;
@@ -9,7 +12,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use nta_core::Pool;
-use nta_net::{Backend, EchoConfig, EchoServer, HeapSource, Transport};
+use nta_net::{Backend, DriverConfig, EchoServer, HeapSource, Server, Transport};
 
 /// Where receive buffers come from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,7 +84,7 @@ pub fn build_pool(mib: usize) -> Result<Pool, String> {
 }
 
 /// Starts an echo server as `args` say.
-pub fn spawn_echo(transport: Transport, args: &EchoArgs, config: EchoConfig) -> Result<EchoServer, String> {
+pub fn spawn_echo(transport: Transport, args: &EchoArgs, config: DriverConfig) -> Result<Server, String> {
     let spawned = match args.buffers {
         Buffers::Nta => EchoServer::spawn(args.backend, transport, args.addr, build_pool(args.pool_mib)?, config),
         Buffers::Heap => EchoServer::spawn(args.backend, transport, args.addr, HeapSource, config),
@@ -93,7 +96,7 @@ pub fn spawn_echo(transport: Transport, args: &EchoArgs, config: EchoConfig) -> 
 /// counters.
 pub fn echo_main(transport: Transport) -> Result<(), String> {
     let args = parse_echo_args(std::env::args().skip(1))?;
-    let server = spawn_echo(transport, &args, EchoConfig::default())?;
+    let server = spawn_echo(transport, &args, DriverConfig::default())?;
     eprintln!("{transport:?} echo on {} ({} backend, {:?} buffers)", server.local_addr(), args.backend, args.buffers);
     let deadline = args.seconds.map(|seconds| std::time::Instant::now() + Duration::from_secs(seconds));
     while !server.is_finished() && deadline.map_or(true, |deadline| std::time::Instant::now() < deadline) {
@@ -141,7 +144,7 @@ mod tests {
             for transport in [Transport::Udp, Transport::Tcp] {
                 let flags = format!("--backend {backend} --addr 127.0.0.1:0 --pool-mib 32");
                 let parsed = parse_echo_args(args(&flags)).unwrap();
-                let server = spawn_echo(transport, &parsed, EchoConfig::default()).unwrap();
+                let server = spawn_echo(transport, &parsed, DriverConfig::default()).unwrap();
                 let addr = server.local_addr();
                 match transport {
                     Transport::Udp => {

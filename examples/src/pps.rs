@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use nta_net::loadgen::udp_echo_load;
-use nta_net::{Backend, BufSource, EchoConfig, EchoServer, HeapSource, Transport};
+use nta_net::{Backend, BufSource, DriverConfig, EchoServer, HeapSource, Server, Transport};
 
 use crate::build_pool;
 
@@ -72,14 +72,14 @@ fn parse(args: impl IntoIterator<Item = String>) -> Result<PpsArgs, String> {
 }
 
 /// Starts a UDP echo server on `backend` with buffers from `source`.
-fn start<S: BufSource>((backend, zero_copy_send): (Backend, bool), source: S) -> Result<EchoServer, String> {
+fn start<S: BufSource>((backend, zero_copy_send): (Backend, bool), source: S) -> Result<Server, String> {
     let addr: SocketAddr = "127.0.0.1:0".parse().expect("a valid address");
-    let config = EchoConfig { zero_copy_send, ..EchoConfig::default() };
+    let config = DriverConfig { zero_copy_send, ..DriverConfig::default() };
     EchoServer::spawn(backend, Transport::Udp, addr, source, config).map_err(|e| format!("{backend}: {e}"))
 }
 
 /// One run against `server`, in packets per second.
-fn run_once(server: &EchoServer, size: usize, window: usize, run: Duration) -> Result<f64, String> {
+fn run_once(server: &Server, size: usize, window: usize, run: Duration) -> Result<f64, String> {
     let load = udp_echo_load(server.local_addr(), size, window, run).map_err(|e| format!("load: {e}"))?;
     Ok(load.packets_per_second())
 }
@@ -87,7 +87,7 @@ fn run_once(server: &EchoServer, size: usize, window: usize, run: Duration) -> R
 /// Best packets-per-second of `rounds` runs on each of `servers`. The runs
 /// alternate between the servers so that all see the same background load
 /// on a shared machine.
-fn measure_alternating(servers: &[EchoServer], size: usize, args: &PpsArgs) -> Result<Vec<f64>, String> {
+fn measure_alternating(servers: &[Server], size: usize, args: &PpsArgs) -> Result<Vec<f64>, String> {
     // Warm up: first touches of the pool, the heap and the rings.
     for server in servers {
         run_once(server, size, args.window, Duration::from_millis(100))?;
@@ -126,9 +126,9 @@ fn zero_copy_table(args: &PpsArgs) -> Result<(), String> {
     let region = unsafe { nta_net::uring::FixedRegion::of_premapped_pool(&pool) }.map_err(|e| e.to_string())?;
     let addr: SocketAddr = "127.0.0.1:0".parse().expect("a valid address");
     let configs = [
-        EchoConfig::default(),
-        EchoConfig { zero_copy_send: true, ..EchoConfig::default() },
-        EchoConfig { zero_copy_send: true, fixed_region: Some(region), ..EchoConfig::default() },
+        DriverConfig::default(),
+        DriverConfig { zero_copy_send: true, ..DriverConfig::default() },
+        DriverConfig { zero_copy_send: true, fixed_region: Some(region), ..DriverConfig::default() },
     ];
     println!();
     println!("io_uring UDP echo with NTA buffers, by send operation (pps):");

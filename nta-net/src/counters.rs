@@ -21,9 +21,27 @@ pub struct Counters {
     pub alloc_failures: AtomicU64,
     /// Connections accepted.
     pub accepted: AtomicU64,
+    /// Connections closed (for any reason). `accepted - closed` are open.
+    pub closed: AtomicU64,
+    /// Connections closed because their protocol deadline passed (an
+    /// incomplete request, an idle keep-alive) or their linger ran out.
+    pub timed_out: AtomicU64,
+    /// Times accepting paused because the process was out of file
+    /// descriptors (EMFILE, ENFILE) or kernel memory.
+    pub accept_backoffs: AtomicU64,
+    /// Times a connection stopped being read because its send queue was
+    /// over `max_queued_bytes`.
+    pub rx_paused: AtomicU64,
+    /// Datagrams dropped because they were longer than the receive buffer
+    /// (`MSG_TRUNC`).
+    pub truncated: AtomicU64,
+    /// Buffers deliberately leaked at exit because the kernel might still
+    /// have used them (an io_uring operation that did not complete in time).
+    pub leaked_on_exit: AtomicU64,
     /// Connections closed because no receive buffer could be had.
     pub closed_no_buffer: AtomicU64,
-    /// Datagrams dropped (send would block, or no buffer for the reply).
+    /// Datagrams dropped (send would block, the reply bound was reached, or
+    /// no buffer for the reply).
     pub dropped: AtomicU64,
     /// io_uring: multishot receives that ended with ENOBUFS (ring ran dry).
     pub ring_empty: AtomicU64,
@@ -45,5 +63,10 @@ impl Counters {
     #[inline]
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
+    }
+
+    /// Connections open now (accepted and not yet closed).
+    pub fn open_connections(&self) -> u64 {
+        Self::get(&self.accepted).saturating_sub(Self::get(&self.closed))
     }
 }

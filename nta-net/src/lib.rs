@@ -12,14 +12,20 @@
 //!   traits the backends are written against, [`RxBuf`] and [`BufSource`].
 //! - Plumbing: [`sys`] (every raw system call), [`socket`] (setup),
 //!   [`hook`] (the published-buffer tap), [`Flow`], [`Counters`].
-//! - Backends: [`epoll`], [`uring`] (io_uring with a provided-buffer ring fed
-//!   from the pool), [`async_io`] (tokio helpers and servers).
+//! - Protocols: [`StreamProtocol`] and [`DatagramProtocol`], the plug-in a
+//!   driver calls with received buffers; [`TxQueue`], what a connection
+//!   sends; [`Echo`], the smallest protocol.
+//! - Drivers, one TCP and one UDP per backend, owning the mechanics
+//!   (accept, receive into pool buffers, send queue, backpressure, timeouts,
+//!   close): [`epoll`], [`uring`] (io_uring with a provided-buffer ring fed
+//!   from the pool), [`async_io`] (tokio).
+//! - Tools: [`Server`] (any driver with any protocol on its own thread),
+//!   [`EchoServer`], [`loadgen`] (closed-loop UDP load for the
+//!   packets-per-second table).
 //!
-//! - Tools: [`EchoServer`] (any backend's echo server on its own thread),
-//!   [`loadgen`] (closed-loop UDP load for the packets-per-second table).
-//!
-//! The crate knows sockets and buffers, nothing of HTTP or any protocol above
-//! the transport. nta-core knows nothing of sockets.
+//! The crate knows sockets and buffers, nothing of HTTP: protocols above the
+//! transport plug in from outside (the examples' HTTP server is one). nta-core
+//! knows nothing of sockets.
 //!
 //! ## Example
 //!
@@ -40,36 +46,44 @@
 //! ```
 //!
 //! ```no_run
-//! use nta_net::{Backend, EchoConfig, EchoServer, Transport};
+//! use nta_net::{Backend, DriverConfig, EchoServer, Transport};
 //!
 //! let pool = nta_core::Pool::builder().capacity(256 << 20).build().unwrap();
 //! let addr = "127.0.0.1:7007".parse().unwrap();
-//! let server = EchoServer::spawn(Backend::Uring, Transport::Udp, addr, pool, EchoConfig::default()).unwrap();
+//! let server = EchoServer::spawn(Backend::Uring, Transport::Udp, addr, pool, DriverConfig::default()).unwrap();
 //! // ... serve ...
 //! server.stop().unwrap();
 //! ```
 
 pub mod async_io;
 mod counters;
-mod echo_config;
-mod echo_server;
+mod datagram;
+mod driver_config;
+mod endpoint;
 pub mod epoll;
 mod error;
 mod flow;
 pub mod hook;
 pub mod loadgen;
 mod packet_buf;
+mod protocol;
 mod rx_buf;
+mod server;
 pub mod socket;
+mod stream_conn;
 pub mod sys;
+mod tx_queue;
 pub mod uring;
 mod vec_buf;
 
 pub use counters::Counters;
-pub use echo_config::EchoConfig;
-pub use echo_server::{Backend, EchoServer, Transport};
-pub use error::{is_pool_exhausted, PoolExhausted};
+pub use driver_config::DriverConfig;
+pub use endpoint::Endpoint;
+pub use error::{is_pool_exhausted, is_truncated, DatagramTruncated, PoolExhausted};
 pub use flow::{Direction, Flow, Protocol};
 pub use packet_buf::PacketBuf;
+pub use protocol::{DatagramProtocol, Echo, StreamProtocol, Verdict};
 pub use rx_buf::{BufSource, RxBuf};
+pub use server::{Backend, EchoServer, Server, Transport};
+pub use tx_queue::{TxQueue, MAX_IOVECS};
 pub use vec_buf::{HeapSource, VecBuf};

@@ -374,7 +374,8 @@ unsafe impl RxBuf for PacketBuf {
 
     #[inline]
     unsafe fn set_len(&mut self, len_bytes: usize) {
-        debug_assert!(len_bytes <= self.capacity());
+        // A hard check: every later read of the data trusts `len`.
+        assert!(len_bytes <= self.capacity(), "set_len {len_bytes} past the capacity {}", self.capacity());
         self.len = len_bytes;
     }
 

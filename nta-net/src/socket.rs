@@ -27,14 +27,35 @@ pub fn udp_bind(addr: SocketAddr) -> io::Result<Socket> {
     Ok(socket)
 }
 
+/// Connections the kernel queues for `accept` per listener.
+pub const LISTEN_BACKLOG: i32 = 4096;
+
 /// A non-blocking TCP listener bound to `addr` (port 0 picks a free one).
 pub fn tcp_listen(addr: SocketAddr) -> io::Result<Socket> {
+    tcp_listen_with(addr, false)
+}
+
+/// A non-blocking TCP listener bound to `addr`; with `reuse_port`, several
+/// listeners (one per worker thread) may bind the same address and the
+/// kernel spreads connections over them (`SO_REUSEPORT`).
+pub fn tcp_listen_with(addr: SocketAddr, reuse_port: bool) -> io::Result<Socket> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
     socket.set_nonblocking(true)?;
     socket.bind(&SockAddr::from(addr))?;
-    socket.listen(1024)?;
+    socket.listen(LISTEN_BACKLOG)?;
     Ok(socket)
+}
+
+/// True for the `accept` errors that say the process or the kernel is out
+/// of a resource (file descriptors, memory). The pending connection stays
+/// queued, so the listener stays readable: retrying at once would spin, so
+/// the drivers pause accepting for `accept_backoff_ms` instead.
+pub fn is_resource_exhaustion(err: &io::Error) -> bool {
+    matches!(err.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM))
 }
 
 /// Options for an accepted TCP connection: non-blocking, no Nagle delay.

@@ -67,7 +67,8 @@ unsafe impl RxBuf for VecBuf {
 
     #[inline]
     unsafe fn set_len(&mut self, len_bytes: usize) {
-        debug_assert!(len_bytes <= self.capacity());
+        // A hard check: every later read of the data trusts the length.
+        assert!(len_bytes <= self.capacity(), "set_len {len_bytes} past the capacity {}", self.capacity());
         // SAFETY: the caller guarantees the bytes are initialised and within
         // capacity.
         unsafe { self.vec.set_len(self.head + len_bytes) }

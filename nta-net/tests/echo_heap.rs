@@ -4,13 +4,13 @@
 mod common;
 
 use common::*;
-use nta_net::{Backend, EchoConfig, EchoServer, HeapSource, Transport};
+use nta_net::{Backend, DriverConfig, EchoServer, HeapSource, Transport};
 
 #[test]
 fn tcp_echo_random_sizes_every_backend() {
     for backend in Backend::ALL {
         let server =
-            EchoServer::spawn(backend, Transport::Tcp, localhost(), HeapSource, EchoConfig::default()).unwrap();
+            EchoServer::spawn(backend, Transport::Tcp, localhost(), HeapSource, DriverConfig::default()).unwrap();
         tcp_echo_round_trip(server.local_addr(), 7, &sizes(7, 40, 64 << 10));
         tcp_concurrent(server.local_addr(), 16, 8, 16 << 10);
         server.stop().unwrap_or_else(|e| panic!("{backend}: {e}"));
@@ -21,7 +21,7 @@ fn tcp_echo_random_sizes_every_backend() {
 fn udp_echo_random_sizes_every_backend() {
     for backend in Backend::ALL {
         let server =
-            EchoServer::spawn(backend, Transport::Udp, localhost(), HeapSource, EchoConfig::default()).unwrap();
+            EchoServer::spawn(backend, Transport::Udp, localhost(), HeapSource, DriverConfig::default()).unwrap();
         udp_echo_round_trip(server.local_addr(), 9, &sizes(9, 40, 64 << 10));
         udp_concurrent(server.local_addr(), 8, 20, 8 << 10);
         server.stop().unwrap_or_else(|e| panic!("{backend}: {e}"));

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use common::*;
 use nta_core::Pool;
-use nta_net::{is_pool_exhausted, Backend, Counters, EchoConfig, EchoServer, PacketBuf, Transport};
+use nta_net::{is_pool_exhausted, Backend, Counters, DriverConfig, EchoServer, PacketBuf, Transport};
 
 fn tiny_pool() -> Pool {
     Pool::builder().capacity(2 << 20).shards(1).build().unwrap()
@@ -31,8 +31,8 @@ fn exhaust(pool: &Pool) -> Vec<PacketBuf> {
     held
 }
 
-fn small_bufs() -> EchoConfig {
-    EchoConfig { rx_buf_bytes: 16 << 10, ring_entries: 8, ..EchoConfig::default() }
+fn small_bufs() -> DriverConfig {
+    DriverConfig { rx_buf_bytes: 16 << 10, ring_entries: 8, ..DriverConfig::default() }
 }
 
 #[test]
@@ -98,10 +98,10 @@ fn uring_backpressures_until_buffers_return() {
     let held = exhaust(&pool);
     let stop = Arc::new(AtomicBool::new(false));
 
-    let tcp = nta_net::uring::TcpEcho::bind(localhost(), pool.clone(), small_bufs()).unwrap();
-    let udp = nta_net::uring::UdpEcho::bind(localhost(), pool.clone(), small_bufs()).unwrap();
-    let (tcp_addr, udp_addr) = (tcp.local_addr(), udp.local_addr());
-    let (tcp_counters, udp_counters) = (tcp.counters(), udp.counters());
+    let tcp = nta_net::uring::TcpDriver::bind(localhost(), pool.clone(), nta_net::Echo, small_bufs()).unwrap();
+    let udp = nta_net::uring::UdpDriver::bind(localhost(), pool.clone(), nta_net::Echo, small_bufs()).unwrap();
+    let (tcp_addr, udp_addr) = (tcp.endpoint().local_addr(), udp.endpoint().local_addr());
+    let (tcp_counters, udp_counters) = (tcp.endpoint().counters_handle(), udp.endpoint().counters_handle());
     let threads = [
         std::thread::spawn({
             let stop = Arc::clone(&stop);

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use common::*;
 use nta_net::hook::{self, Subscriber};
-use nta_net::{Backend, Direction, EchoConfig, EchoServer, Flow, HeapSource, Protocol, Transport};
+use nta_net::{Backend, Direction, DriverConfig, EchoServer, Flow, HeapSource, Protocol, Transport};
 use parking_lot::Mutex;
 
 #[derive(Default)]
@@ -37,7 +37,8 @@ fn hook_sees_rx_and_tx_of_every_backend() {
     assert!(hook::is_active());
     for backend in Backend::ALL {
         for transport in [Transport::Udp, Transport::Tcp] {
-            let server = EchoServer::spawn(backend, transport, localhost(), HeapSource, EchoConfig::default()).unwrap();
+            let server =
+                EchoServer::spawn(backend, transport, localhost(), HeapSource, DriverConfig::default()).unwrap();
             let addr = server.local_addr();
             let data = payload(5, 777);
             match transport {
@@ -104,7 +105,7 @@ fn pool_buffers_are_published_in_place() {
         for transport in [Transport::Udp, Transport::Tcp] {
             let pool = nta_core::Pool::builder().capacity(64 << 20).build().unwrap();
             let server =
-                EchoServer::spawn(backend, transport, localhost(), pool.clone(), EchoConfig::default()).unwrap();
+                EchoServer::spawn(backend, transport, localhost(), pool.clone(), DriverConfig::default()).unwrap();
             let checker = Arc::new(InPool {
                 pool,
                 server: server.local_addr(),

@@ -11,18 +11,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use nta_net::{uring, BufSource, Counters, EchoConfig, HeapSource};
+use nta_net::{uring, BufSource, Counters, DriverConfig, HeapSource};
 
-fn tiny_ring() -> EchoConfig {
-    EchoConfig { ring_entries: 2, ..EchoConfig::default() }
+fn tiny_ring() -> DriverConfig {
+    DriverConfig { ring_entries: 2, ..DriverConfig::default() }
 }
 
 /// Datagrams queued before the server starts: the first multishot recvmsg
 /// drains the 2-entry ring at once.
 pub fn udp_survives_dry_ring<S: BufSource>(source: S) {
-    let server = uring::UdpEcho::bind(localhost(), source, tiny_ring()).unwrap();
-    let addr = server.local_addr();
-    let counters = server.counters();
+    let server = uring::UdpDriver::bind(localhost(), source, nta_net::Echo, tiny_ring()).unwrap();
+    let addr = server.endpoint().local_addr();
+    let counters = server.endpoint().counters_handle();
     let client = UdpSocket::bind(localhost()).unwrap();
     client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let _ = socket2::SockRef::from(&client).set_recv_buffer_size(4 << 20);
@@ -51,9 +51,9 @@ pub fn udp_survives_dry_ring<S: BufSource>(source: S) {
 /// Connections that all have data waiting when the server starts: more
 /// connections than ring buffers.
 pub fn tcp_survives_dry_ring<S: BufSource>(source: S) {
-    let server = uring::TcpEcho::bind(localhost(), source, tiny_ring()).unwrap();
-    let addr = server.local_addr();
-    let counters = server.counters();
+    let server = uring::TcpDriver::bind(localhost(), source, nta_net::Echo, tiny_ring()).unwrap();
+    let addr = server.endpoint().local_addr();
+    let counters = server.endpoint().counters_handle();
     const CLIENTS: usize = 16;
     const BYTES: usize = 40_000;
     let mut clients: Vec<TcpStream> = (0..CLIENTS)
@@ -113,7 +113,7 @@ fn tcp_pool_survives_dry_ring() {
 #[test]
 fn tcp_many_connections_tiny_ring_small_pool() {
     let pool = nta_core::Pool::builder().capacity(8 << 20).shards(1).checked(true).build().unwrap();
-    let config = EchoConfig { ring_entries: 4, rx_buf_bytes: 16 << 10, ..EchoConfig::default() };
+    let config = DriverConfig { ring_entries: 4, rx_buf_bytes: 16 << 10, ..DriverConfig::default() };
     let server =
         nta_net::EchoServer::spawn(nta_net::Backend::Uring, nta_net::Transport::Tcp, localhost(), pool.clone(), config)
             .unwrap();

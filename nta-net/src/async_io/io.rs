@@ -11,7 +11,8 @@ use socket2::SockRef;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, Interest, ReadBuf};
 use tokio::net::UdpSocket;
 
-use crate::epoll::io::MAX_IOVECS;
+use crate::epoll::io::recv_from_into;
+use crate::tx_queue::MAX_IOVECS;
 use crate::{BufSource, RxBuf};
 
 /// Reads once from `reader` into a fresh buffer of `capacity_bytes`, trimmed
@@ -31,6 +32,13 @@ where
 
 /// Reads once from `reader` into the spare room of `buf`, appending; returns
 /// the bytes read (0 at end of stream, or when `buf` is full).
+///
+/// A safe `AsyncRead` may replace the `ReadBuf` it is given with one of its
+/// own (`*buf = ReadBuf::new(..)`); what it then reports as filled is not
+/// in `buf` at all. Like tokio's own `read_buf`, this checks that the filled
+/// part still starts at `buf`'s spare room, and that it is no longer than
+/// that room, in every build (a swap is an `InvalidData` error, and `buf`
+/// is unchanged).
 pub async fn read_into<R, B>(reader: &mut R, buf: &mut B) -> io::Result<usize>
 where
     R: AsyncRead + Unpin + ?Sized,
@@ -38,42 +46,57 @@ where
 {
     let filled = buf.len();
     let n = poll_fn(|cx| {
-        let mut read_buf = ReadBuf::uninit(buf.spare_mut());
+        let spare = buf.spare_mut();
+        let (spare_ptr, spare_bytes) = (spare.as_ptr().cast::<u8>(), spare.len());
+        let mut read_buf = ReadBuf::uninit(spare);
         match Pin::new(&mut *reader).poll_read(cx, &mut read_buf) {
-            Poll::Ready(Ok(())) => Poll::Ready(Ok(read_buf.filled().len())),
+            Poll::Ready(Ok(())) => {
+                let read = read_buf.filled();
+                if read.as_ptr() != spare_ptr || read.len() > spare_bytes {
+                    return Poll::Ready(Err(swapped_read_buf()));
+                }
+                Poll::Ready(Ok(read.len()))
+            }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => Poll::Pending,
         }
     })
     .await?;
-    // SAFETY: `poll_read` initialised `n` bytes of the spare room (ReadBuf
-    // tracks what was filled, and never shrinks it).
+    // SAFETY: `poll_read` initialised `n` bytes at the start of the spare
+    // room: the filled part was checked above to start there and to fit in
+    // it (ReadBuf tracks what was filled, and never shrinks it).
     unsafe { buf.set_len(filled + n) };
     Ok(n)
 }
 
+/// Cold: an `AsyncRead` replaced the `ReadBuf` it was given.
+#[cold]
+#[inline(never)]
+fn swapped_read_buf() -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, "the AsyncRead swapped the ReadBuf it was given")
+}
+
 /// Receives one datagram into a fresh buffer of `capacity_bytes`, trimmed to
-/// its length. The buffer is allocated before waiting, and reused across
-/// spurious wakeups.
+/// its length. The buffer is taken only once the socket is readable, so a
+/// quiet socket holds none. A datagram longer than `capacity_bytes` is
+/// consumed and dropped with [`crate::DatagramTruncated`] (`MSG_TRUNC`).
 pub async fn recv_from<S: BufSource>(
     socket: &UdpSocket,
     source: &S,
     capacity_bytes: usize,
 ) -> io::Result<(S::Buf, SocketAddr)> {
-    let mut buf = source.try_alloc(capacity_bytes)?;
-    let peer = socket
-        .async_io(Interest::READABLE, || {
-            let (n, addr) = SockRef::from(socket).recv_from(buf.spare_mut())?;
-            // SAFETY: the kernel initialised `n` bytes of the empty buffer's
-            // spare room.
-            unsafe { buf.set_len(n) };
-            Ok(addr)
-        })
-        .await?;
-    buf.trim();
-    let peer =
-        peer.as_socket().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "datagram from a non-IP peer"))?;
-    Ok((buf, peer))
+    loop {
+        socket.readable().await?;
+        let mut buf = source.try_alloc(capacity_bytes)?;
+        match socket.try_io(Interest::READABLE, || recv_from_into(&SockRef::from(socket), &mut buf)) {
+            Ok(peer) => {
+                buf.trim();
+                return Ok((buf, peer));
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Writes all of `bufs` (`Bytes`, `PacketBuf`, slices) with vectored writes.

@@ -16,11 +16,9 @@ use std::net::SocketAddr;
 
 use socket2::{SockAddr, Socket};
 
-use crate::{BufSource, RxBuf};
+use crate::{BufSource, DatagramTruncated, RxBuf};
 
-/// Most buffers passed to one `sendmsg` (the kernel allows `IOV_MAX` = 1024;
-/// a few are enough to amortise the call).
-pub const MAX_IOVECS: usize = 16;
+pub use crate::tx_queue::MAX_IOVECS;
 
 /// Receives one datagram into a fresh buffer of `capacity_bytes`, trimmed to
 /// its length.
@@ -32,13 +30,20 @@ pub fn recv_from<S: BufSource>(socket: &Socket, source: &S, capacity_bytes: usiz
 }
 
 /// Receives one datagram into the spare room of `buf` (which must be empty),
-/// without trimming; on error `buf` is unchanged and can be reused.
+/// without trimming; on error `buf` is still empty and can be reused. A
+/// datagram longer than the spare room is consumed and dropped with
+/// [`crate::DatagramTruncated`] (`MSG_TRUNC` reports its real length).
 pub fn recv_from_into<B: RxBuf>(socket: &Socket, buf: &mut B) -> io::Result<SocketAddr> {
     debug_assert!(buf.is_empty());
-    let (n, addr) = socket.recv_from(buf.spare_mut())?;
-    // SAFETY: the kernel initialised the first `n` bytes of the spare room,
-    // and `n` is at most its length.
-    unsafe { buf.set_len(n) };
+    let spare = buf.spare_mut();
+    let capacity_bytes = spare.len();
+    let (len_bytes, addr) = socket.recv_from_with_flags(spare, libc::MSG_TRUNC)?;
+    if len_bytes > capacity_bytes {
+        return Err(DatagramTruncated { len_bytes, capacity_bytes }.into());
+    }
+    // SAFETY: the kernel initialised the first `len_bytes` bytes of the
+    // spare room, and `len_bytes` is at most its length (checked above).
+    unsafe { buf.set_len(len_bytes) };
     addr.as_socket().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "datagram from a non-IP peer"))
 }
 

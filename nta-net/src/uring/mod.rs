@@ -3,9 +3,10 @@
 //! - [`buf_ring`]: a provided-buffer ring fed from a [`crate::BufSource`]
 //!   (with the pool: NTA chunks). Receives pick their buffer from it, so no
 //!   buffer is tied up in a socket that has nothing to say.
-//! - [`udp_echo`]: multishot `recvmsg` (the peer address arrives in the
-//!   buffer's head, which becomes headroom), `sendmsg` back.
-//! - [`tcp_echo`]: multishot accept, multishot recv per connection, `send`.
+//! - [`UdpDriver`]: multishot `recvmsg` (the peer address arrives in the
+//!   buffer's head), `sendmsg` of the protocol's replies.
+//! - [`TcpDriver`]: multishot accept, multishot recv per connection,
+//!   vectored `sendmsg` of the connection's send queue.
 //! - [`fixed_region`]: the pool registered as a fixed buffer, for
 //!   `SEND_ZC` without per-send page pinning (optional, measured by
 //!   `udp-pps`).
@@ -18,22 +19,31 @@
 //! under bursts or pool exhaustion, counted in `Counters::ring_empty`, and
 //! the receive is re-armed once a refill put buffers back.
 //!
-//! # Shutdown
+//! # Memory the kernel may touch
 //!
-//! On stop, every operation is cancelled (`AsyncCancel2` with "any"), the
-//! servers wait (bounded) for each one's final CQE, and only then unregister
-//! the ring and free buffers. If an operation does not finish in time, its
-//! buffers are leaked rather than freed under the kernel.
+//! Ring buffers, receive headers, send headers, iovecs and the buffers they
+//! point to belong to the kernel from the submission of an operation to its
+//! final CQE. The drivers free none of it before then, on every path out:
+//!
+//! - stop: every operation is cancelled (`AsyncCancel2` with "any"), the
+//!   driver waits (bounded) for each one's final CQE, and only then
+//!   unregisters the buffer ring and frees buffers;
+//! - an error, or a panic in a protocol: the same drain runs from the
+//!   driver's `Drop` (it reaps completions without calling the protocol);
+//! - whatever is still in flight when the drain's time is up (or when the
+//!   ring itself failed) is leaked, counted in `Counters::leaked_on_exit`,
+//!   rather than freed under the kernel; a buffer ring dropped while still
+//!   registered leaks its buffers too.
 
 pub mod buf_ring;
 pub mod fixed_region;
-pub mod tcp_echo;
-pub mod udp_echo;
+mod tcp;
+mod udp;
 
 pub use buf_ring::BufRing;
 pub use fixed_region::FixedRegion;
-pub use tcp_echo::TcpEcho;
-pub use udp_echo::UdpEcho;
+pub use tcp::TcpDriver;
+pub use udp::UdpDriver;
 
 use std::collections::VecDeque;
 use std::io;
@@ -41,8 +51,52 @@ use std::time::Duration;
 
 use io_uring::{opcode, squeue, types, IoUring};
 
-/// How long shutdown waits for cancelled operations to complete.
-const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(2);
+/// Whether this kernel has what the io_uring drivers use: rings,
+/// provided-buffer rings (5.19) and zero-copy send (6.0, the same release as
+/// multishot `recvmsg`).
+pub fn is_supported() -> bool {
+    let Ok(uring) = IoUring::new(8) else {
+        return false;
+    };
+    let mut probe = io_uring::Probe::new();
+    if uring.submitter().register_probe(&mut probe).is_err() {
+        return false;
+    }
+    let Ok(entries) = crate::sys::AnonMap::new(4096) else {
+        return false;
+    };
+    // SAFETY: `entries` is a zeroed page that outlives the registration,
+    // which is undone right after.
+    let registered = unsafe { uring.submitter().register_buf_ring_with_flags(entries.as_ptr() as u64, 1, 0, 0) };
+    registered.is_ok()
+        && uring.submitter().unregister_buf_ring(0).is_ok()
+        && probe.is_supported(opcode::SendZc::CODE)
+        && probe.is_supported(opcode::RecvMsg::CODE)
+}
+
+/// How long the drain waits for cancelled operations to complete.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A `msghdr` at a stable (boxed) address, for `sendmsg`/`recvmsg`.
+struct MsgHdr(libc::msghdr);
+
+// SAFETY: the raw pointers inside point to memory owned by the same boxed
+// struct that holds the header (or are null); moving the owner between
+// threads is sound.
+unsafe impl Send for MsgHdr {}
+
+impl MsgHdr {
+    fn zeroed() -> MsgHdr {
+        // SAFETY: msghdr is plain old data; all-zero is a valid (empty) value.
+        MsgHdr(unsafe { std::mem::zeroed() })
+    }
+}
+
+impl std::fmt::Debug for MsgHdr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MsgHdr").field("namelen", &self.0.msg_namelen).field("iovlen", &self.0.msg_iovlen).finish()
+    }
+}
 
 /// One completion, copied out of the CQ so the ring can be borrowed again.
 #[derive(Clone, Copy, Debug)]
@@ -89,8 +143,21 @@ struct Ring {
 impl Ring {
     /// A ring of `sq_entries` submissions and eight times as many
     /// completions (multishot operations post many CQEs per SQE).
+    ///
+    /// The ring is driven by the one thread that creates it, so it is set up
+    /// for that: `SINGLE_ISSUER`, and `DEFER_TASKRUN` (completion work runs
+    /// when this thread waits for completions, not as interrupts of whatever
+    /// it is doing; 6.1+). Kernels without those flags get a plain ring.
     fn new(sq_entries: u32) -> io::Result<Ring> {
-        let uring = IoUring::builder().setup_cqsize(sq_entries * 8).build(sq_entries)?;
+        let tuned = IoUring::builder()
+            .setup_cqsize(sq_entries * 8)
+            .setup_single_issuer()
+            .setup_defer_taskrun()
+            .build(sq_entries);
+        let uring = match tuned {
+            Ok(uring) => uring,
+            Err(_) => IoUring::builder().setup_cqsize(sq_entries * 8).build(sq_entries)?,
+        };
         Ok(Ring { uring, backlog: VecDeque::new() })
     }
 
@@ -161,5 +228,12 @@ impl Ring {
         // SAFETY: a cancellation points to no memory of ours.
         unsafe { self.push(&entry) }?;
         self.submit()
+    }
+
+    /// Cancels the operation submitted with `target` as its user data.
+    fn cancel(&mut self, target: u64) -> io::Result<()> {
+        let entry = opcode::AsyncCancel::new(target).build().user_data(user_data(tag::CANCEL, 0));
+        // SAFETY: a cancellation points to no memory of ours.
+        unsafe { self.push(&entry) }
     }
 }
