@@ -22,7 +22,10 @@
 //! - `free[g] => !start[g]`.
 //! - Every maximal run of free granules within one level region is exactly
 //!   one free extent: no two adjacent free extents (immediate coalescing).
-//! - No page node is wholly free (it would have gone back to its huge node).
+//! - No page node is wholly free (it would have gone back to its huge node),
+//!   once the node is consolidated (`pending == 0`).
+//! - `used` is the number of granules in chunks (live or parked);
+//!   `pending` the number of free granules not yet in listed extents.
 //! - `slack[s]` is `granules * 32 - requested_len` for every chunk start `s`.
 
 use crate::granule::{HUGE_GRANULES, PAGES_PER_HUGE, PAGE_GRANULES};
@@ -58,6 +61,14 @@ pub struct NodeMeta {
     pub run_len: AtomicU64,
     /// The slot's generation while mapped (see `export`), 0 when unmapped.
     pub generation: AtomicU64,
+    /// Granules in live or parked chunks (owner-written).
+    pub used: AtomicU32,
+    /// Granules freed but not yet consolidated into listed extents
+    /// (owner-written; see `heap`, deferred coalescing).
+    pub pending: AtomicU32,
+    /// Links in the owning heap's list of nodes with `pending > 0`.
+    pub dirty_prev: AtomicU32,
+    pub dirty_next: AtomicU32,
     /// 1 when the segment's memfd is sealed against new writers.
     pub sealed: AtomicU8,
 }
