@@ -103,4 +103,15 @@ impl NodeMeta {
         let (_, hi, _) = self.level_bounds(s);
         crate::bitmap::next_set_either(&self.start, &self.free, s + 1, hi) - s
     }
+
+    /// Length in granules of the live chunk that starts at `s`, read
+    /// without the owner's lock (see `bitmap::boundary_after`), scanning at
+    /// most `limit` granules: `None` if the chunk is longer.
+    #[inline]
+    pub fn chunk_granules_unlocked(&self, s: usize, limit: usize) -> Option<usize> {
+        let (_, hi, _) = self.level_bounds(s);
+        let stop = hi.min(s + limit + 1);
+        let end = crate::bitmap::boundary_after(&self.start, &self.free, s + 1, stop);
+        (end - s <= limit).then_some(end - s)
+    }
 }

@@ -48,9 +48,15 @@ fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
 /// of its own, 64 KiB long.
 struct Swapper;
 
+/// The buffers the swapper hands out: leaked on purpose (a `ReadBuf` of
+/// `'static` memory), and kept reachable here so that LeakSanitizer (CI's
+/// ASan run) does not report them.
+static SWAPPED: std::sync::Mutex<Vec<usize>> = std::sync::Mutex::new(Vec::new());
+
 impl AsyncRead for Swapper {
     fn poll_read(self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
         let own: &'static mut [u8] = Box::leak(vec![0xab_u8; 64 << 10].into_boxed_slice());
+        SWAPPED.lock().unwrap().push(own.as_ptr() as usize);
         let len = own.len();
         *buf = ReadBuf::new(own);
         buf.set_filled(len);
