@@ -62,6 +62,7 @@ mod driver_config;
 mod endpoint;
 pub mod epoll;
 mod error;
+pub mod export;
 mod flow;
 pub mod hook;
 pub mod loadgen;
