@@ -107,8 +107,9 @@ pub trait SegmentListener: Send + Sync {
 /// Sees frees and may postpone them (see the module notes).
 pub trait FreeHook: Send + Sync {
     /// Called for every free of a valid chunk while the hook is installed:
+    /// the chunk spans `usable` bytes from `chunk` ([`crate::Pool::usable_size`]);
     /// `len` is the `free_sized` length, if the free had one. Return true
     /// to postpone the free: the chunk stays allocated, and the hook's owner
     /// must later call [`crate::Pool::free_postponed`] for it (once).
-    fn on_free(&self, chunk: NonNull<u8>, len: Option<usize>) -> bool;
+    fn on_free(&self, chunk: NonNull<u8>, usable: usize, len: Option<usize>) -> bool;
 }

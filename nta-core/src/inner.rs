@@ -613,9 +613,14 @@ impl PoolInner {
             Err(why) => invalid_free(ptr, why),
         };
         let hook = self.hook.lock().clone();
-        // SAFETY: `ptr` passed the checks above: a live chunk start.
-        if hook.is_some_and(|h| h.on_free(unsafe { NonNull::new_unchecked(ptr) }, len)) {
-            return; // postponed: still allocated, the hook's owner frees it
+        if let Some(h) = hook {
+            // SAFETY: `ptr` passed the checks above: a live chunk start.
+            let chunk = unsafe { NonNull::new_unchecked(ptr) };
+            // SAFETY: as above; no shard is held here.
+            let usable = unsafe { self.usable_size(chunk) };
+            if h.on_free(chunk, usable, len) {
+                return; // postponed: still allocated, the hook's owner frees it
+            }
         }
         match loc {
             Some(loc) => self.free_unowned(ptr, loc, len),

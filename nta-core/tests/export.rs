@@ -195,7 +195,7 @@ struct Holds {
 }
 
 impl FreeHook for Holds {
-    fn on_free(&self, chunk: NonNull<u8>, len: Option<usize>) -> bool {
+    fn on_free(&self, chunk: NonNull<u8>, _usable: usize, len: Option<usize>) -> bool {
         let a = chunk.as_ptr() as usize;
         if self.held.lock().unwrap().contains(&a) {
             self.postponed.lock().unwrap().push((a, len));

@@ -21,7 +21,7 @@ pub(crate) fn deliver<B: RxBuf, P: DatagramProtocol<B>>(
 ) {
     Counters::add(&counters.rx_buffers, 1);
     Counters::add(&counters.rx_bytes, buf.len() as u64);
-    hook::publish(|| Flow::new(local, peer, Protocol::Udp, Direction::Rx), &buf);
+    hook::publish(|| Flow::new(local, peer, Protocol::Udp, Direction::Rx), &buf, None);
     protocol.on_datagram(buf, peer, replies);
 }
 
@@ -30,5 +30,5 @@ pub(crate) fn deliver<B: RxBuf, P: DatagramProtocol<B>>(
 pub(crate) fn sent(reply: &[u8], local: SocketAddr, peer: SocketAddr, counters: &Counters) {
     Counters::add(&counters.tx_buffers, 1);
     Counters::add(&counters.tx_bytes, reply.len() as u64);
-    hook::publish(|| Flow::new(local, peer, Protocol::Udp, Direction::Tx), reply);
+    hook::publish(|| Flow::new(local, peer, Protocol::Udp, Direction::Tx), reply, None);
 }

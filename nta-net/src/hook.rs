@@ -23,9 +23,12 @@
 //! # What a subscriber gets
 //!
 //! `data` borrows the buffer for the duration of the call only. For a pool
-//! buffer it lies inside the pool's shared memory (`pool.contains(ptr)`), so a
-//! sniffer can export its offset instead of copying it; it must finish with
-//! it (or copy) before returning.
+//! buffer it lies inside the pool's shared memory (`pool.locate(ptr)`), so
+//! the exporter ([`crate::export`]) publishes a descriptor of where it lies
+//! instead of copying it, and holds the chunk while a reader needs it. A
+//! TCP buffer also comes with its stream offset: how many bytes the
+//! connection carried in that direction before it, which is what a pcap
+//! writer needs for TCP sequence numbers.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -38,6 +41,13 @@ use crate::Flow;
 pub trait Subscriber: Send + Sync + 'static {
     /// One rx or tx buffer of `flow`.
     fn on_buffer(&self, flow: &Flow, data: &[u8]);
+
+    /// One rx or tx buffer of `flow`, with its stream offset for TCP (see
+    /// the module notes). By default, [`Subscriber::on_buffer`].
+    fn on_packet(&self, flow: &Flow, data: &[u8], stream_offset: Option<u64>) {
+        let _ = stream_offset;
+        self.on_buffer(flow, data)
+    }
 }
 
 impl<F> Subscriber for F
@@ -85,12 +95,13 @@ pub fn is_active() -> bool {
     ACTIVE.load(Ordering::Relaxed)
 }
 
-/// Offers `data`, a buffer of the flow that `flow` builds, to the
-/// subscribers. One branch when there are none.
+/// Offers `data`, a buffer of the flow that `flow` builds (and for TCP, at
+/// `stream_offset` in its direction), to the subscribers. One branch when
+/// there are none.
 #[inline]
-pub fn publish(flow: impl FnOnce() -> Flow, data: &[u8]) {
+pub fn publish(flow: impl FnOnce() -> Flow, data: &[u8], stream_offset: Option<u64>) {
     if is_active() {
-        publish_slow(&flow(), data);
+        publish_slow(&flow(), data, stream_offset);
     }
 }
 
@@ -98,8 +109,8 @@ pub fn publish(flow: impl FnOnce() -> Flow, data: &[u8]) {
 /// own work dominates anyway.
 #[cold]
 #[inline(never)]
-fn publish_slow(flow: &Flow, data: &[u8]) {
+fn publish_slow(flow: &Flow, data: &[u8], stream_offset: Option<u64>) {
     for (_, subscriber) in SUBSCRIBERS.read().iter() {
-        subscriber.on_buffer(flow, data);
+        subscriber.on_packet(flow, data, stream_offset);
     }
 }

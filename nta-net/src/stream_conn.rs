@@ -65,6 +65,9 @@ pub(crate) struct StreamConn<C> {
     peer_closed: bool,
     pub rx_stream_bytes: u64,
     pub tx_stream_bytes: u64,
+    /// Stream offset of the next tx buffer to go out whole (and be
+    /// published): `tx_stream_bytes` less what of the front buffer went.
+    tx_published_bytes: u64,
 }
 
 impl<C> StreamConn<C> {
@@ -85,6 +88,7 @@ impl<C> StreamConn<C> {
             peer_closed: false,
             rx_stream_bytes: 0,
             tx_stream_bytes: 0,
+            tx_published_bytes: 0,
         }
     }
 
@@ -111,8 +115,7 @@ impl<C> StreamConn<C> {
         Counters::add(&counters.rx_buffers, 1);
         Counters::add(&counters.rx_bytes, buf.len() as u64);
         let (local, peer) = (self.local, self.peer);
-        // The sniffer's descriptor will carry `rx_stream_bytes` here.
-        hook::publish(|| Flow::new(local, peer, Protocol::Tcp, Direction::Rx), &buf);
+        hook::publish(|| Flow::new(local, peer, Protocol::Tcp, Direction::Rx), &buf, Some(self.rx_stream_bytes));
         self.rx_stream_bytes += buf.len() as u64;
         if self.phase != Phase::Open {
             return Verdict::Keep;
@@ -176,13 +179,14 @@ impl<C> StreamConn<C> {
     #[inline]
     pub fn sent(&mut self, sent: usize, counters: &Counters) {
         let (local, peer) = (self.local, self.peer);
+        let published = &mut self.tx_published_bytes;
         self.tx.consume(sent, |buf| {
             Counters::add(&counters.tx_buffers, 1);
             Counters::add(&counters.tx_bytes, buf.len() as u64);
-            // A buffer is published once it went out whole; the sniffer's
-            // descriptor will carry its stream offset, which is
-            // `tx_stream_bytes + sent - (bytes of it and the buffers after)`.
-            hook::publish(|| Flow::new(local, peer, Protocol::Tcp, Direction::Tx), buf);
+            // A buffer is published once it went out whole, in order, so its
+            // stream offset is the sum of the lengths published before it.
+            hook::publish(|| Flow::new(local, peer, Protocol::Tcp, Direction::Tx), buf, Some(*published));
+            *published += buf.len() as u64;
         });
         self.tx_stream_bytes += sent as u64;
     }

@@ -76,6 +76,7 @@ fn hook_sees_rx_and_tx_of_every_backend() {
             Flow::new(localhost(), localhost(), Protocol::Udp, Direction::Rx)
         },
         b"x",
+        None,
     );
     assert!(!built, "the flow was built with no subscriber");
 }
