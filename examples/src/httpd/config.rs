@@ -73,9 +73,30 @@ pub struct HttpdArgs {
     /// Largest file kept in the cache, in bytes; a larger file gets 500.
     #[arg(long, default_value_t = 16 << 20)]
     pub max_file_bytes: usize,
+    /// Export the pool to sniffers on this Unix socket [default:
+    /// nta-httpd-PID.sock in the temporary directory]. Costs one branch per
+    /// buffer and per free while no sniffer is attached.
+    #[arg(long, conflicts_with = "no_export")]
+    pub export: Option<PathBuf>,
+    /// Do not export the pool.
+    #[arg(long)]
+    pub no_export: bool,
 }
 
 impl HttpdArgs {
+    /// Where the pool is exported (`None`: not exported, or `--alloc
+    /// system`, which has no pool).
+    pub fn export_path(&self) -> Option<PathBuf> {
+        if self.no_export || self.alloc == Alloc::System {
+            return None;
+        }
+        Some(
+            self.export
+                .clone()
+                .unwrap_or_else(|| std::env::temp_dir().join(format!("nta-httpd-{}.sock", std::process::id()))),
+        )
+    }
+
     /// Parses `args` (without the program name).
     pub fn parse_from_args(args: impl IntoIterator<Item = String>) -> Result<HttpdArgs, clap::Error> {
         HttpdArgs::try_parse_from(std::iter::once("nta-httpd".to_string()).chain(args))

@@ -17,6 +17,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use nta_core::Pool;
+use nta_net::export::Exporter;
 use nta_net::{socket, Backend, DriverConfig, HeapSource, Server};
 
 use crate::httpd::config::{Alloc, HttpdArgs};
@@ -39,6 +40,7 @@ pub struct Httpd {
     content: String,
     workers: Vec<Server>,
     stop: Arc<AtomicBool>,
+    export: Option<Arc<Exporter>>,
 }
 
 impl Httpd {
@@ -55,9 +57,15 @@ impl Httpd {
                     .shards(args.threads)
                     .build()
                     .map_err(|e| format!("pool: {e:?}"))?;
-                start_with(args, backend, pool)
+                let export = match args.export_path() {
+                    Some(path) => Some(Arc::new(
+                        Exporter::bind(&path, &pool).map_err(|e| format!("--export {}: {e}", path.display()))?,
+                    )),
+                    None => None,
+                };
+                start_with(args, backend, pool, export)
             }
-            Alloc::System => start_with(args, backend, HeapSource),
+            Alloc::System => start_with(args, backend, HeapSource, None),
         }
     }
 
@@ -88,7 +96,7 @@ impl Httpd {
             backend = self.backend,
             buffers = self.buffers,
             content = self.content,
-            sniffer = sniffer_attach_line(),
+            sniffer = self.sniffer_attach_line(),
         )
     }
 
@@ -108,22 +116,41 @@ impl Httpd {
     }
 }
 
-/// SNIFFER ATTACH COMMAND GOES HERE. Issue 9 builds `nta-sniffer` and
-/// `nta-httpd --export PATH`; once they exist, this returns the command that
-/// attaches the sniffer to this server (for example built from the export
-/// socket's path). Until then it says so, rather than print a command that
-/// does not work.
-fn sniffer_attach_line() -> &'static str {
-    "not available yet (nta-sniffer is not built; its attach command will be shown here)"
+impl Httpd {
+    /// The command that attaches the sniffer to this server, or why there
+    /// is none.
+    fn sniffer_attach_line(&self) -> String {
+        match &self.export {
+            Some(e) => format!(
+                "cargo run --release -p nta-sniffer -- capture --socket {} --count 20 --write nta.pcap\n           \
+                 (also: top --socket PATH, map --socket PATH --out pool.png)",
+                e.path().display()
+            ),
+            None => "not exported (--no-export or --alloc system)".to_string(),
+        }
+    }
+
+    /// The export socket's path, when the pool is exported.
+    pub fn export_path(&self) -> Option<&std::path::Path> {
+        self.export.as_deref().map(Exporter::path)
+    }
 }
 
-fn start_with<S: PayloadSource>(args: &HttpdArgs, backend: Backend, source: S) -> Result<Httpd, String> {
+fn start_with<S: PayloadSource>(
+    args: &HttpdArgs,
+    backend: Backend,
+    source: S,
+    export: Option<Arc<Exporter>>,
+) -> Result<Httpd, String> {
     let site = match &args.root {
         Some(root) => Site::files(root, source.clone(), args.max_file_bytes)?,
         None => Site::demo(&source)?,
     };
     let content = site.describe();
     let shared = Arc::new(Shared { limits: args.limits(), site, stats: HttpStats::default() });
+    if let Some(e) = &export {
+        let _ = shared.stats.export.set(Arc::clone(e));
+    }
     let config = DriverConfig { rx_buf_bytes: RX_BUF_BYTES.max(args.max_header_bytes), ..DriverConfig::default() };
     let stop = Arc::new(AtomicBool::new(false));
     let first = socket::tcp_listen_with(args.listen, true).map_err(|e| format!("--listen {}: {e}", args.listen))?;
@@ -144,7 +171,7 @@ fn start_with<S: PayloadSource>(args: &HttpdArgs, backend: Backend, source: S) -
         shared.stats.workers.write().push(worker.counters_handle());
         workers.push(worker);
     }
-    Ok(Httpd { local, backend, threads: args.threads, buffers: source.describe(), content, workers, stop })
+    Ok(Httpd { local, backend, threads: args.threads, buffers: source.describe(), content, workers, stop, export })
 }
 
 /// `nta-httpd`'s main: start, print the banner, serve until SIGINT or

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use nta_core::Stats;
+use nta_net::export::Exporter;
 use nta_net::Counters;
 use parking_lot::RwLock;
 
@@ -38,6 +39,8 @@ pub struct HttpStats {
     pub errors: [AtomicU64; ERROR_KINDS.len()],
     /// The drivers' counters, one per worker (set once they started).
     pub workers: RwLock<Vec<Arc<Counters>>>,
+    /// The pool's exporter, when the pool is exported.
+    pub export: std::sync::OnceLock<Arc<Exporter>>,
 }
 
 impl HttpStats {
@@ -61,12 +64,16 @@ impl HttpStats {
     pub fn render(&self, pool: Option<&Stats>) -> String {
         let mut out = String::with_capacity(4096);
         let pool = pool.copied().unwrap_or_default();
-        let gauges: [(&str, &str, u64); 7] = [
+        let export = self.export.get();
+        let held = export.map_or(0, |e| e.held_bytes());
+        let readers = export.map_or(0, |e| e.readers() as u64);
+        let gauges: [(&str, &str, u64); 8] = [
             ("nta_pool_in_use_bytes", "Bytes of pool chunks in use.", pool.in_use_bytes),
             ("nta_pool_free_bytes", "Bytes of mapped pool memory not in use.", pool.free_bytes),
             ("nta_pool_mapped_bytes", "Bytes of pool segments mapped.", pool.mapped_bytes),
             ("nta_pool_largest_free_bytes", "The largest free extent.", pool.largest_free_bytes),
-            ("nta_pool_held_bytes", "Bytes held by attached sniffers (none attach yet).", 0),
+            ("nta_pool_held_bytes", "Bytes attached sniffers hold (their frees wait).", held),
+            ("nta_export_readers", "Sniffers attached to the export socket.", readers),
             ("nta_pool_remote_frees_queued", "Frees queued to another shard, in total.", pool.remote_frees_queued),
             ("nta_pool_failed_allocs", "Allocations the pool refused, in total.", pool.failed_allocs),
         ];
