@@ -87,7 +87,10 @@ impl Shard {
     /// Takes the shard if no one holds it.
     #[inline]
     pub fn try_lock(&self) -> Option<ShardGuard<'_>> {
-        if self.lock.swap(true, Acquire) {
+        // Test, then test-and-set: a held lock is seen with a shared read
+        // of its line, so a thread going around a busy shard does not take
+        // the line away from its holder.
+        if self.lock.load(Relaxed) || self.lock.swap(true, Acquire) {
             None
         } else {
             Some(ShardGuard { shard: self })
