@@ -252,8 +252,9 @@ pub fn run(opts: &CaptureOptions, stop: &AtomicBool) -> Result<Summary> {
     let mut last_totals = reader.totals;
     let mut failure = None;
     reader.heartbeat();
+    let budget = |reader: &Reader| opts.count.map_or(u64::MAX, |c| c.saturating_sub(reader.totals.packets));
     let reason = 'capture: loop {
-        let remaining = opts.count.map_or(u64::MAX, |c| c.saturating_sub(reader.totals.packets));
+        let remaining = budget(&reader);
         if remaining == 0 {
             break EndReason::Count;
         }
@@ -263,12 +264,10 @@ pub fn run(opts: &CaptureOptions, stop: &AtomicBool) -> Result<Summary> {
         if opts.duration.is_some_and(|d| started.elapsed() >= d) {
             break EndReason::Duration;
         }
-        let consumed = reader.drain(&mut out, remaining);
-        if let Some(e) = out.error.take() {
-            failure = Some(Error::Io("writing the capture", e));
-            break EndReason::Interrupted;
-        }
-        let mut wait = if consumed == 0 { Duration::from_millis(1) } else { Duration::ZERO };
+        let consumed = reader.drain(&mut out, remaining, true);
+        // Socket events; after a deferred drain, read what is queued and
+        // drain again without deferring.
+        let mut wait = if consumed == 0 && !reader.deferred() { Duration::from_millis(1) } else { Duration::ZERO };
         loop {
             match session.next_event(wait) {
                 Ok(None) => break,
@@ -276,22 +275,28 @@ pub fn run(opts: &CaptureOptions, stop: &AtomicBool) -> Result<Summary> {
                     reader.segments.announce(&msg, fd);
                 }
                 Ok(Some(Event::Released(msg))) => {
-                    let remaining = opts.count.map_or(u64::MAX, |c| c.saturating_sub(reader.totals.packets));
-                    reader.drain(&mut out, remaining);
+                    reader.drain(&mut out, budget(&reader), false);
                     reader.segments.release(&msg);
                 }
                 Ok(Some(Event::Stats { .. })) => {}
                 Ok(Some(Event::Closed)) => {
-                    let remaining = opts.count.map_or(u64::MAX, |c| c.saturating_sub(reader.totals.packets));
-                    reader.drain(&mut out, remaining);
+                    reader.drain(&mut out, budget(&reader), false);
                     break 'capture EndReason::ServerGone;
                 }
                 Err(e) => {
+                    reader.drain(&mut out, budget(&reader), false);
                     failure = Some(e);
                     break 'capture EndReason::ServerGone;
                 }
             }
             wait = Duration::ZERO;
+        }
+        if reader.deferred() {
+            reader.drain(&mut out, budget(&reader), false);
+        }
+        if let Some(e) = out.error.take() {
+            failure = Some(Error::Io("writing the capture", e));
+            break EndReason::Interrupted;
         }
         if last_beat.elapsed() >= beat_every {
             reader.heartbeat();

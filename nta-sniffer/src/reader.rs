@@ -76,6 +76,7 @@ pub struct Reader {
     /// Totals so far.
     pub totals: Totals,
     segment_bytes: u64,
+    deferred: bool,
 }
 
 impl std::fmt::Debug for Reader {
@@ -101,12 +102,28 @@ impl Reader {
                 RingState { ring, consumer }
             })
             .collect();
-        Reader { rings, hold, segments, faults: Faults::default(), totals: Totals::default(), segment_bytes }
+        Reader {
+            rings,
+            hold,
+            segments,
+            faults: Faults::default(),
+            totals: Totals::default(),
+            segment_bytes,
+            deferred: false,
+        }
     }
 
     /// Reads every published descriptor, emitting at most `budget`
     /// packets into `sink`; returns the number of descriptors consumed.
-    pub fn drain(&mut self, sink: &mut impl Sink, budget: u64) -> u64 {
+    ///
+    /// With `defer_unknown`, a descriptor naming an unmapped segment or
+    /// another generation stops its ring's walk without being consumed
+    /// and [`Reader::deferred`] turns true: the server sends a segment's
+    /// Segment message before it publishes anything in it, so the caller
+    /// should read the socket and drain again (without deferring, so a
+    /// descriptor that is still unknown then is counted and skipped).
+    pub fn drain(&mut self, sink: &mut impl Sink, budget: u64, defer_unknown: bool) -> u64 {
+        self.deferred = false;
         let mut consumed = 0;
         let mut emitted = 0;
         for r in 0..self.rings.len() {
@@ -125,10 +142,17 @@ impl Reader {
                 // seqlock's first read).
                 fence(Ordering::Acquire);
                 let index = consumer;
+                let checked = check(&d, index, &self.segments, self.segment_bytes);
+                if matches!(checked, Err(Fault::UnknownSegment | Fault::Generation)) && defer_unknown {
+                    // The Segment message is on the socket already (it is
+                    // sent before the first publish); let the caller read it.
+                    self.deferred = true;
+                    break;
+                }
                 consumer += 1;
                 consumed += 1;
                 self.totals.descriptors += 1;
-                if let Err(fault) = check(&d, index, &self.segments, self.segment_bytes) {
+                if let Err(fault) = checked {
                     self.faults.count(fault);
                     continue;
                 }
@@ -166,6 +190,12 @@ impl Reader {
             }
         }
         consumed
+    }
+
+    /// Whether the last [`Reader::drain`] stopped at a descriptor whose
+    /// segment may still be announced on the socket.
+    pub fn deferred(&self) -> bool {
+        self.deferred
     }
 
     /// Bytes of held descriptors published but not yet consumed.
