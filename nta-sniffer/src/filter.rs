@@ -67,7 +67,7 @@ fn same_host(a: IpAddr, b: IpAddr) -> bool {
 impl Filter {
     /// Parses an expression.
     pub fn parse(text: &str) -> Result<Filter, String> {
-        let spaced = text.replace('(', " ( ").replace(')', " ) ");
+        let spaced = text.replace('(', " ( ").replace(')', " ) ").replace('!', " ! ");
         let tokens: Vec<&str> = spaced.split_whitespace().collect();
         if tokens.is_empty() {
             return Ok(Filter::All);

@@ -87,8 +87,10 @@ impl std::fmt::Debug for Reader {
 
 impl Reader {
     /// A reader over `rings`, starting at the consumer indexes found in
-    /// `hold` (clamped to each ring's head).
+    /// `hold`; one past `head` or more than a ring behind it is counted as
+    /// an index jump and resynced to `head`.
     pub fn new(hold: HoldRegion, rings: Vec<Ring>, segments: SegmentTable, segment_bytes: u64) -> Reader {
+        let mut faults = Faults::default();
         let rings = rings
             .into_iter()
             .enumerate()
@@ -96,21 +98,14 @@ impl Reader {
                 let head = ring.head();
                 let mut consumer = hold.consumer(r);
                 if consumer > head || head - consumer > ring.slots() {
+                    faults.index_jumps += 1;
                     consumer = head;
                     hold.set_consumer(r, consumer);
                 }
                 RingState { ring, consumer }
             })
             .collect();
-        Reader {
-            rings,
-            hold,
-            segments,
-            faults: Faults::default(),
-            totals: Totals::default(),
-            segment_bytes,
-            deferred: false,
-        }
+        Reader { rings, hold, segments, faults, totals: Totals::default(), segment_bytes, deferred: false }
     }
 
     /// Reads every published descriptor, emitting at most `budget`
