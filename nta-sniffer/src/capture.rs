@@ -275,7 +275,9 @@ pub fn run(opts: &CaptureOptions, stop: &AtomicBool) -> Result<Summary> {
                     reader.segments.announce(&msg, fd);
                 }
                 Ok(Some(Event::Released(msg))) => {
-                    reader.drain(&mut out, budget(&reader), false);
+                    // Deferring: a descriptor of a segment announced after
+                    // this release must wait for its Segment message.
+                    reader.drain(&mut out, budget(&reader), true);
                     reader.segments.release(&msg);
                 }
                 Ok(Some(Event::Stats { .. })) => {}

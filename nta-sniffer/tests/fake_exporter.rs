@@ -299,3 +299,88 @@ fn top_once_prints_the_shard_table_and_map_writes_a_png() {
         drop(conn);
     }
 }
+
+#[test]
+fn ctrl_c_prints_the_summary_releases_holds_and_finishes_the_pcap() {
+    let dir = Scratch::new("sigint");
+    let server = FakeServer::bind(&dir.path("sock"));
+    let pcap = dir.path("out.pcap");
+    let reqs = requests(4);
+    let child = spawn(&[
+        "capture",
+        "--socket",
+        server.path.to_str().unwrap(),
+        "--hold",
+        "--write",
+        pcap.to_str().unwrap(),
+        "--duration",
+        "20",
+    ]);
+    let conn = serve(&server, MODE_HOLD, &reqs);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while conn.consumer(0) + conn.consumer(1) < 4 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Every descriptor was read; now interrupt.
+    let beat = conn.heartbeat();
+    let pid = rustix::process::Pid::from_child(&child);
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+    let out = wait(child, LIMIT);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("capture ended: interrupted") && stderr.contains("packets 4"), "{stderr}");
+    assert!(conn.heartbeat() >= beat);
+    let (h, _) = conn.recv().expect("a Detach");
+    assert_eq!(h.kind, Kind::Detach);
+    assert_eq!(read_pcap(&pcap).into_iter().filter(|(_, _, p)| !p.is_empty()).count(), 4);
+    // The rings were released up to their heads.
+    assert_eq!((conn.consumer(0), conn.consumer(1)), (conn.rings[0].head, conn.rings[1].head));
+}
+
+#[test]
+fn hexdump_prints_the_bytes_and_released_segments_are_not_read() {
+    let dir = Scratch::new("hexdump");
+    let server = FakeServer::bind(&dir.path("sock"));
+    let child = spawn(&[
+        "capture",
+        "--socket",
+        server.path.to_str().unwrap(),
+        "--count",
+        "3",
+        "--hexdump",
+        "--filter",
+        "rx and port 80",
+        "--duration",
+        "20",
+    ]);
+    let mut conn = server.accept();
+    conn.read_attach();
+    conn.hello(1, 64, MODE_SNAPSHOT, 2000);
+    conn.add_segment(3, 7);
+    conn.write_bytes(3, 0, b"GET /first HTTP/1.1\r\n\r\n");
+    conn.rings[0].publish(tcp_descriptor(3, 7, 0, 23, true, 0, 1)); // tx: filtered out
+    conn.rings[0].publish(tcp_descriptor(3, 7, 0, 23, false, 0, 1));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while conn.consumer(0) < 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    conn.release(3);
+    conn.add_segment(3, 8);
+    conn.write_bytes(3, 0, b"GET /second HTTP/1.1\r\n\r\n");
+    conn.rings[0].publish(tcp_descriptor(3, 8, 0, 24, false, 0, 2));
+    while conn.consumer(0) < 3 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // The reader has seen generation 8: one into generation 7 is refused.
+    conn.rings[0].publish(tcp_descriptor(3, 7, 0, 23, false, 0, 1));
+    conn.rings[0].publish(tcp_descriptor(3, 8, 0, 24, false, 0, 3));
+    let out = wait(child, LIMIT);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("rx TCP 127.0.0.2:1 > 127.0.0.1:80 len 23"), "{stdout}");
+    assert!(stdout.contains("GET /first HTTP/") && stdout.contains("GET /second HTT"), "{stdout}");
+    assert!(!stdout.contains(" tx "), "{stdout}");
+    assert!(stderr.contains("filtered out 1"), "{stderr}");
+    assert!(stderr.contains("unknown segment 0, generation 1,"), "{stderr}");
+}
