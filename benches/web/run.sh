@@ -231,7 +231,7 @@ mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 echo "Date: $(date -u '+%Y-%m-%d %H:%M UTC'). Machine: $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) CPUs, kernel $(uname -r)."
 dirty=""
 if ! git diff --quiet HEAD -- nta-core/src nta-net/src examples/src; then dirty=" (with uncommitted changes to the server's sources)"; fi
-echo "Commit: $(git rev-parse --short HEAD)$dirty. $(nginx -v 2>&1 | sed 's#nginx version: ##'), $(wrk -v 2>&1 | head -1 | awk '{print $1, $2}')."
+echo "Commit: $(git rev-parse --short HEAD)$dirty. $(nginx -v 2>&1 | sed 's#nginx version: ##'), $( (wrk -v 2>&1 || true) | head -1 | awk '{print $1, $2}')."
 echo "Server pinned to CPU $SERVER_CPU, wrk to CPU $CLIENT_CPU; \`wrk -t1 -c64 -d${SECONDS_PER_RUN}s --latency\`; nta-httpd with --threads 1 --root (the same two files as nginx). Hugepages reserved: $(cat /proc/sys/vm/nr_hugepages); RSS counts them (VmRSS + HugetlbPages)."
 echo
 echo "Best of $ROUNDS rounds (servers in turn within a round); every round's req/s in the last column."

@@ -134,6 +134,12 @@ impl Httpd {
     pub fn export_path(&self) -> Option<&std::path::Path> {
         self.export.as_deref().map(Exporter::path)
     }
+
+    /// The pool's exporter, when the pool is exported (readers attached,
+    /// held bytes, counters).
+    pub fn exporter(&self) -> Option<&Exporter> {
+        self.export.as_deref()
+    }
 }
 
 fn start_with<S: PayloadSource>(

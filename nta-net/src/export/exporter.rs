@@ -449,17 +449,9 @@ fn refuse(sh: &Shared, conn: &OwnedFd, code: u32, text: String) {
     let _ = sys::send_with_fds(conn.as_fd(), &msg, &[]);
 }
 
-/// A new connection: credentials, the Attach message (waited for up to
-/// one second), then Hello and the segments.
+/// A new connection: the Attach message (waited for up to one second),
+/// the peer's credentials, then Hello and the segments.
 fn attach(sh: &Shared, conn: OwnedFd, buf: &mut [u8]) {
-    let me = sys::effective_uid();
-    match sys::peer_uid(conn.as_fd()) {
-        Ok(uid) if uid == me || sh.config.allow_uids.contains(&uid) => {}
-        Ok(uid) => {
-            return refuse(sh, &conn, proto::ERR_PERMISSION, format!("uid {uid} may not attach (server uid {me})"))
-        }
-        Err(e) => return refuse(sh, &conn, proto::ERR_PERMISSION, format!("no peer credentials: {e}")),
-    }
     let mut pfd = [libc::pollfd { fd: conn.as_raw_fd(), events: libc::POLLIN, revents: 0 }];
     let _ = sys::poll(&mut pfd, 1000);
     let n = match sys::recv_packet(conn.as_fd(), buf) {
@@ -478,6 +470,16 @@ fn attach(sh: &Shared, conn: OwnedFd, buf: &mut [u8]) {
         },
         _ => return refuse(sh, &conn, proto::ERR_MALFORMED, "the first message must be an attach".into()),
     };
+    // The credentials are checked once the reader said what it wants, so
+    // that the refusal is the answer it reads (nothing of ours was sent).
+    let me = sys::effective_uid();
+    match sys::peer_uid(conn.as_fd()) {
+        Ok(uid) if uid == me || sh.config.allow_uids.contains(&uid) => {}
+        Ok(uid) => {
+            return refuse(sh, &conn, proto::ERR_PERMISSION, format!("uid {uid} may not attach (server uid {me})"))
+        }
+        Err(e) => return refuse(sh, &conn, proto::ERR_PERMISSION, format!("no peer credentials: {e}")),
+    }
     if sh.readers.load(Relaxed) >= sh.config.max_readers {
         return refuse(sh, &conn, proto::ERR_BUSY, format!("{} readers are attached already", sh.config.max_readers));
     }
