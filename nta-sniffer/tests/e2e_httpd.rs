@@ -280,3 +280,25 @@ extern "C" {
     #[link_name = "geteuid"]
     fn libc_geteuid() -> u32;
 }
+
+#[test]
+fn top_once_and_map_read_a_live_server() {
+    let server = Server::start("top");
+    server.request("GET /64k HTTP/1.1\r\nHost: nta\r\nConnection: close\r\n\r\n");
+    let o = sniffer().args(["top", "--socket", server.sock.to_str().unwrap(), "--once"]).output().unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{text}{}", String::from_utf8_lossy(&o.stderr));
+    assert!(text.contains("shard") && text.contains("pool_in_use_bytes"), "{text}");
+    let png = std::env::temp_dir().join(format!("nta-e2e-{}.png", std::process::id()));
+    let o = sniffer()
+        .args(["map", "--socket", server.sock.to_str().unwrap(), "--out", png.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&png).unwrap()));
+    let mut reader = decoder.read_info().unwrap();
+    let mut pixels = vec![0u8; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut pixels).unwrap();
+    assert!(info.width > 0 && info.height > 0);
+    let _ = std::fs::remove_file(&png);
+}
