@@ -300,6 +300,8 @@ fn a_reader_that_stops_beating_or_writes_garbage_loses_its_holds() {
         }
         wait_until("the reader is evicted", || ex.readers() == 0);
         assert_eq!(ex.postponed_chunks(), 0, "eviction completes the postponed free");
+        let slots = u64::from(r.hello.slots);
+        assert_eq!(r.rings[0].slot(0, slots).seq, 0, "an evicted reader's descriptors read as torn");
         assert_eq!(ex.held_bytes(), 0);
         drop(r);
     }

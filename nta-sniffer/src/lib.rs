@@ -23,7 +23,7 @@
 //! - [`validate`]: descriptor checks; [`reader`]: the drain loop.
 //! - [`client`]: the session (attach, events).
 //! - outputs: [`filter`], [`packet`] (synthesized headers), [`pcap`],
-//!   [`occupancy`], [`stats`], [`map_png`].
+//!   [`occupancy`], [`stats`], [`map_png`] (lettered with `font`).
 //! - commands: [`capture`], [`top`], `map` (in [`cli`]).
 //!
 //! Glossary: *descriptor*, one published buffer (segment, offset, length,
@@ -38,6 +38,7 @@ pub mod cli;
 pub mod client;
 pub mod error;
 pub mod filter;
+mod font;
 pub mod hold;
 pub mod map_png;
 pub mod maps;

@@ -6,11 +6,12 @@
 //! One row per node (segment record), [`ROW_PX`] pixels high with a
 //! one-pixel gap; one pixel column per [`GRANULES_PER_PX`] granules
 //! (65536 granules → 1024 columns). A column's colour blends from free
-//! (green) to used (red) by the fraction of its granules in use. A band on
-//! top shows overall utilisation as a bar; a legend band at the bottom
-//! shows the colour swatches. There is no font: the title and legend text
-//! go into the PNG's `tEXt` chunks (`Title`, `Description`) and are
-//! returned for stdout.
+//! (green) to used (red) by the fraction of its granules in use. On top,
+//! the title (with the utilisation) in a small built-in font (`font`) and
+//! a bar of the overall utilisation; at the bottom, a legend: colour
+//! swatches with their labels. The title and legend text also go into the
+//! PNG's `tEXt` chunks (`Title`, `Description`) and are returned for
+//! stdout.
 //!
 //! Held chunks cannot be told apart here: the occupancy file has no hold
 //! bit, and `map` reads no rings.
@@ -19,6 +20,7 @@ use std::io::Write;
 
 use nta_net::export::proto::OCC_GRANULES;
 
+use crate::font;
 use crate::occupancy::{NodeRecord, Occupancy};
 
 /// Granules per pixel column.
@@ -26,7 +28,10 @@ pub const GRANULES_PER_PX: usize = 64;
 /// Height of a node's row.
 pub const ROW_PX: usize = 6;
 const WIDTH: usize = OCC_GRANULES / GRANULES_PER_PX;
-const BAND_PX: usize = 16;
+const BAND_PX: usize = 12;
+const TITLE_PX: usize = 18;
+const LEGEND_PX: usize = 20;
+const TEXT: [u8; 3] = [230, 230, 230];
 const FREE: [u8; 3] = [40, 160, 80];
 const USED: [u8; 3] = [200, 50, 50];
 const BACKGROUND: [u8; 3] = [24, 24, 24];
@@ -62,12 +67,14 @@ pub fn caption(occ: &Occupancy) -> (String, String) {
 pub fn render(occ: &Occupancy, out: impl Write) -> Result<(String, String), String> {
     let (title, legend) = caption(occ);
     let rows = occ.records.len();
-    let height = BAND_PX + rows * (ROW_PX + 1) + BAND_PX;
+    let rows_y = TITLE_PX + BAND_PX;
+    let height = rows_y + rows * (ROW_PX + 1) + LEGEND_PX;
     let mut pixels = vec![BACKGROUND; WIDTH * height];
+    font::draw(&mut pixels, WIDTH, 8, (TITLE_PX - font::HEIGHT) / 2, &title, TEXT);
     let used: u64 = occ.records.iter().map(|r| r.used_granules()).sum();
     let total = (rows * OCC_GRANULES).max(1) as u64;
     let used_px = (WIDTH as u64 * used / total) as usize;
-    for y in 2..BAND_PX - 2 {
+    for y in TITLE_PX + 2..TITLE_PX + BAND_PX - 2 {
         for x in 0..WIDTH {
             pixels[y * WIDTH + x] = if x < used_px { USED } else { FREE };
         }
@@ -75,18 +82,23 @@ pub fn render(occ: &Occupancy, out: impl Write) -> Result<(String, String), Stri
     for (i, r) in occ.records.iter().enumerate() {
         let colours = row_colours(r);
         for dy in 0..ROW_PX {
-            let y = BAND_PX + i * (ROW_PX + 1) + dy;
+            let y = rows_y + i * (ROW_PX + 1) + dy;
             pixels[y * WIDTH..(y + 1) * WIDTH].copy_from_slice(&colours);
         }
     }
-    let legend_y = BAND_PX + rows * (ROW_PX + 1) + 2;
-    for (k, colour) in [USED, blend(0.5), FREE].into_iter().enumerate() {
-        for y in legend_y..legend_y + BAND_PX - 4 {
-            for x in 8 + k * 40..8 + k * 40 + 32 {
-                pixels[y * WIDTH + x] = colour;
+    let legend_y = rows_y + rows * (ROW_PX + 1) + (LEGEND_PX - font::HEIGHT) / 2;
+    let mut x = 8;
+    let labels = [(USED, "used"), (blend(0.5), "partly used"), (FREE, "free")];
+    for (colour, label) in labels {
+        for y in legend_y..legend_y + font::HEIGHT {
+            for px in x..x + 16 {
+                pixels[y * WIDTH + px] = colour;
             }
         }
+        x = font::draw(&mut pixels, WIDTH, x + 22, legend_y, label, TEXT) + 24;
     }
+    let scale = format!("1 row per 2 MiB node, 1 pixel = {GRANULES_PER_PX} granules of 32 B");
+    font::draw(&mut pixels, WIDTH, x + 16, legend_y, &scale, TEXT);
     let mut encoder = png::Encoder::new(out, WIDTH as u32, height as u32);
     encoder.set_color(png::ColorType::Rgb);
     encoder.set_depth(png::BitDepth::Eight);

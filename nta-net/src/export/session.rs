@@ -152,7 +152,8 @@ impl Session {
         }
     }
 
-    /// Retires everything outstanding (the session ends).
+    /// Retires everything outstanding (the session ends), zeroing the seq
+    /// of every descriptor it retires.
     pub(crate) fn retire_all(
         &mut self,
         tracker: &mut Tracker,
@@ -160,7 +161,11 @@ impl Session {
         invalid: &mut Vec<Slot>,
     ) {
         for ring in &mut self.rings {
-            while let Some((_, key, len, held)) = ring.pending.pop_front() {
+            while let Some((index, key, len, held)) = ring.pending.pop_front() {
+                // Held or not, the descriptor no longer protects its bytes:
+                // a reader still reading it (one too slow to beat) sees the
+                // zeroed seq and counts a torn read.
+                ring.invalidate(index);
                 tracker.retire(key, due, |s| invalid.push(s));
                 if held {
                     self.held_bytes -= u64::from(len);
