@@ -31,6 +31,8 @@ const WIDTH: usize = OCC_GRANULES / GRANULES_PER_PX;
 const BAND_PX: usize = 12;
 const TITLE_PX: usize = 18;
 const LEGEND_PX: usize = 20;
+/// The y of the first node row (below the title and the utilisation bar).
+pub const ROWS_Y: usize = TITLE_PX + BAND_PX;
 const TEXT: [u8; 3] = [230, 230, 230];
 const FREE: [u8; 3] = [40, 160, 80];
 const USED: [u8; 3] = [200, 50, 50];
@@ -67,7 +69,7 @@ pub fn caption(occ: &Occupancy) -> (String, String) {
 pub fn render(occ: &Occupancy, out: impl Write) -> Result<(String, String), String> {
     let (title, legend) = caption(occ);
     let rows = occ.records.len();
-    let rows_y = TITLE_PX + BAND_PX;
+    let rows_y = ROWS_Y;
     let height = rows_y + rows * (ROW_PX + 1) + LEGEND_PX;
     let mut pixels = vec![BACKGROUND; WIDTH * height];
     font::draw(&mut pixels, WIDTH, 8, (TITLE_PX - font::HEIGHT) / 2, &title, TEXT);

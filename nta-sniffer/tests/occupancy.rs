@@ -54,8 +54,8 @@ fn figures_and_the_png() {
     let mut pixels = vec![0; reader.output_buffer_size()];
     let info = reader.next_frame(&mut pixels).unwrap();
     assert_eq!(info.width, 1024);
-    // The first node row starts free (green): pixel (0, 16).
-    let at = (16 * info.width as usize) * 3;
+    // The first node row starts free (green): pixel (0, ROWS_Y).
+    let at = (nta_sniffer::map_png::ROWS_Y * info.width as usize) * 3;
     assert_eq!(&pixels[at..at + 3], &[40, 160, 80]);
     // Column 3 is fully used (red).
     assert_eq!(&pixels[at + 9..at + 12], &[200, 50, 50]);
