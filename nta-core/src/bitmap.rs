@@ -1,19 +1,14 @@
 //! Bit operations over per-node bitmaps.
 //!
 //! Node bitmaps are arrays of `AtomicU64` so that readers outside the owning
-//! shard (occupancy snapshots, the free fast paths' start-bit checks, the
-//! lock-free size lookup) can look at them without a data race. Only the
-//! shard that owns a node writes its bitmaps, so writers use plain `load` +
-//! `store` (no read-modify-write instruction). Stores are `Release`, so a
-//! reader that sees a later store of the owner also sees the earlier ones
-//! (see [`boundary_after`]); on x86 that is a plain `mov`.
+//! shard (occupancy snapshots, `usable_size`, checked-mode diagnostics) can
+//! look at them without a data race. Only the shard that owns a node writes
+//! its bitmaps, so writers use plain `load` + `store` (no read-modify-write
+//! instruction): the atomics cost nothing on the owner's path.
 //!
 //! Bit `i` lives in word `i / 64` at position `i % 64` (LSB first).
 
-use std::sync::atomic::{
-    AtomicU64,
-    Ordering::{Acquire, Relaxed, Release},
-};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// Reads bit `i`.
 #[inline]
@@ -46,7 +41,7 @@ fn range_masks(start: usize, end: usize, mut f: impl FnMut(usize, u64)) {
 pub fn set_range(words: &[AtomicU64], start: usize, end: usize) {
     range_masks(start, end, |w, m| {
         let old = words[w].load(Relaxed);
-        words[w].store(old | m, Release);
+        words[w].store(old | m, Relaxed);
     });
 }
 
@@ -55,7 +50,7 @@ pub fn set_range(words: &[AtomicU64], start: usize, end: usize) {
 pub fn clear_range(words: &[AtomicU64], start: usize, end: usize) {
     range_masks(start, end, |w, m| {
         let old = words[w].load(Relaxed);
-        words[w].store(old & !m, Release);
+        words[w].store(old & !m, Relaxed);
     });
 }
 
@@ -64,7 +59,7 @@ pub fn clear_range(words: &[AtomicU64], start: usize, end: usize) {
 pub fn assign(words: &[AtomicU64], i: usize, value: bool) {
     let m = 1u64 << (i & 63);
     let old = words[i >> 6].load(Relaxed);
-    words[i >> 6].store(if value { old | m } else { old & !m }, Release);
+    words[i >> 6].store(if value { old | m } else { old & !m }, Relaxed);
 }
 
 /// Whether every bit in `start..end` is set.
@@ -91,36 +86,6 @@ pub fn next_set_either(a: &[AtomicU64], b: &[AtomicU64], from: usize, limit: usi
     while i < limit {
         let w = i >> 6;
         let word = (a[w].load(Relaxed) | b[w].load(Relaxed)) & (!0u64 << (i & 63));
-        if word != 0 {
-            return ((w << 6) + word.trailing_zeros() as usize).min(limit);
-        }
-        i = (w + 1) << 6;
-    }
-    limit
-}
-
-/// Where the chunk starting just before `from` ends, read without the
-/// owner's lock: the first `i` in `from..limit` that starts a chunk or is
-/// free (`start` or `free` set), or `limit`.
-///
-/// The owner changes a boundary granule in one of two ways, each as two
-/// release stores: freeing the chunk there sets its free bits, then clears
-/// its start bit; carving a chunk there sets its start bit, then clears the
-/// free bits. Reading `free`, then `start`, then `free` again (acquire
-/// loads) sees the boundary through either change: if the `start` load
-/// misses a start bit the free set had cleared, the second `free` load sees
-/// the free bit set before it; if the first `free` load sees a carve's free
-/// bits cleared, the `start` load sees the start bit set before them. So a
-/// live chunk's end is found exactly while its neighbours change.
-#[inline]
-pub fn boundary_after(start: &[AtomicU64], free: &[AtomicU64], from: usize, limit: usize) -> usize {
-    let mut i = from;
-    while i < limit {
-        let w = i >> 6;
-        let f1 = free[w].load(Acquire);
-        let s = start[w].load(Acquire);
-        let f2 = free[w].load(Acquire);
-        let word = (f1 | s | f2) & (!0u64 << (i & 63));
         if word != 0 {
             return ((w << 6) + word.trailing_zeros() as usize).min(limit);
         }

@@ -17,46 +17,30 @@
 //! is acquired. Only when no segment is left does a small request take
 //! space at the huge level directly, so exhaustion happens as late as it can.
 //!
-//! # Free: marked now, merged by the node later (seed 002, Aug 2 2006)
+//! # Free (seed 002, Aug 2 2006)
 //!
-//! NTA merges a freed chunk with its free neighbours, so free space stays in
-//! as few, as large extents as possible. Doing that on every free costs a
-//! visit to both neighbours' boundary tags and two list operations, which
-//! dominates a burst of frees. So a free only *marks* the chunk: its
-//! granules are set in the free bitmap, its start bit is cleared, and a
-//! small *raw* header (its length, and `prev` = [`RAW`]) goes into its first
-//! granule; the node joins the heap's list of dirty nodes. The merge is
-//! done per node, later, in one pass: `consolidate` walks the node's free
-//! bitmap, and every maximal free run (raw pieces and listed extents, each
-//! found through its header) becomes one listed extent. A wholly free page
-//! node goes back to its huge node in the same pass; a wholly free huge
-//! node is kept (up to [`KEEP_WHOLE_NODES`] per shard) or handed back.
-//! (mimalloc defers its frees to a page-local list for the same reason; here
-//! the node is the unit of deferral, and merging stays exact.)
+//! The chunk's size comes from the start/free bitmaps (or the caller's
+//! `free_sized` length). Its granules are marked free, and it merges at once
+//! with a free left neighbour (found through that neighbour's footer) and a
+//! free right neighbour (through its header); both are unlinked in O(1)
+//! because the lists are doubly linked. A page node that becomes wholly free
+//! goes back to its huge node and merges there. A huge node that becomes
+//! wholly free is kept (up to [`KEEP_WHOLE_NODES`] per shard) or handed back.
 //!
-//! A node is consolidated when the allocation path finds no fit and the
-//! heap holds at least as many pending granules as the request (before it
-//! carves a new page node or grows the pool), when the node's last chunk is
-//! freed (so an empty node goes back at once), and before anything reads
-//! the lists as a whole (stats, validation, reclaim, growing a chunk in
-//! place).
-//!
-//! # Deferred reuse
+//! # Deferred coalescing
 //!
 //! Frees of chunks up to 2 KiB first go to the shard's bounded quick cache
 //! (see `quick_cache`) and are served again to allocations of the same
-//! size; the cache is flushed — marked free for real — before the pool
-//! grows, before an allocation fails, and on `Pool::collect`.
+//! size; the cache is flushed — merged for real — before the pool grows,
+//! before an allocation fails, and on `Pool::collect`.
 //!
-//! Invariants: `whole_free` equals the number of extents of exactly
-//! `HUGE_GRANULES` on the TLSF lists; a node is on the dirty list iff its
-//! `pending > 0`; `pending_total` is the sum of `pending` over the list.
+//! Invariant: `whole_free` equals the number of extents of exactly
+//! `HUGE_GRANULES` on the TLSF lists.
 
 use crate::bitmap;
-use crate::extent::{header_size, write_tags, FreeHdr};
+use crate::extent::{footer_before, header_size, write_tags, FreeHdr};
 use crate::free_list::FreeLists;
 use crate::granule::*;
-use crate::node::NO_SEGMENT;
 use crate::quick_cache::QuickCache;
 use crate::segment::Segments;
 use crate::size_class::{exact_index, tlsf_insert_index, tlsf_search_index, EXACT_LISTS, TLSF_LISTS};
@@ -71,10 +55,6 @@ pub const KEEP_WHOLE_NODES: usize = 1;
 /// round-up skipped.
 const WALK_LIMIT: usize = 64;
 
-/// `prev` of a raw piece's header: a chunk freed but not yet merged. No
-/// listed extent has it (their `prev` is null or a real header).
-pub const RAW: *mut FreeHdr = 1 as *mut FreeHdr;
-
 /// Free lists and bookkeeping of one shard.
 #[derive(Debug)]
 pub struct Heap {
@@ -84,10 +64,6 @@ pub struct Heap {
     quick: QuickCache,
     /// Checked mode: extent headers carry checksums (see `extent`).
     checked: bool,
-    /// First node with pending frees, or `NO_SEGMENT`.
-    dirty_head: u32,
-    /// Pending granules over all dirty nodes.
-    pending_total: usize,
 }
 
 /// Extra granules to search for so that an `align`ed start fits.
@@ -126,28 +102,7 @@ impl Heap {
             whole_free: 0,
             quick: QuickCache::new(),
             checked,
-            dirty_head: NO_SEGMENT,
-            pending_total: 0,
         }
-    }
-
-    /// Whether the dirty list is consistent with the nodes' `pending`
-    /// counters (validation).
-    pub fn dirty_consistent(&self, segs: &Segments) -> bool {
-        let (mut seg, mut total, mut prev) = (self.dirty_head, 0usize, NO_SEGMENT);
-        let mut steps = 0;
-        while seg != NO_SEGMENT {
-            let m = segs.meta(seg as usize);
-            let p = m.pending.load(Relaxed) as usize;
-            if p == 0 || m.dirty_prev.load(Relaxed) != prev || steps > segs.count() {
-                return false;
-            }
-            total += p;
-            prev = seg;
-            seg = m.dirty_next.load(Relaxed);
-            steps += 1;
-        }
-        total == self.pending_total
     }
 
     /// The quick cache of freed small chunks (see `quick_cache`).
@@ -265,12 +220,6 @@ impl Heap {
                 if let Some(p) = self.alloc_fast(segs, c, len, align) {
                     return Some(p);
                 }
-                // Merge what frees left pending before carving new space,
-                // when there is enough of it to matter.
-                if self.pending_total >= g {
-                    self.consolidate_all(segs, c);
-                    continue;
-                }
                 if small {
                     if self.new_page_node(segs, c) {
                         continue;
@@ -278,15 +227,9 @@ impl Heap {
                 } else if let Some(p) = self.alloc_large(segs, c, g, len, align) {
                     return Some(p);
                 }
-                // Before the pool grows, merge what the quick cache holds
-                // and whatever is still pending.
+                // Before the pool grows, merge what the quick cache holds.
                 if !self.quick.is_empty() {
                     self.flush_quick(segs, c);
-                    self.consolidate_all(segs, c);
-                    continue;
-                }
-                if self.pending_total > 0 {
-                    self.consolidate_all(segs, c);
                     continue;
                 }
                 if self.grow(segs, shard) {
@@ -360,11 +303,13 @@ impl Heap {
     /// The caller holds the shard.
     pub unsafe fn flush_quick(&mut self, segs: &Segments, c: &Counters) {
         while let Some((p, g)) = self.quick.pop_any() {
-            // SAFETY: cached chunks are live-marked, unmarked-again chunks of
-            // this heap's nodes.
+            // SAFETY: cached chunks are live-marked chunks of this heap.
             unsafe {
                 let loc = Loc::of(segs, p as usize).unwrap_unchecked();
-                if self.mark_free(segs, c, loc.seg, loc.granule, g) {
+                let m = segs.meta(loc.seg);
+                bitmap::assign(&m.start, loc.granule, false);
+                bitmap::set_range(&m.free, loc.granule, loc.granule + g);
+                if self.release_range(segs, c, loc.seg, loc.granule, g) {
                     segs.release(loc.seg, true);
                 }
             }
@@ -494,13 +439,9 @@ impl Heap {
             }
         }
         let m = segs.meta(seg);
-        // Start bit first, then the free bits: a reader scanning for this
-        // chunk's left neighbour's end without the lock always finds a
-        // start or a free bit at the boundary.
-        bitmap::assign(&m.start, at, true);
         bitmap::clear_range(&m.free, at, at + g);
+        bitmap::assign(&m.start, at, true);
         m.slack[at].store(slack_for(len, g) as u8, Relaxed);
-        m.used.store(m.used.load(Relaxed) + g as u32, Relaxed);
         bump(&c.in_use_granules, g as i64);
         bump(&c.live_requested, len as i64);
         bump(&c.allocs, 1);
@@ -510,9 +451,9 @@ impl Heap {
 
     /// Frees the chunk at `loc` of `g` granules (the caller checked it),
     /// into the quick cache with the mark `park` when given and there is
-    /// room, else marking it free (merged later, see the module notes).
-    /// Returns true when its huge node became wholly free and must be
-    /// handed back to the segment table by the caller.
+    /// room, else merging it at once. Returns true when its huge node became
+    /// wholly free and must be handed back to the segment table by the
+    /// caller.
     ///
     /// # Safety
     /// `loc` must start a live, unmarked chunk of exactly `g` granules in a
@@ -531,214 +472,56 @@ impl Heap {
                 return false;
             }
         }
-        // SAFETY: forwarded from the caller.
-        unsafe { self.mark_free(segs, c, loc.seg, s, g) }
-    }
-
-    /// Marks the chunk `seg:s..s+g` free: a raw piece (header in its first
-    /// granule), free bits set, start bit cleared, pending on its node.
-    /// When the node's last chunk goes, the node is consolidated at once;
-    /// returns true when it is then wholly free and must be handed back.
-    ///
-    /// # Safety
-    /// `s..s+g` must be a chunk of this heap's node (live, not parked), or
-    /// the tail of one being shrunk; the caller holds the shard.
-    #[inline]
-    unsafe fn mark_free(&mut self, segs: &Segments, c: &Counters, seg: usize, s: usize, g: usize) -> bool {
-        let m = segs.meta(seg);
-        // SAFETY: the chunk is ours; its first granule takes the header.
-        unsafe { self.write_raw(segs.addr(seg, s), g) };
-        // Free bits first, then the start bit (see `carve`).
-        bitmap::set_range(&m.free, s, s + g);
         bitmap::assign(&m.start, s, false);
-        let used = m.used.load(Relaxed) - g as u32;
-        m.used.store(used, Relaxed);
-        self.add_pending(segs, seg, g);
-        if used == 0 {
-            // SAFETY: the caller holds the shard; the node is ours.
-            return unsafe { self.consolidate(segs, c, seg) };
+        bitmap::set_range(&m.free, s, s + g);
+        // SAFETY: the range was just made free; the caller holds the shard.
+        unsafe { self.release_range(segs, c, loc.seg, s, g) }
+    }
+
+    /// Merges the free range `s..s+n` (bits already set) with its free
+    /// neighbours and lists the result. Returns true when the whole huge node
+    /// is free and should leave this heap (it is then on no list).
+    ///
+    /// # Safety
+    /// `s..s+n` must be free at its level, on no list, in a node of this heap.
+    unsafe fn release_range(&mut self, segs: &Segments, c: &Counters, seg: usize, mut s: usize, mut n: usize) -> bool {
+        let m = segs.meta(seg);
+        let (lo, hi, page) = m.level_bounds(s);
+        if s > lo && bitmap::test(&m.free, s - 1) && (page || !m.in_page_node(s - 1)) {
+            // SAFETY: granule s-1 ends a free extent at this level, so its
+            // footer is valid and the extent is on its list.
+            unsafe {
+                let l = footer_before(segs.addr(seg, s));
+                if self.checked && (l == 0 || l > s - lo || !bitmap::test(&m.free, s - l)) {
+                    crate::checked::corruption(segs.addr(seg, s).sub(4), "a free extent's footer is out of range");
+                }
+                self.unlink(segs.addr(seg, s - l).cast(), l, page);
+                s -= l;
+                n += l;
+            }
         }
+        let r = s + n;
+        if r < hi && bitmap::test(&m.free, r) && (page || !m.in_page_node(r)) {
+            // SAFETY: granule r starts a free extent at this level.
+            unsafe {
+                let rn = header_size(segs.addr(seg, r));
+                self.unlink(segs.addr(seg, r).cast(), rn, page);
+                n += rn;
+            }
+        }
+        if page && n == PAGE_GRANULES {
+            // The page node is wholly free: it returns to its huge node.
+            bitmap::assign(&m.pages, s / PAGE_GRANULES, false);
+            bump(&c.page_nodes, -1);
+            // SAFETY: the page is now a free range at the huge level.
+            return unsafe { self.release_range(segs, c, seg, s, n) };
+        }
+        if !page && n == HUGE_GRANULES && self.whole_free >= KEEP_WHOLE_NODES {
+            return true;
+        }
+        // SAFETY: maximal free range at this level, on no list.
+        unsafe { self.insert(segs, seg, s, n, page) };
         false
-    }
-
-    /// Writes a raw piece's header at `at` (`g` granules).
-    ///
-    /// # Safety
-    /// `at` starts `g` free granules of this heap that no one else uses.
-    #[inline]
-    unsafe fn write_raw(&self, at: *mut u8, g: usize) {
-        let hdr = at.cast::<FreeHdr>();
-        // SAFETY: per the caller; a granule holds a header.
-        unsafe {
-            std::ptr::addr_of_mut!((*hdr).prev).write(RAW);
-            std::ptr::addr_of_mut!((*hdr).granules).write(g as u32);
-            if self.checked {
-                std::ptr::addr_of_mut!((*hdr).next).write(std::ptr::null_mut());
-                (*hdr).check = crate::extent::checksum(hdr);
-            }
-        }
-    }
-
-    /// Adds `g` pending granules to node `seg`, listing it as dirty.
-    #[inline]
-    fn add_pending(&mut self, segs: &Segments, seg: usize, g: usize) {
-        let m = segs.meta(seg);
-        let before = m.pending.load(Relaxed);
-        m.pending.store(before + g as u32, Relaxed);
-        self.pending_total += g;
-        if before == 0 {
-            m.dirty_prev.store(NO_SEGMENT, Relaxed);
-            m.dirty_next.store(self.dirty_head, Relaxed);
-            if self.dirty_head != NO_SEGMENT {
-                segs.meta(self.dirty_head as usize).dirty_prev.store(seg as u32, Relaxed);
-            }
-            self.dirty_head = seg as u32;
-        }
-    }
-
-    /// Takes node `seg` off the dirty list and zeroes its pending count.
-    fn clear_pending(&mut self, segs: &Segments, seg: usize) {
-        let m = segs.meta(seg);
-        let p = m.pending.load(Relaxed) as usize;
-        if p == 0 {
-            return;
-        }
-        let (prev, next) = (m.dirty_prev.load(Relaxed), m.dirty_next.load(Relaxed));
-        if prev == NO_SEGMENT {
-            self.dirty_head = next;
-        } else {
-            segs.meta(prev as usize).dirty_next.store(next, Relaxed);
-        }
-        if next != NO_SEGMENT {
-            segs.meta(next as usize).dirty_prev.store(prev, Relaxed);
-        }
-        m.pending.store(0, Relaxed);
-        self.pending_total -= p;
-    }
-
-    /// Consolidates every dirty node; wholly free ones go back to the
-    /// segment table.
-    ///
-    /// # Safety
-    /// The caller holds the shard.
-    pub unsafe fn consolidate_all(&mut self, segs: &Segments, c: &Counters) {
-        while self.dirty_head != NO_SEGMENT {
-            let seg = self.dirty_head as usize;
-            // SAFETY: a dirty node is owned by this heap; we hold the shard.
-            if unsafe { self.consolidate(segs, c, seg) } {
-                segs.release(seg, true);
-            }
-        }
-    }
-
-    /// Merges node `seg`'s pending frees: every maximal free run at each
-    /// level becomes one listed extent; wholly free page nodes go back to
-    /// the huge level. Returns true when the whole node is free and must
-    /// leave this heap (it is then on no list).
-    ///
-    /// # Safety
-    /// The caller holds the shard; `seg` is a node of this heap.
-    pub unsafe fn consolidate(&mut self, segs: &Segments, c: &Counters, seg: usize) -> bool {
-        let m = segs.meta(seg);
-        if m.pending.load(Relaxed) == 0 {
-            return false;
-        }
-        self.clear_pending(segs, seg);
-        // Page nodes first: a wholly free one rejoins the huge level as one
-        // raw piece, merged in the second pass.
-        let mut p = bitmap::next_set(&m.pages, 0, PAGES_PER_HUGE);
-        while p < PAGES_PER_HUGE {
-            let (lo, hi) = (p * PAGE_GRANULES, (p + 1) * PAGE_GRANULES);
-            let mut k = bitmap::next_set(&m.free, lo, hi);
-            while k < hi {
-                let e = bitmap::next_clear(&m.free, k, hi);
-                if k == lo && e == hi {
-                    // SAFETY: the run is free page-level memory of ours.
-                    unsafe {
-                        self.unlink_run(segs, seg, k, e, true);
-                        self.write_raw(segs.addr(seg, lo), PAGE_GRANULES);
-                    }
-                    bitmap::assign(&m.pages, p, false);
-                    bump(&c.page_nodes, -1);
-                } else {
-                    // SAFETY: as above.
-                    unsafe { self.merge_run(segs, seg, k, e, true) };
-                }
-                k = bitmap::next_set(&m.free, e, hi);
-            }
-            p = bitmap::next_set(&m.pages, p + 1, PAGES_PER_HUGE);
-        }
-        // The huge level: the spans between page nodes.
-        let mut lo = 0;
-        while lo < HUGE_GRANULES {
-            if m.in_page_node(lo) {
-                lo += PAGE_GRANULES;
-                continue;
-            }
-            let mut hi = lo;
-            while hi < HUGE_GRANULES && !m.in_page_node(hi) {
-                hi += PAGE_GRANULES - (hi % PAGE_GRANULES);
-            }
-            let mut k = bitmap::next_set(&m.free, lo, hi);
-            while k < hi {
-                let e = bitmap::next_clear(&m.free, k, hi);
-                if e - k == HUGE_GRANULES && self.whole_free >= KEEP_WHOLE_NODES {
-                    // SAFETY: the whole node is free memory of ours.
-                    unsafe { self.unlink_run(segs, seg, k, e, false) };
-                    return true;
-                }
-                // SAFETY: as above.
-                unsafe { self.merge_run(segs, seg, k, e, false) };
-                k = bitmap::next_set(&m.free, e, hi);
-            }
-            lo = hi;
-        }
-        false
-    }
-
-    /// Makes the maximal free run `seg:a..b` at one level one listed extent.
-    ///
-    /// # Safety
-    /// `a..b` is a maximal free run of this heap's node at that level.
-    unsafe fn merge_run(&mut self, segs: &Segments, seg: usize, a: usize, b: usize, page: bool) {
-        let hdr = segs.addr(seg, a).cast::<FreeHdr>();
-        // SAFETY: every free run starts with a piece header.
-        let (first_raw, first_len) = unsafe { ((*hdr).prev == RAW, header_size(hdr.cast())) };
-        if !first_raw && first_len == b - a {
-            return; // already one listed extent
-        }
-        // SAFETY: forwarded.
-        unsafe {
-            self.unlink_run(segs, seg, a, b, page);
-            self.insert(segs, seg, a, b - a, page);
-        }
-    }
-
-    /// Takes every listed extent in the free run `seg:a..b` off its list,
-    /// walking the run piece by piece through the headers.
-    ///
-    /// # Safety
-    /// As for [`Heap::merge_run`].
-    unsafe fn unlink_run(&mut self, segs: &Segments, seg: usize, a: usize, b: usize, page: bool) {
-        let mut k = a;
-        while k < b {
-            let hdr = segs.addr(seg, k).cast::<FreeHdr>();
-            // SAFETY: pieces tile the run, each starting with a header.
-            let (raw, n) = unsafe { ((*hdr).prev == RAW, header_size(hdr.cast())) };
-            if n == 0 || n > b - k {
-                crate::checked::corruption(hdr.cast(), "a free piece's length runs past its free run");
-            }
-            if raw {
-                if self.checked {
-                    // SAFETY: as above.
-                    unsafe { crate::free_list::verify(hdr) };
-                }
-            } else {
-                // SAFETY: a listed extent of `n` granules at this level.
-                unsafe { self.unlink(hdr, n, page) };
-            }
-            k += n;
-        }
     }
 
     /// Shrinks the chunk at `loc` from `g` granules to fit `new_len`,
@@ -755,13 +538,12 @@ impl Heap {
         m.slack[s].store(slack_for(new_len, keep) as u8, Relaxed);
         bump(&c.live_requested, new_len as i64 - old_requested as i64);
         if keep < g {
+            bitmap::set_range(&m.free, s + keep, s + g);
             bump(&c.in_use_granules, -((g - keep) as i64));
-            let tail = s + keep;
-            // SAFETY: the tail is ours; its first granule takes the header.
-            unsafe { self.write_raw(segs.addr(loc.seg, tail), g - keep) };
-            bitmap::set_range(&m.free, tail, s + g);
-            m.used.store(m.used.load(Relaxed) - (g - keep) as u32, Relaxed);
-            self.add_pending(segs, loc.seg, g - keep);
+            // SAFETY: the tail is free now; the chunk itself borders it on the
+            // left, so the node cannot become wholly free.
+            let whole = unsafe { self.release_range(segs, c, loc.seg, s + keep, g - keep) };
+            debug_assert!(!whole);
         }
     }
 
@@ -776,13 +558,6 @@ impl Heap {
         let s = loc.granule;
         let want = granules_for(new_len);
         let (_, hi, page) = m.level_bounds(s);
-        if want > g && m.pending.load(Relaxed) > 0 {
-            // The right neighbour may be a raw piece: merge first. The chunk
-            // is live, so the node cannot become wholly free.
-            // SAFETY: the caller holds the shard.
-            let whole = unsafe { self.consolidate(segs, c, loc.seg) };
-            debug_assert!(!whole);
-        }
         if want > g {
             let r = s + g;
             if r >= hi || !bitmap::test(&m.free, r) || (!page && m.in_page_node(r)) {
@@ -803,7 +578,6 @@ impl Heap {
                 }
             }
             bitmap::clear_range(&m.free, r, r + more);
-            m.used.store(m.used.load(Relaxed) + more as u32, Relaxed);
             bump(&c.in_use_granules, more as i64);
         }
         let old_requested = g * GRANULE - m.slack[s].load(Relaxed) as usize;
@@ -818,9 +592,7 @@ impl Heap {
     ///
     /// # Safety
     /// The caller holds the shard.
-    pub unsafe fn drain_whole_nodes(&mut self, segs: &Segments, c: &Counters, mut out: impl FnMut(usize)) {
-        // SAFETY: the caller holds the shard.
-        unsafe { self.consolidate_all(segs, c) };
+    pub unsafe fn drain_whole_nodes(&mut self, segs: &Segments, mut out: impl FnMut(usize)) {
         let idx = tlsf_insert_index(HUGE_GRANULES);
         loop {
             let hdr = self.large.head(idx);
@@ -868,7 +640,6 @@ impl Heap {
     /// The caller holds both shards; `seg` is owned by this heap.
     pub unsafe fn give_node(&mut self, to: &mut Heap, segs: &Segments, seg: usize, from_c: &Counters, to_c: &Counters) {
         let m = segs.meta(seg);
-        debug_assert_eq!(m.pending.load(Relaxed), 0, "consolidate a node before giving it away");
         let mut pages = 0i64;
         let mut lo = 0;
         while lo < HUGE_GRANULES {

@@ -932,10 +932,7 @@ impl PoolInner {
         for shard in self.shards.iter() {
             let mut g = self.drain_or_panic(shard.lock());
             // SAFETY: we hold the shard.
-            unsafe {
-                g.heap().flush_quick(&self.segs, &shard.counters);
-                g.heap().consolidate_all(&self.segs, &shard.counters);
-            }
+            unsafe { g.heap().flush_quick(&self.segs, &shard.counters) };
         }
     }
 
@@ -965,9 +962,6 @@ impl PoolInner {
             if !frozen {
                 // (In a forked child a dead thread may hold the lock.)
                 let mut g = shard.lock();
-                // SAFETY: we hold the shard; merging pending frees first
-                // makes the largest extent exact.
-                unsafe { g.heap().consolidate_all(&self.segs, c) };
                 largest = largest.max(g.heap().largest_free() * GRANULE);
                 st.cached_bytes += g.heap().quick().bytes() as u64;
             }

@@ -22,10 +22,7 @@
 //! - `free[g] => !start[g]`.
 //! - Every maximal run of free granules within one level region is exactly
 //!   one free extent: no two adjacent free extents (immediate coalescing).
-//! - No page node is wholly free (it would have gone back to its huge node),
-//!   once the node is consolidated (`pending == 0`).
-//! - `used` is the number of granules in chunks (live or parked);
-//!   `pending` the number of free granules not yet in listed extents.
+//! - No page node is wholly free (it would have gone back to its huge node).
 //! - `slack[s]` is `granules * 32 - requested_len` for every chunk start `s`.
 
 use crate::granule::{HUGE_GRANULES, PAGES_PER_HUGE, PAGE_GRANULES};
@@ -61,14 +58,6 @@ pub struct NodeMeta {
     pub run_len: AtomicU64,
     /// The slot's generation while mapped (see `export`), 0 when unmapped.
     pub generation: AtomicU64,
-    /// Granules in live or parked chunks (owner-written).
-    pub used: AtomicU32,
-    /// Granules freed but not yet consolidated into listed extents
-    /// (owner-written; see `heap`, deferred coalescing).
-    pub pending: AtomicU32,
-    /// Links in the owning heap's list of nodes with `pending > 0`.
-    pub dirty_prev: AtomicU32,
-    pub dirty_next: AtomicU32,
     /// 1 when the segment's memfd is sealed against new writers.
     pub sealed: AtomicU8,
 }
@@ -102,16 +91,5 @@ impl NodeMeta {
     pub fn chunk_granules(&self, s: usize) -> usize {
         let (_, hi, _) = self.level_bounds(s);
         crate::bitmap::next_set_either(&self.start, &self.free, s + 1, hi) - s
-    }
-
-    /// Length in granules of the live chunk that starts at `s`, read
-    /// without the owner's lock (see `bitmap::boundary_after`), scanning at
-    /// most `limit` granules: `None` if the chunk is longer.
-    #[inline]
-    pub fn chunk_granules_unlocked(&self, s: usize, limit: usize) -> Option<usize> {
-        let (_, hi, _) = self.level_bounds(s);
-        let stop = hi.min(s + limit + 1);
-        let end = crate::bitmap::boundary_after(&self.start, &self.free, s + 1, stop);
-        (end - s <= limit).then_some(end - s)
     }
 }

@@ -105,7 +105,7 @@ fn drain_shards(pool: &PoolInner) -> bool {
         // SAFETY: we hold the shard.
         unsafe {
             g.heap().flush_quick(segs, &shard.counters);
-            g.heap().drain_whole_nodes(segs, &shard.counters, |seg| {
+            g.heap().drain_whole_nodes(segs, |seg| {
                 segs.release(seg, false);
                 released = true;
             });
@@ -130,11 +130,7 @@ fn move_node(pool: &PoolInner, idx: usize, len: usize, align: usize) -> bool {
         }
         let (fc, tc) = (&from.shard().counters, &to.shard().counters);
         // SAFETY: we hold both shards.
-        unsafe {
-            from.heap().flush_quick(segs, fc);
-            from.heap().consolidate_all(segs, fc);
-            to.heap().consolidate_all(segs, tc);
-        }
+        unsafe { from.heap().flush_quick(segs, fc) };
         if to.heap().donor_node(segs, len, align).is_some() {
             return true; // a racing free already made room at home
         }

@@ -5,10 +5,8 @@
 //! a cached alloc/free pair. So each thread keeps, per pool it uses, a small
 //! LIFO stack of freed chunks per exact granule count in a *slot* of that
 //! pool (mimalloc's thread-local free lists and glibc's tcache play the same
-//! role; see `thread_slot` for the slot itself). A free of a chunk up to
-//! [`TC_MAX_GRANULES`] parks it there (`free_sized` with the caller's
-//! length; `free` with the length read from the bitmaps without the owner's
-//! lock, see `bitmap::boundary_after`); an allocation of that exact size
+//! role; see `thread_slot` for the slot itself). `free_sized` of a chunk up
+//! to [`TC_MAX_GRANULES`] parks it there; an allocation of that exact size
 //! pops it.
 //!
 //! # Why slots live in the pool
@@ -38,8 +36,8 @@
 //!   owner shards) by `Pool::collect` on that thread, when the thread uses
 //!   more than [`TC_POOLS`] pools (least recently used first), when the
 //!   thread exits, and by any thread whose allocation would otherwise fail;
-//! - checked mode, alignment above 32, a free hook, and pools in a forked
-//!   child bypass it.
+//! - frees without a size, checked mode, alignment above 32, and pools in
+//!   a forked child bypass it.
 //!
 //! A parked chunk stays marked used in its node's bitmaps; the slot's
 //! counters already count it as free. The counters are deltas (a thread may
@@ -258,21 +256,7 @@ pub unsafe fn free_sized(inner: &PoolInner, pool: impl FnOnce() -> PoolRef, ptr:
     if inner.segments().starts_chunk(p as usize) != Some(true) {
         return false;
     }
-    // `len` is the chunk's requested length (the caller's contract), so the
-    // slack byte need not be read: one metadata cache line less per free.
-    // SAFETY: a chunk start of `g` granules in a mapped segment, given up.
-    unsafe { park(inner, slot, p, g, len) }
-}
-
-/// The common tail of the free fast paths: checks the parked mark (a
-/// parked chunk freed again is confirmed and panics), then parks the chunk
-/// in `slot`. False when it must go the shard way.
-///
-/// # Safety
-/// `p` is a live chunk start of `g` granules (and `len` requested bytes) in
-/// a mapped segment of the slot's pool, given up; `slot` is the caller's.
-#[inline]
-unsafe fn park(inner: &PoolInner, slot: &ThreadSlot, p: *mut u8, g: usize, len: usize) -> bool {
+    // The mark: a parked chunk freed again.
     // SAFETY: a chunk start in a mapped segment: at least 32 bytes of ours.
     if let Some(at) = inner.key().decode(unsafe { crate::mark::read(p) }) {
         inner.confirm_parked(p, at);
@@ -291,45 +275,14 @@ unsafe fn park(inner: &PoolInner, slot: &ThreadSlot, p: *mut u8, g: usize, len: 
             return false;
         }
     }
+    // `len` is the chunk's requested length (the caller's contract), so the
+    // slack byte need not be read: one metadata cache line less per free.
     let c = &slot.counters;
     bump(&c.in_use_granules, -(g as i64));
     bump(&c.live_requested, -(len as i64));
     bump(&c.frees, 1);
     slot.leave();
     true
-}
-
-/// Free fast path for a chunk of unknown length: the length comes from the
-/// node's bitmaps, read without the owner's lock (see
-/// `bitmap::boundary_after`), and the requested length from its slack
-/// byte; then as [`free_sized`]. False when the chunk must go the shard way.
-///
-/// # Safety
-/// `ptr` must be a live chunk of `pool`, not used afterwards.
-#[inline]
-pub unsafe fn free_unsized(inner: &PoolInner, pool: impl FnOnce() -> PoolRef, ptr: NonNull<u8>) -> bool {
-    let p = ptr.as_ptr();
-    if !inner.caching() || p as usize & (GRANULE - 1) != 0 {
-        return false;
-    }
-    let segs = inner.segments();
-    if segs.starts_chunk(p as usize) != Some(true) {
-        return false;
-    }
-    // SAFETY: a chunk start in a mapped segment (the start bit says so).
-    let loc = unsafe { Loc::of(segs, p as usize).unwrap_unchecked() };
-    let m = segs.meta(loc.seg);
-    let Some(g) = m.chunk_granules_unlocked(loc.granule, TC_MAX_GRANULES) else { return false };
-    let len = g * GRANULE - m.slack[loc.granule].load(Relaxed) as usize;
-    let slot = match mru_slot(inner) {
-        Some(s) => s,
-        None => match register(pool()) {
-            Some(s) => s,
-            None => return false,
-        },
-    };
-    // SAFETY: a chunk start of `g` granules in a mapped segment, given up.
-    unsafe { park(inner, slot, p, g, len) }
 }
 
 /// Hands half of a full size's stack back to the shards in one batch.

@@ -15,9 +15,7 @@
 //!    level, on the list its size maps to, in a node its shard owns; every
 //!    extent found in step 2 is listed exactly once; list bitmaps agree with
 //!    list heads; `whole_free` counts the wholly free huge nodes listed.
-//! 4. Counters: per node, `used` is the number of granules in chunks; per
-//!    shard, the dirty list matches the nodes' `pending` counts (checked
-//!    before the walk merges every pending free); `page_nodes` equals what the walk counted; the
+//! 4. Counters: per shard, `page_nodes` equals what the walk counted; the
 //!    sums of `in_use_granules` and `live_requested` over shards and thread
 //!    slots equal the walk's (`slack <= 32` per chunk). Chunks parked in
 //!    quick caches and thread caches are used in the bitmaps but free in
@@ -60,13 +58,6 @@ pub fn validate(inner: &PoolInner) -> Result<(), String> {
         if let Err((p, why)) = inner.drain(g) {
             return Err(format!("remote queue of shard {} held an invalid chunk {p:p}: {why}", g.shard().index()));
         }
-        if !g.heap().dirty_consistent(inner.segments()) {
-            return Err(format!("shard {}: dirty list disagrees with the nodes' pending counts", g.shard().index()));
-        }
-        let shard = g.shard();
-        // Pending frees are merged first; the walk checks the merged state.
-        // SAFETY: we hold the shard.
-        unsafe { g.heap().consolidate_all(inner.segments(), &shard.counters) };
     }
     let slots = inner.thread_slots();
     for slot in slots {
@@ -174,14 +165,6 @@ fn walk(inner: &PoolInner, guards: &mut [crate::shard::ShardGuard<'_>]) -> Resul
                     return Err(format!("segment {seg}: owned but owner field is {owner}"));
                 }
                 let shard = shard - 1;
-                let free: usize = m.free.iter().map(|w| w.load(Relaxed).count_ones() as usize).sum();
-                let (used, pending) = (m.used.load(Relaxed) as usize, m.pending.load(Relaxed));
-                if used != HUGE_GRANULES - free || pending != 0 {
-                    return Err(format!(
-                        "segment {seg}: used counter {used} but {} granules are in chunks; pending {pending} after consolidation",
-                        HUGE_GRANULES - free
-                    ));
-                }
                 let mut i = 0;
                 while i < HUGE_GRANULES {
                     if m.in_page_node(i) {
