@@ -19,7 +19,7 @@ use parking_lot::Mutex;
 
 use super::proto::{self, Descriptor, Kind};
 use super::region::Region;
-use super::session::{Published, Session};
+use super::session::{self, Published, Session};
 use super::tracker::{Slot, Tracker};
 use crate::hook::{self, Subscriber, Subscription};
 use crate::{sys, Direction, Flow, Protocol};
@@ -437,7 +437,7 @@ fn serve(sh: &Arc<Shared>, listener: &socket2::Socket) {
     sh.pool.set_free_hook(None);
     let mut st = sh.state.lock();
     for s in &mut st.sessions {
-        s.doomed.get_or_insert("the exporter stops");
+        s.doomed.get_or_insert(session::STOPPING);
     }
     drop(st);
     evict(sh);
@@ -536,7 +536,7 @@ fn request(sh: &Shared, id: u32, buf: &mut [u8]) {
     };
     let Ok(sock) = sock else { return };
     let doom = match sys::recv_packet(sock.as_fd(), buf) {
-        Ok(0) => Some("it closed its socket"),
+        Ok(0) => Some(session::CLOSED),
         Ok(n) => match proto::parse(&buf[..n]) {
             Some((h, _)) if h.kind == Kind::StatsRequest => {
                 match stats_reply(sh) {
@@ -551,7 +551,7 @@ fn request(sh: &Shared, id: u32, buf: &mut [u8]) {
                 }
                 None
             }
-            Some((h, _)) if h.kind == Kind::Detach => Some("it detached"),
+            Some((h, _)) if h.kind == Kind::Detach => Some(session::DETACHED),
             _ => Some("it sent a malformed message"),
         },
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
@@ -594,14 +594,14 @@ fn evict(sh: &Shared) {
         return;
     }
     let State { tracker, sessions, .. } = &mut *st;
-    let mut gone = Vec::new();
+    let mut evicted = Vec::new();
     sessions.retain_mut(|s| match s.doomed {
         Some(why) => {
             s.retire_all(tracker, &mut due, &mut invalid);
-            if why != "it detached" && why != "it closed its socket" && why != "the exporter stops" {
+            if !session::is_orderly(why) {
                 sh.counters.evicted.fetch_add(1, Relaxed);
+                evicted.push((s.id, why));
             }
-            gone.push((s.id, why));
             false
         }
         None => true,
@@ -611,10 +611,8 @@ fn evict(sh: &Shared) {
     sh.sync_held(&st);
     drop(st);
     sh.complete(due);
-    for (id, why) in gone {
-        if why != "it detached" && why != "it closed its socket" && why != "the exporter stops" {
-            eprintln!("nta-export: reader {id} detached: {why}");
-        }
+    for (id, why) in evicted {
+        eprintln!("nta-export: reader {id} detached: {why}");
     }
 }
 

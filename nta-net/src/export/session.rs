@@ -59,6 +59,18 @@ impl Ring {
 /// Why a session ends.
 pub(crate) type Doom = &'static str;
 
+/// The reader sent Detach.
+pub(crate) const DETACHED: Doom = "it detached";
+/// The reader closed its socket.
+pub(crate) const CLOSED: Doom = "it closed its socket";
+/// The exporter is shutting down.
+pub(crate) const STOPPING: Doom = "the exporter stops";
+
+/// Whether a session ended in order (not an eviction to count and log).
+pub(crate) fn is_orderly(why: Doom) -> bool {
+    why == DETACHED || why == CLOSED || why == STOPPING
+}
+
 /// See the module notes.
 #[derive(Debug)]
 pub(crate) struct Session {
