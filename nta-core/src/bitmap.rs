@@ -122,6 +122,23 @@ pub fn next_clear(words: &[AtomicU64], from: usize, limit: usize) -> usize {
     limit
 }
 
+/// The last `i` in `low..=from` where bit `i` is set, if any.
+pub fn prev_set(words: &[AtomicU64], low: usize, from: usize) -> Option<usize> {
+    let mut w = from >> 6;
+    let mut word = words[w].load(Relaxed) & (!0u64 >> (63 - (from & 63)));
+    loop {
+        if word != 0 {
+            let i = (w << 6) + 63 - word.leading_zeros() as usize;
+            return (i >= low).then_some(i);
+        }
+        if w == 0 || (w << 6) <= low {
+            return None;
+        }
+        w -= 1;
+        word = words[w].load(Relaxed);
+    }
+}
+
 /// Counts the set bits in `start..end`.
 #[cfg(test)]
 pub fn count(words: &[AtomicU64], start: usize, end: usize) -> usize {
@@ -160,5 +177,12 @@ mod tests {
         assert_eq!(next_clear(&b, 0, 2), 0);
         assign(&b, 199, true);
         assert_eq!(next_set_either(&bits(256), &b, 130, 256), 199);
+        assert_eq!(prev_set(&b, 0, 255), Some(199));
+        assert_eq!(prev_set(&b, 0, 198), Some(129));
+        assert_eq!(prev_set(&b, 0, 69), Some(9));
+        assert_eq!(prev_set(&b, 5, 9), Some(9));
+        assert_eq!(prev_set(&b, 0, 2), None);
+        assert_eq!(prev_set(&b, 130, 198), None);
+        assert_eq!(prev_set(&b, 10, 69), None);
     }
 }

@@ -92,6 +92,9 @@ pub struct ChunkLocation {
     pub offset: u32,
     /// The segment's generation now.
     pub generation: u64,
+    /// The shard that owns the chunk's node, or `None` for a buffer above
+    /// 2 MiB (a run, which no shard owns).
+    pub shard: Option<u32>,
 }
 
 /// Observes segments being mapped and released (see the module notes).
@@ -107,9 +110,11 @@ pub trait SegmentListener: Send + Sync {
 /// Sees frees and may postpone them (see the module notes).
 pub trait FreeHook: Send + Sync {
     /// Called for every free of a valid chunk while the hook is installed:
-    /// the chunk spans `usable` bytes from `chunk` ([`crate::Pool::usable_size`]);
-    /// `len` is the `free_sized` length, if the free had one. Return true
-    /// to postpone the free: the chunk stays allocated, and the hook's owner
-    /// must later call [`crate::Pool::free_postponed`] for it (once).
-    fn on_free(&self, chunk: NonNull<u8>, usable: usize, len: Option<usize>) -> bool;
+    /// `chunk` is the chunk's start and `len` the `free_sized` length, if
+    /// the free had one. The chunk is live during the call (its size is
+    /// [`crate::Pool::usable_size`], which takes a shard lock: the free path
+    /// does not pay for it unless the hook asks). Return true to postpone
+    /// the free: the chunk stays allocated, and the hook's owner must later
+    /// call [`crate::Pool::free_postponed`] for it (once).
+    fn on_free(&self, chunk: NonNull<u8>, len: Option<usize>) -> bool;
 }

@@ -616,9 +616,8 @@ impl PoolInner {
         if let Some(h) = hook {
             // SAFETY: `ptr` passed the checks above: a live chunk start.
             let chunk = unsafe { NonNull::new_unchecked(ptr) };
-            // SAFETY: as above; no shard is held here.
-            let usable = unsafe { self.usable_size(chunk) };
-            if h.on_free(chunk, usable, len) {
+            // No shard is held here: the hook may take its own locks.
+            if h.on_free(chunk, len) {
                 return; // postponed: still allocated, the hook's owner frees it
             }
         }

@@ -13,10 +13,14 @@
 use crate::error::Error;
 use crate::export::{ChunkLocation, FreeHook, SegmentExport, SegmentListener};
 use crate::granule::*;
+use crate::heap::Loc;
 use crate::inner::{Config, PoolInner, BOUND_SHARD};
+use crate::node::NO_OWNER;
+use crate::segment::SegmentState;
 use crate::stats::Stats;
 use crate::thread_cache::{self, PoolRef};
 use std::ptr::NonNull;
+use std::sync::atomic::Ordering::{Acquire, Relaxed};
 use std::sync::Arc;
 
 /// How huge nodes get their memory.
@@ -313,7 +317,46 @@ impl Pool {
             return None;
         }
         let offset = (ptr as usize - segs.base().as_ptr() as usize - seg * HUGE_NODE_BYTES) as u32;
-        Some(ChunkLocation { segment: seg as u32, offset, generation })
+        let owner = segs.meta(seg).owner.load(Relaxed);
+        let shard = (owner != NO_OWNER).then(|| owner - 1);
+        Some(ChunkLocation { segment: seg as u32, offset, generation, shard })
+    }
+
+    /// The start of the chunk that `ptr` points into: the pointer
+    /// [`Pool::free`] takes for it, and the one a [`FreeHook`] is given
+    /// when it is freed. `None` for a pointer outside the pool's mapped
+    /// segments or not inside a chunk.
+    ///
+    /// The answer is exact for a pointer into a *live* chunk (one the
+    /// caller keeps from being freed meanwhile): the granules between its
+    /// start and `ptr` cannot change while it lives. For any other pointer
+    /// the answer is some chunk start or `None`, never undefined behaviour.
+    /// Cheap: a bit scan back over the node's start bitmap (one word when
+    /// `ptr` is within 64 granules of its chunk's start); for a buffer above
+    /// 2 MiB, a walk back over the run's segments.
+    ///
+    /// [`FreeHook`]: crate::FreeHook
+    pub fn chunk_start(&self, ptr: *const u8) -> Option<NonNull<u8>> {
+        let segs = self.inner.segments();
+        let loc = Loc::of(segs, ptr as usize)?;
+        let meta = segs.meta(loc.seg);
+        if meta.owner.load(Acquire) != NO_OWNER {
+            let (low, _, _) = meta.level_bounds(loc.granule);
+            let start = crate::bitmap::prev_set(&meta.start, low, loc.granule)?;
+            return NonNull::new(segs.addr(loc.seg, start));
+        }
+        // A run: its head is the nearest run head at or before `seg` whose
+        // segments reach `seg`.
+        let mut head = loc.seg;
+        loop {
+            if segs.state(head) != SegmentState::Run {
+                return None;
+            }
+            if let Some((k, _)) = segs.run(head) {
+                return (head + k > loc.seg).then(|| NonNull::new(segs.addr(head, 0))).flatten();
+            }
+            head = head.checked_sub(1)?;
+        }
     }
 
     /// Installs (or, with `None`, removes) the segment listener and returns

@@ -193,7 +193,7 @@ struct Holds {
 }
 
 impl FreeHook for Holds {
-    fn on_free(&self, chunk: NonNull<u8>, _usable: usize, len: Option<usize>) -> bool {
+    fn on_free(&self, chunk: NonNull<u8>, len: Option<usize>) -> bool {
         let a = chunk.as_ptr() as usize;
         if self.held.lock().unwrap().contains(&a) {
             self.postponed.lock().unwrap().push((a, len));
@@ -251,4 +251,34 @@ fn a_double_free_is_still_caught_with_a_hook() {
     let msg = second.unwrap_err();
     let msg = msg.downcast_ref::<String>().unwrap();
     assert!(msg.contains("double free"), "{msg}");
+}
+
+#[test]
+fn chunk_start_finds_the_chunk_of_any_interior_pointer() {
+    let p = Pool::builder().capacity(64 << 20).shards(2).hugepages(HugePages::Off).build().unwrap();
+    // Small chunks (page nodes), medium ones (huge-node level), and a run
+    // of three segments.
+    let lens = [1usize, 31, 32, 100, 1500, 4000, 9000, 300_000, 5 << 20];
+    let chunks: Vec<_> = lens.iter().map(|&n| (p.alloc(n).unwrap(), n)).collect();
+    for &(c, n) in &chunks {
+        // SAFETY: live chunks.
+        let usable = unsafe { p.usable_size(c) };
+        assert!(usable >= n);
+        for at in [0, 1, 31, 32, n / 2, n - 1, usable - 1].into_iter().filter(|&at| at < usable) {
+            let inside = c.as_ptr().wrapping_add(at);
+            assert_eq!(p.chunk_start(inside), Some(c), "{n}-byte chunk, byte {at}");
+        }
+        let loc = p.locate(c.as_ptr()).unwrap();
+        if n > (2 << 20) {
+            assert_eq!(loc.shard, None, "a run has no owner shard");
+        } else {
+            assert!(loc.shard.is_some_and(|s| (s as usize) < p.shard_count()));
+        }
+    }
+    let outside = 7u8;
+    assert_eq!(p.chunk_start(&outside), None);
+    for (c, n) in chunks {
+        // SAFETY: live chunks, freed once.
+        unsafe { p.free_sized(c, n) };
+    }
 }

@@ -159,6 +159,36 @@ impl Reader {
     fn consume_to(&self, index: u64) {
         self.hold.word(proto::HOLD_CONSUMER).store(index, Release);
     }
+    /// Asks for the stats; whether the occupancy file marks every granule
+    /// of `segment` bytes `offset..offset + len` as held.
+    fn held_in_occupancy(&self, segment: u32, offset: usize, len: usize) -> bool {
+        send(&self.sock, Kind::StatsRequest, &[]);
+        let (fds, p) = loop {
+            let (m, fds) = recv(&self.sock);
+            let (h, p) = proto::parse(&m).unwrap();
+            if h.kind == Kind::Stats {
+                break (fds, p.to_vec());
+            }
+        };
+        assert!(String::from_utf8(p).unwrap().contains("pool_held_bytes"));
+        // SAFETY: fstat into a zeroed struct of a valid fd.
+        let size = unsafe {
+            let mut st: libc::stat = std::mem::zeroed();
+            assert_eq!(libc::fstat(fds[0].as_raw_fd(), &mut st), 0);
+            st.st_size as usize
+        };
+        let occ = Map::new(&fds[0], size, false).unwrap();
+        let (nodes, record) = (occ.word(8).load(Relaxed) as u32 as usize, (occ.word(8).load(Relaxed) >> 32) as usize);
+        assert_eq!(record, proto::OCC_RECORD_HELD);
+        let rec = (0..nodes)
+            .map(|i| proto::OCC_HEADER + i * record)
+            .find(|&at| occ.word(at).load(Relaxed) as u32 == segment)
+            .expect("the segment has a record");
+        (offset / 32..(offset + len).div_ceil(32)).all(|g| {
+            let w = occ.word(rec + proto::OCC_RECORD + 8 * (g / 64)).load(Relaxed);
+            w >> (g % 64) & 1 == 1
+        })
+    }
     fn beat(&self) {
         self.hold.word(proto::HOLD_HEARTBEAT).fetch_add(1, Relaxed);
     }
@@ -212,12 +242,15 @@ fn a_held_buffer_is_read_in_place_and_its_free_waits_for_the_reader() {
     assert!(Map::new(fd, seg.len as usize, true).is_err(), "a segment cannot be mapped writable");
     // SAFETY: plain syscall on our fd.
     assert_ne!(unsafe { libc::mprotect(m.ptr.cast(), m.len, libc::PROT_READ | libc::PROT_WRITE) }, 0);
+    // The occupancy file marks the held chunk's granules.
+    assert!(r.held_in_occupancy(d.segment, d.offset as usize, d.len as usize));
     // Consuming the descriptor releases the hold: the free completes.
     r.consume_to(1);
     wait_until("the postponed free completes", || ex.postponed_chunks() == 0);
     pool.collect();
     assert!(pool.stats().in_use_bytes < base);
     assert_eq!(ex.held_bytes(), 0);
+    assert!(!r.held_in_occupancy(d.segment, d.offset as usize, d.len as usize));
     ex.validate().unwrap();
     pool.validate().unwrap();
     drop(r);
@@ -360,7 +393,7 @@ fn junk_wrong_versions_and_busy_are_refused_with_an_error() {
     let occ = Map::new(&fds[0], st.st_size as usize, false).unwrap();
     assert_eq!(occ.word(0).load(Relaxed), proto::OCC_MAGIC);
     let nodes = occ.word(8).load(Relaxed) as u32;
-    assert_eq!(st.st_size as usize, proto::OCC_HEADER + nodes as usize * proto::OCC_RECORD);
+    assert_eq!(st.st_size as usize, proto::OCC_HEADER + nodes as usize * proto::OCC_RECORD_HELD);
 }
 
 #[test]
@@ -377,4 +410,53 @@ fn a_second_exporter_on_a_live_path_is_refused_and_a_stale_one_replaced() {
     let stale = std::os::unix::net::UnixListener::bind(&path).unwrap();
     drop(stale);
     let _ex = Exporter::bind(&path, &pool).unwrap();
+}
+
+#[test]
+fn a_buffer_above_2_mib_is_published_one_descriptor_per_segment_and_slices_hold_their_chunk() {
+    let _g = SERIAL.lock();
+    let pool = pool();
+    let path = sock_path("run");
+    let ex = Exporter::bind(&path, &pool).unwrap();
+    let mut r = attach(&path, proto::MODE_HOLD);
+    wait_until("the reader is attached", || ex.readers() == 1 && hook::is_active());
+    let len = (5 << 20) / 2; // 2.5 MiB: a run of two segments
+    let mut big = PacketBuf::with_capacity(&pool, len);
+    let body: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+    bytes::BufMut::put_slice(&mut big, &body);
+    r.segments();
+    hook::publish(flow, &big, Some(7));
+    let slots = u64::from(r.hello.slots);
+    assert_eq!(r.head(), 2, "one descriptor per segment");
+    let (a, b) = (r.rings[0].slot(0, slots), r.rings[0].slot(1, slots));
+    assert_eq!((a.offset, b.offset, b.segment), (0, 0, a.segment + 1));
+    assert_eq!(a.len as usize + b.len as usize, len);
+    assert_eq!((a.stream_offset, b.stream_offset), (7, 7 + u64::from(a.len)));
+    r.segments();
+    for d in [a, b] {
+        let (seg, fd) = r.segments.iter().find(|(s, _)| s.segment == d.segment).expect("announced");
+        assert_eq!(seg.generation, d.generation);
+        let m = Map::new(fd, seg.len as usize, false).unwrap();
+        let from = (d.stream_offset - 7) as usize;
+        assert_eq!(m.bytes(d.offset as usize, d.len as usize), &body[from..from + d.len as usize]);
+    }
+    // A slice from the middle of a frozen buffer holds the whole chunk.
+    let mut small = PacketBuf::with_capacity(&pool, 1000);
+    bytes::BufMut::put_slice(&mut small, &[9u8; 1000]);
+    let frozen = small.freeze();
+    let middle = frozen.slice(300..700);
+    drop(frozen);
+    hook::publish(flow, &middle, None);
+    assert_eq!(r.head(), 3);
+    let before = pool.stats().in_use_bytes;
+    drop((big, middle));
+    assert_eq!(ex.postponed_chunks(), 2, "both chunks wait for the reader");
+    assert_eq!(pool.stats().in_use_bytes, before);
+    ex.validate().unwrap();
+    r.consume_to(3);
+    wait_until("the postponed frees complete", || ex.postponed_chunks() == 0);
+    pool.collect();
+    assert!(pool.stats().in_use_bytes < before);
+    ex.validate().unwrap();
+    pool.validate().unwrap();
 }

@@ -23,7 +23,6 @@ use loom::sync::{Arc, Mutex};
 use tracker::{Slot, Tracker};
 
 const CHUNK: usize = 4096;
-const USABLE: usize = 1504;
 
 fn model(held: bool, two_descriptors: bool) {
     loom::model(move || {
@@ -34,15 +33,15 @@ fn model(held: bool, two_descriptors: bool) {
         let mut keys = Vec::new();
         {
             let mut t = tracker.lock().unwrap();
-            keys.push(t.add(CHUNK + 16, 100, held, slot(0)));
+            keys.push(t.add(CHUNK, CHUNK + 100, held, slot(0)));
             if two_descriptors {
-                keys.push(t.add(CHUNK + 200, 50, held, slot(1)));
+                keys.push(t.add(CHUNK, CHUNK + 100, held, slot(1)));
             }
         }
         let app = {
             let (tracker, frees, retired) = (tracker.clone(), frees.clone(), retired.clone());
             loom::thread::spawn(move || {
-                let postponed = tracker.lock().unwrap().on_free(CHUNK, USABLE, Some(1500), |_| {});
+                let postponed = tracker.lock().unwrap().on_free(CHUNK, Some(1500), |_| {});
                 if !postponed {
                     // Freed now: only allowed once no hold is outstanding.
                     assert!(!held || retired.load(SeqCst), "freed while held");

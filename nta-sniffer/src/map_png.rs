@@ -6,15 +6,14 @@
 //! One row per node (segment record), [`ROW_PX`] pixels high with a
 //! one-pixel gap; one pixel column per [`GRANULES_PER_PX`] granules
 //! (65536 granules → 1024 columns). A column's colour blends from free
-//! (green) to used (red) by the fraction of its granules in use. On top,
+//! (green) to used (red) by the fraction of its granules in use, and
+//! toward held (blue) by the fraction in chunks a reader holds (the
+//! occupancy file's held bitmap; an older server sends none). On top,
 //! the title (with the utilisation) in a small built-in font (`font`) and
 //! a bar of the overall utilisation; at the bottom, a legend: colour
 //! swatches with their labels. The title and legend text also go into the
 //! PNG's `tEXt` chunks (`Title`, `Description`) and are returned for
 //! stdout.
-//!
-//! Held chunks cannot be told apart here: the occupancy file has no hold
-//! bit, and `map` reads no rings.
 
 use std::io::Write;
 
@@ -36,18 +35,31 @@ pub const ROWS_Y: usize = TITLE_PX + BAND_PX;
 const TEXT: [u8; 3] = [230, 230, 230];
 const FREE: [u8; 3] = [40, 160, 80];
 const USED: [u8; 3] = [200, 50, 50];
+const HELD: [u8; 3] = [60, 110, 230];
 const BACKGROUND: [u8; 3] = [24, 24, 24];
 
-fn blend(used_fraction: f64) -> [u8; 3] {
-    let mix = |f: u8, u: u8| (f64::from(f) + (f64::from(u) - f64::from(f)) * used_fraction).round() as u8;
-    [mix(FREE[0], USED[0]), mix(FREE[1], USED[1]), mix(FREE[2], USED[2])]
+/// The colour of a column with these fractions of used (not held) and
+/// held granules; the rest is free.
+fn blend(used: f64, held: f64) -> [u8; 3] {
+    let free = 1.0 - used - held;
+    let mix =
+        |i: usize| (f64::from(FREE[i]) * free + f64::from(USED[i]) * used + f64::from(HELD[i]) * held).round() as u8;
+    [mix(0), mix(1), mix(2)]
 }
 
 fn row_colours(r: &NodeRecord) -> Vec<[u8; 3]> {
     (0..WIDTH)
         .map(|x| {
-            let free = (x * GRANULES_PER_PX..(x + 1) * GRANULES_PER_PX).filter(|&g| r.is_free(g)).count();
-            blend(1.0 - free as f64 / GRANULES_PER_PX as f64)
+            let (mut free, mut held) = (0, 0);
+            for g in x * GRANULES_PER_PX..(x + 1) * GRANULES_PER_PX {
+                if r.is_free(g) {
+                    free += 1;
+                } else if r.is_held(g) {
+                    held += 1;
+                }
+            }
+            let px = GRANULES_PER_PX as f64;
+            blend((GRANULES_PER_PX - free - held) as f64 / px, held as f64 / px)
         })
         .collect()
 }
@@ -57,10 +69,15 @@ pub fn caption(occ: &Occupancy) -> (String, String) {
     let used: u64 = occ.records.iter().map(|r| r.used_granules()).sum();
     let total = (occ.records.len() * OCC_GRANULES) as u64;
     let pct = if total == 0 { 0.0 } else { 100.0 * used as f64 / total as f64 };
-    let title = format!("NTA pool occupancy: {} nodes, {pct:.1}% of granules used", occ.records.len());
+    let held: u64 = occ.records.iter().map(|r| r.held_granules()).sum();
+    let held_pct = if total == 0 { 0.0 } else { 100.0 * held as f64 / total as f64 };
+    let title = format!(
+        "NTA pool occupancy: {} nodes, {pct:.1}% of granules used, {held_pct:.1}% held by readers",
+        occ.records.len()
+    );
     let legend = format!(
-        "one row per node; one pixel per {GRANULES_PER_PX} granules of 32 bytes; red = used, green = free, \
-         shades = partly used; top bar = utilisation; held chunks are not distinguished"
+        "one row per node; one pixel per {GRANULES_PER_PX} granules of 32 bytes; red = used, blue = held by a \
+         reader, green = free, shades = mixed; top bar = utilisation"
     );
     (title, legend)
 }
@@ -90,7 +107,7 @@ pub fn render(occ: &Occupancy, out: impl Write) -> Result<(String, String), Stri
     }
     let legend_y = rows_y + rows * (ROW_PX + 1) + (LEGEND_PX - font::HEIGHT) / 2;
     let mut x = 8;
-    let labels = [(USED, "used"), (blend(0.5), "partly used"), (FREE, "free")];
+    let labels = [(USED, "used"), (HELD, "held"), (blend(0.5, 0.0), "partly used"), (FREE, "free")];
     for (colour, label) in labels {
         for y in legend_y..legend_y + font::HEIGHT {
             for px in x..x + 16 {

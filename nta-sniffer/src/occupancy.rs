@@ -6,7 +6,10 @@
 //! count u32 at 8, record size u32 at 12), then one record per mapped
 //! segment: segment u32, owner shard u32 (`u32::MAX`: none), backing u32,
 //! reserved u32, the free bitmap (one bit per 32-byte granule), the start
-//! bitmap, the page-node bitmap, as little-endian u64 words.
+//! bitmap, the page-node bitmap, as little-endian u64 words; a record of
+//! at least [`OCC_RECORD_HELD`] bytes then has the held bitmap (granules of
+//! chunks some reader holds now). A shorter record (an older server) has
+//! none: [`NodeRecord::held`] is then empty and nothing reads as held.
 //!
 //! [`Occupancy::parse`] validates before it reads: the magic, a record
 //! size of at least [`OCC_RECORD`] (a larger one is stepped over, so a
@@ -23,7 +26,7 @@
 
 use std::os::fd::OwnedFd;
 
-use nta_net::export::proto::{OCC_GRANULES, OCC_HEADER, OCC_MAGIC, OCC_PAGES, OCC_RECORD};
+use nta_net::export::proto::{OCC_GRANULES, OCC_HEADER, OCC_MAGIC, OCC_PAGES, OCC_RECORD, OCC_RECORD_HELD};
 
 use crate::maps::SharedRegion;
 use crate::sys;
@@ -32,7 +35,7 @@ use crate::sys;
 pub const GRANULE_BYTES: u64 = 32;
 
 /// Largest occupancy file read (4096 segments' worth).
-pub const MAX_OCCUPANCY_BYTES: u64 = (OCC_HEADER + 4096 * OCC_RECORD) as u64;
+pub const MAX_OCCUPANCY_BYTES: u64 = (OCC_HEADER + 4096 * OCC_RECORD_HELD) as u64;
 
 /// One segment's record.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -49,12 +52,25 @@ pub struct NodeRecord {
     pub start: Vec<u64>,
     /// Page-node bitmap, one bit per 4 KiB page.
     pub pages: Vec<u64>,
+    /// Held bitmap, one bit per granule (empty: the server sent none).
+    pub held: Vec<u64>,
 }
 
 impl NodeRecord {
     /// Whether granule `g` is free.
     pub fn is_free(&self, g: usize) -> bool {
         self.free.get(g / 64).is_some_and(|w| w >> (g % 64) & 1 == 1)
+    }
+
+    /// Whether granule `g` lies in a chunk a reader holds.
+    pub fn is_held(&self, g: usize) -> bool {
+        self.held.get(g / 64).is_some_and(|w| w >> (g % 64) & 1 == 1)
+    }
+
+    /// Held granules (in use and held; a held bit over a free granule, which
+    /// an honest server never sends, is not counted).
+    pub fn held_granules(&self) -> u64 {
+        self.held.iter().zip(&self.free).map(|(h, f)| u64::from((h & !f).count_ones())).sum()
     }
 
     /// Free granules.
@@ -139,6 +155,7 @@ impl Occupancy {
                     free: words(&r[16..16 + bitmap]),
                     start: words(&r[16 + bitmap..16 + 2 * bitmap]),
                     pages: words(&r[16 + 2 * bitmap..16 + 2 * bitmap + OCC_PAGES / 8]),
+                    held: r.get(OCC_RECORD..OCC_RECORD_HELD).map_or_else(Vec::new, words),
                 }
             })
             .collect();
@@ -161,6 +178,7 @@ impl Occupancy {
             s.by_backing[(r.backing as usize).min(3)] += 1;
             s.in_use_bytes += r.used_granules() * GRANULE_BYTES;
             s.free_bytes += r.free_granules() * GRANULE_BYTES;
+            s.held_bytes += r.held_granules() * GRANULE_BYTES;
             s.largest_free_bytes = s.largest_free_bytes.max(r.largest_free_run() * GRANULE_BYTES);
         }
         out.sort_by_key(|s| s.shard.unwrap_or(u32::MAX));
@@ -181,6 +199,9 @@ pub struct ShardFigures {
     pub in_use_bytes: u64,
     /// Bytes free.
     pub free_bytes: u64,
+    /// Bytes in use in chunks a reader holds (granules, per the held
+    /// bitmap).
+    pub held_bytes: u64,
     /// The largest free extent.
     pub largest_free_bytes: u64,
 }

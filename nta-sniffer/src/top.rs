@@ -61,19 +61,20 @@ pub fn render(stats: &Stats, occ: &Occupancy) -> String {
     let _ = writeln!(out, "\nheld bytes: {held}   readers: {readers}\n");
     let _ = writeln!(
         out,
-        "{:>5} {:>8} {:>5} {:>5} {:>7} {:>12} {:>12} {:>12} {:>6}",
-        "shard", "segments", "shmem", "huge", "private", "in use", "free", "largest free", "frag"
+        "{:>5} {:>8} {:>5} {:>5} {:>7} {:>12} {:>12} {:>12} {:>12} {:>6}",
+        "shard", "segments", "shmem", "huge", "private", "in use", "held", "free", "largest free", "frag"
     );
     for s in occ.shards() {
         let shard = s.shard.map_or("-".to_string(), |n| n.to_string());
         let _ = writeln!(
             out,
-            "{shard:>5} {:>8} {:>5} {:>5} {:>7} {:>12} {:>12} {:>12} {:>5.1}%",
+            "{shard:>5} {:>8} {:>5} {:>5} {:>7} {:>12} {:>12} {:>12} {:>12} {:>5.1}%",
             s.segments,
             s.by_backing[0],
             s.by_backing[1],
             s.by_backing[2],
             mib(s.in_use_bytes),
+            mib(s.held_bytes),
             mib(s.free_bytes),
             mib(s.largest_free_bytes),
             100.0 * s.fragmentation()

@@ -60,3 +60,36 @@ fn figures_and_the_png() {
     // Column 3 is fully used (red).
     assert_eq!(&pixels[at + 9..at + 12], &[200, 50, 50]);
 }
+
+#[test]
+fn held_granules_are_counted_and_drawn_blue() {
+    // A record with the held bitmap: word 3 (granules 192..256, pixel
+    // column 3) is held; words 0..2 are free; the rest is used.
+    let mut b = vec![0u8; OCC_HEADER + OCC_RECORD_HELD];
+    b[0..8].copy_from_slice(&OCC_MAGIC.to_le_bytes());
+    b[8..12].copy_from_slice(&1u32.to_le_bytes());
+    b[12..16].copy_from_slice(&(OCC_RECORD_HELD as u32).to_le_bytes());
+    let at = OCC_HEADER;
+    for w in 0..2 {
+        b[at + 16 + 8 * w..at + 24 + 8 * w].copy_from_slice(&u64::MAX.to_le_bytes());
+    }
+    let held_at = at + OCC_RECORD + 8 * 3;
+    b[held_at..held_at + 8].copy_from_slice(&u64::MAX.to_le_bytes());
+    // A held bit over a free granule (garbage) is not counted as held.
+    b[at + OCC_RECORD..at + OCC_RECORD + 8].copy_from_slice(&1u64.to_le_bytes());
+    let occ = Occupancy::parse(&b).unwrap();
+    assert_eq!(occ.records[0].held_granules(), 64);
+    assert_eq!(occ.shards()[0].held_bytes, 64 * 32);
+    let mut png_bytes = Vec::new();
+    let (title, legend) = nta_sniffer::map_png::render(&occ, &mut png_bytes).unwrap();
+    assert!(title.contains("held by readers") && legend.contains("blue = held"), "{title} / {legend}");
+    let mut reader = png::Decoder::new(&png_bytes[..]).read_info().unwrap();
+    let mut pixels = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut pixels).unwrap();
+    let row = (nta_sniffer::map_png::ROWS_Y * info.width as usize) * 3;
+    assert_eq!(&pixels[row + 9..row + 12], &[60, 110, 230], "column 3 is held");
+    assert_eq!(&pixels[row + 12..row + 15], &[200, 50, 50], "column 4 is used");
+    // A record without the bitmap (an older server) has nothing held.
+    let old = Occupancy::parse(&file(1, &[])).unwrap();
+    assert!(old.records[0].held.is_empty() && old.records[0].held_granules() == 0);
+}

@@ -133,10 +133,10 @@ impl Shared {
 struct Holds(Arc<Shared>);
 
 impl FreeHook for Holds {
-    fn on_free(&self, chunk: NonNull<u8>, usable: usize, len: Option<usize>) -> bool {
+    fn on_free(&self, chunk: NonNull<u8>, len: Option<usize>) -> bool {
         let mut st = self.0.state.lock();
         let mut invalid = Vec::new();
-        let postponed = st.tracker.on_free(chunk.as_ptr() as usize, usable, len, |s| invalid.push(s));
+        let postponed = st.tracker.on_free(chunk.as_ptr() as usize, len, |s| invalid.push(s));
         st.invalidate(&invalid);
         if postponed {
             self.0.counters.postponed.fetch_add(1, Relaxed);
@@ -185,11 +185,6 @@ impl SegmentListener for Segments {
 /// The drivers' published buffers, turned into descriptors.
 struct Publisher(Arc<Shared>);
 
-thread_local! {
-    static RING: std::cell::Cell<usize> = const { std::cell::Cell::new(usize::MAX) };
-}
-static NEXT_RING: AtomicUsize = AtomicUsize::new(0);
-
 fn addr_bytes(a: &SocketAddr) -> [u8; 16] {
     let mut b = [0u8; 16];
     match a {
@@ -206,15 +201,11 @@ impl Subscriber for Publisher {
 
     fn on_packet(&self, flow: &Flow, data: &[u8], stream_offset: Option<u64>) {
         let sh = &*self.0;
-        let Some(loc) = (!data.is_empty()).then(|| sh.pool.locate(data.as_ptr())).flatten() else {
+        let chunk = (!data.is_empty()).then(|| sh.pool.chunk_start(data.as_ptr())).flatten();
+        let Some(chunk) = chunk else {
             sh.counters.not_in_pool.fetch_add(1, Relaxed);
             return;
         };
-        if loc.offset as usize + data.len() > nta_core::HUGE_NODE_BYTES {
-            // A run spanning segments: a reader maps segments one by one.
-            sh.counters.not_in_pool.fetch_add(1, Relaxed);
-            return;
-        }
         let mut flags = 0;
         if flow.direction == Direction::Tx {
             flags |= proto::FLAG_TX;
@@ -226,41 +217,58 @@ impl Subscriber for Publisher {
             flags |= proto::FLAG_IPV6;
         }
         let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-        let d = Descriptor {
+        let template = Descriptor {
             seq: 0,
-            generation: loc.generation,
+            generation: 0,
             timestamp_ns: now.as_nanos() as u64,
-            stream_offset: stream_offset.unwrap_or(0),
-            segment: loc.segment,
-            offset: loc.offset,
-            len: data.len() as u32,
+            stream_offset: 0,
+            segment: 0,
+            offset: 0,
+            len: 0,
             flags,
             local_port: flow.local.port(),
             peer_port: flow.peer.port(),
             local_addr: addr_bytes(&flow.local),
             peer_addr: addr_bytes(&flow.peer),
         };
-        let ring = RING.with(|r| {
-            if r.get() == usize::MAX {
-                r.set(NEXT_RING.fetch_add(1, Relaxed));
-            }
-            r.get()
-        });
         let mut due = Vec::new();
         let mut invalid = Vec::new();
         let mut st = sh.state.lock();
         let State { tracker, sessions, .. } = &mut *st;
-        for s in sessions.iter_mut() {
-            let r = ring % s.rings.len();
-            match s.publish(r, d, data.as_ptr() as usize, tracker, &mut due, &mut invalid) {
-                Published::Held => sh.counters.published.fetch_add(1, Relaxed),
-                Published::Snapshot => {
-                    sh.counters.unheld.fetch_add(1, Relaxed);
-                    sh.counters.published.fetch_add(1, Relaxed)
-                }
-                Published::Dropped => sh.counters.dropped.fetch_add(1, Relaxed),
-                Published::Skipped => 0,
+        // One descriptor per segment the bytes lie in: a reader maps
+        // segments one by one, and only a buffer above 2 MiB (a run of
+        // segments) spans more than one.
+        let mut done = 0;
+        while done < data.len() {
+            let at = data[done..].as_ptr();
+            let Some(loc) = sh.pool.locate(at) else {
+                sh.counters.not_in_pool.fetch_add(1, Relaxed);
+                break;
             };
+            let piece = (nta_core::HUGE_NODE_BYTES - loc.offset as usize).min(data.len() - done);
+            let d = Descriptor {
+                generation: loc.generation,
+                stream_offset: stream_offset.map_or(0, |o| o + done as u64),
+                segment: loc.segment,
+                offset: loc.offset,
+                len: piece as u32,
+                ..template
+            };
+            // The chunk's shard's ring (a run has no shard: ring 0).
+            let ring = loc.shard.unwrap_or(0) as usize;
+            for s in sessions.iter_mut() {
+                let r = ring % s.rings.len();
+                match s.publish(r, d, chunk.as_ptr() as usize, at as usize + piece, tracker, &mut due, &mut invalid) {
+                    Published::Held => sh.counters.published.fetch_add(1, Relaxed),
+                    Published::Snapshot => {
+                        sh.counters.unheld.fetch_add(1, Relaxed);
+                        sh.counters.published.fetch_add(1, Relaxed)
+                    }
+                    Published::Dropped => sh.counters.dropped.fetch_add(1, Relaxed),
+                    Published::Skipped => 0,
+                };
+            }
+            done += piece;
         }
         st.invalidate(&invalid);
         sh.sync_held(&st);
@@ -575,7 +583,7 @@ fn tick(sh: &Shared) {
     for s in sessions.iter_mut() {
         s.check_lease(now, sh.config.lease);
         for r in 0..s.rings.len() {
-            s.advance(r, tracker, &mut due, &mut invalid);
+            s.advance_idle(r, tracker, &mut due, &mut invalid);
         }
     }
     st.invalidate(&invalid);
@@ -643,15 +651,16 @@ fn stats_reply(sh: &Shared) -> io::Result<(String, OwnedFd)> {
     ] {
         text.push_str(&format!("{name} {v}\n"));
     }
-    let len = proto::OCC_HEADER + occ.len() * proto::OCC_RECORD;
+    let held = held_bitmaps(sh);
+    let len = proto::OCC_HEADER + occ.len() * proto::OCC_RECORD_HELD;
     let region = Region::new("nta-occupancy", len.next_multiple_of(8))?;
     let mut at = proto::OCC_HEADER;
     let mut header = [0u8; proto::OCC_HEADER];
     header[..8].copy_from_slice(&proto::OCC_MAGIC.to_le_bytes());
     header[8..12].copy_from_slice(&(occ.len() as u32).to_le_bytes());
-    header[12..16].copy_from_slice(&(proto::OCC_RECORD as u32).to_le_bytes());
+    header[12..16].copy_from_slice(&(proto::OCC_RECORD_HELD as u32).to_le_bytes());
     region.write(0, &header);
-    let mut rec = Vec::with_capacity(proto::OCC_RECORD);
+    let mut rec = Vec::with_capacity(proto::OCC_RECORD_HELD);
     for n in &occ {
         rec.clear();
         rec.extend_from_slice(&(n.segment as u32).to_le_bytes());
@@ -662,10 +671,41 @@ fn stats_reply(sh: &Shared) -> io::Result<(String, OwnedFd)> {
             rec.extend_from_slice(&w.to_le_bytes());
         }
         rec.resize(proto::OCC_RECORD, 0);
+        if let Some(words) = held.get(&(n.segment as u32)) {
+            for w in words {
+                rec.extend_from_slice(&w.to_le_bytes());
+            }
+        }
+        rec.resize(proto::OCC_RECORD_HELD, 0);
         region.write(at, &rec);
-        at += proto::OCC_RECORD;
+        at += proto::OCC_RECORD_HELD;
     }
     region.seal(true)?;
     let fd = region.read_only_fd()?;
     Ok((text, fd))
+}
+
+/// The occupancy file's held bitmaps: per segment, the granules from each
+/// held chunk's start through the last byte its descriptors cover (for a
+/// chunk trimmed to what it received, as rx buffers are, the whole chunk).
+/// Read under the exporter's lock, with no pool lock taken.
+fn held_bitmaps(sh: &Shared) -> BTreeMap<u32, Vec<u64>> {
+    const GRANULE: usize = nta_core::HUGE_NODE_BYTES / proto::OCC_GRANULES;
+    let mut out: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
+    let st = sh.state.lock();
+    st.tracker.for_each_held(|chunk, end| {
+        let mut at = chunk;
+        while at < end {
+            let Some(loc) = sh.pool.locate(at as *const u8) else { break };
+            let piece = (nta_core::HUGE_NODE_BYTES - loc.offset as usize).min(end - at);
+            let words = out.entry(loc.segment).or_insert_with(|| vec![0; proto::OCC_GRANULES / 64]);
+            let first = loc.offset as usize / GRANULE;
+            let last = (loc.offset as usize + piece).div_ceil(GRANULE);
+            for g in first..last {
+                words[g / 64] |= 1 << (g % 64);
+            }
+            at += piece;
+        }
+    });
+    out
 }

@@ -14,16 +14,23 @@
 //! - **Descriptors** come from the drivers' published-buffer hook
 //!   ([`crate::hook`]): every rx and tx buffer that lies in the pool is
 //!   located ([`nta_core::Pool::locate`]) and written, with its flow, time
-//!   and TCP stream offset, to the reader's ring for the publishing
-//!   thread. Rings are single-producer (the exporter's lock) and
-//!   single-consumer, lossy: a full ring drops and counts, it never waits.
+//!   and TCP stream offset, to the reader's ring of the shard that owns
+//!   the chunk (a buffer above 2 MiB, a run that no shard owns, goes to
+//!   ring 0 as one descriptor per segment it spans, since a reader maps
+//!   segments one by one). Rings are single-producer (the exporter's lock)
+//!   and single-consumer, lossy: a full ring drops and counts, it never
+//!   waits.
 //! - **Holds**: a descriptor is outstanding until the reader's consumer
 //!   index passes it. While readers are attached the exporter installs a
 //!   [`nta_core::FreeHook`]: the free of a chunk with a held outstanding
-//!   range in it is postponed until that range retires (see `tracker`);
-//!   snapshot ranges are invalidated instead (the slot's `seq` is zeroed
-//!   before the chunk can be reused), which is how a snapshot reader
-//!   detects a torn read. Each reader has a quota of held bytes.
+//!   descriptor is postponed until that descriptor retires (see `tracker`,
+//!   which counts descriptors per chunk, keyed by
+//!   [`nta_core::Pool::chunk_start`], so a slice from the middle of a
+//!   frozen buffer holds its whole chunk); snapshot descriptors are
+//!   invalidated instead (the slot's `seq` is zeroed before the chunk can
+//!   be reused), which is how a snapshot reader detects a torn read. Each
+//!   reader has a quota of held bytes. The occupancy file marks held
+//!   chunks, so `nta-sniffer map` can colour them.
 //! - **Leases**: a reader bumps a heartbeat in its hold region. The
 //!   exporter thread polls heartbeats and consumer indexes every few
 //!   milliseconds; a stopped heartbeat, a closed socket or a garbage index

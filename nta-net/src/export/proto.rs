@@ -83,6 +83,13 @@
 //! bitmap (one bit per 32-byte granule, 8 KiB), the start bitmap (8 KiB),
 //! and the page-node bitmap (one bit per 4 KiB page, 64 bytes), as
 //! little-endian u64 words.
+//!
+//! A record of at least [`OCC_RECORD_HELD`] bytes (what this server
+//! writes) then carries the *held* bitmap (8 KiB): the granules of chunks
+//! that some reader holds now, that is, with a held descriptor outstanding
+//! (their free, if it came, is postponed). A reader steps over any bytes
+//! past the fields it knows, so the record may grow again; one shorter
+//! than [`OCC_RECORD_HELD`] (an older server) simply says nothing of holds.
 
 /// First word of every message: `"NTAX"`.
 pub const MAGIC: u32 = u32::from_le_bytes(*b"NTAX");
@@ -498,6 +505,8 @@ pub const OCC_PAGES: usize = 512;
 /// Bytes of one record: 16 bytes of fields, free and start bitmaps, page
 /// bitmap.
 pub const OCC_RECORD: usize = 16 + 2 * (OCC_GRANULES / 8) + OCC_PAGES / 8;
+/// Bytes of a record that carries the held bitmap after the page bitmap.
+pub const OCC_RECORD_HELD: usize = OCC_RECORD + OCC_GRANULES / 8;
 
 #[cfg(test)]
 mod tests {

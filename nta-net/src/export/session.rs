@@ -4,8 +4,9 @@
 //! # Invariants
 //!
 //! - For every ring: `consumed <= head`, `head - consumed <= slots`, and
-//!   `pending` lists, in index order, the tracker keys of the descriptors
-//!   `consumed..head` (some may already be invalidated in the tracker).
+//!   `pending` lists, in index order, the tracker keys and lengths of the
+//!   descriptors `consumed..head` (some may already be invalidated in the
+//!   tracker).
 //! - `held_bytes` is the sum of the lengths of this reader's held
 //!   outstanding descriptors, and never exceeds `quota` by more than zero.
 //! - Everything read from the hold region is validated before use: a
@@ -30,8 +31,10 @@ pub(crate) struct Ring {
     pub head: u64,
     /// The reader's consumer index as last validated.
     pub consumed: u64,
-    /// (index, key, len, held) of `consumed..head`.
-    pub pending: VecDeque<(u64, Key, u32, bool)>,
+    /// (key, len) of `consumed..head`.
+    pub pending: VecDeque<(Key, u32)>,
+    /// `head` when the exporter thread last looked (see `Session::advance`).
+    pub head_seen: u64,
 }
 
 impl Ring {
@@ -40,7 +43,7 @@ impl Ring {
         region.word(0).store(proto::RING_MAGIC, Relaxed);
         region.word(proto::RING_SLOTS).store(slots as u64 | ((proto::SLOT_BYTES as u64) << 32), Relaxed);
         region.seal(true)?;
-        Ok(Ring { region, slots: slots as u64, head: 0, consumed: 0, pending: VecDeque::new() })
+        Ok(Ring { region, slots: slots as u64, head: 0, consumed: 0, pending: VecDeque::new(), head_seen: 0 })
     }
 
     fn bump(&self, offset: usize) {
@@ -137,6 +140,11 @@ impl Session {
 
     /// Reads and validates ring `r`'s consumer index; retires what it
     /// passed. A garbage index dooms the session.
+    ///
+    /// Publishing advances its ring first, on the publishing thread, so
+    /// that frees that become due complete there (a local free, not a
+    /// remote one); the exporter thread's tick advances only rings that
+    /// nobody published to since its last tick ([`Session::advance_idle`]).
     pub(crate) fn advance(
         &mut self,
         r: usize,
@@ -154,13 +162,27 @@ impl Session {
             return;
         }
         while ring.consumed < c {
-            let Some((index, key, len, held)) = ring.pending.pop_front() else { break };
-            debug_assert_eq!(index, ring.consumed);
-            tracker.retire(key, due, |s| invalid.push(s));
-            if held {
+            let Some((key, len)) = ring.pending.pop_front() else { break };
+            debug_assert_eq!(key.slot.index, ring.consumed);
+            if tracker.retire(key, due, |s| invalid.push(s)) {
                 self.held_bytes -= u64::from(len);
             }
             ring.consumed += 1;
+        }
+    }
+
+    /// [`Session::advance`] for ring `r` if nothing was published on it
+    /// since the last call.
+    pub(crate) fn advance_idle(
+        &mut self,
+        r: usize,
+        tracker: &mut Tracker,
+        due: &mut Vec<(usize, Option<usize>)>,
+        invalid: &mut Vec<Slot>,
+    ) {
+        let head = self.rings[r].head;
+        if std::mem::replace(&mut self.rings[r].head_seen, head) == head {
+            self.advance(r, tracker, due, invalid);
         }
     }
 
@@ -173,13 +195,12 @@ impl Session {
         invalid: &mut Vec<Slot>,
     ) {
         for ring in &mut self.rings {
-            while let Some((index, key, len, held)) = ring.pending.pop_front() {
+            while let Some((key, len)) = ring.pending.pop_front() {
                 // Held or not, the descriptor no longer protects its bytes:
                 // a reader still reading it (one too slow to beat) sees the
                 // zeroed seq and counts a torn read.
-                ring.invalidate(index);
-                tracker.retire(key, due, |s| invalid.push(s));
-                if held {
+                ring.invalidate(key.slot.index);
+                if tracker.retire(key, due, |s| invalid.push(s)) {
                     self.held_bytes -= u64::from(len);
                 }
             }
@@ -187,12 +208,15 @@ impl Session {
         }
     }
 
-    /// Publishes `d` (its `seq` and hold flag are set here) on ring `r`.
+    /// Publishes `d` (its `seq` and hold flag are set here) on ring `r`;
+    /// its bytes lie in the chunk that starts at `chunk` and end at `end`.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn publish(
         &mut self,
         r: usize,
         mut d: Descriptor,
-        addr: usize,
+        chunk: usize,
+        end: usize,
         tracker: &mut Tracker,
         due: &mut Vec<(usize, Option<usize>)>,
         invalid: &mut Vec<Slot>,
@@ -223,8 +247,8 @@ impl Session {
         // reader that sees the head sees the slot.
         ring.region.write(at + 8, &bytes[8..]);
         ring.region.word(at + proto::SLOT_SEQ).store(d.seq, Release);
-        let key = tracker.add(addr, d.len as usize, held, Slot { reader: id, ring: r as u32, index });
-        ring.pending.push_back((index, key, d.len, held));
+        let key = tracker.add(chunk, end, held, Slot { reader: id, ring: r as u32, index });
+        ring.pending.push_back((key, d.len));
         ring.head = index + 1;
         ring.region.word(proto::RING_HEAD).store(ring.head, Release);
         if held {
@@ -274,7 +298,7 @@ impl Session {
                     ring.head - ring.consumed
                 ));
             }
-            held += ring.pending.iter().filter(|p| p.3).map(|p| u64::from(p.2)).sum::<u64>();
+            held += ring.pending.iter().filter(|p| p.0.held).map(|p| u64::from(p.1)).sum::<u64>();
         }
         if held != self.held_bytes || held > self.quota {
             return Err(format!("reader {}: held {} counted {} quota {}", self.id, held, self.held_bytes, self.quota));

@@ -4,33 +4,41 @@
 //! # Model
 //!
 //! Every descriptor between a reader's consumer index and its ring's head
-//! is *outstanding*: the tracker keeps its byte range, keyed by address. A
-//! free of a chunk (`[chunk, chunk + usable)`) then looks at the
-//! outstanding ranges inside it:
-//! - any *held* one postpones the free: the chunk stays allocated and is
-//!   recorded as postponed;
-//! - *snapshot* ones are invalidated (their ring slot's `seq` is zeroed
-//!   before the memory can be reused) and forgotten.
+//! is *outstanding*. The tracker counts them per *chunk*, keyed by the
+//! chunk's start address (`Pool::chunk_start` of the published bytes, the
+//! same address the pool's free hook is given), so that every operation is
+//! one hash lookup:
+//! - **publish** ([`Tracker::add`]) counts a held descriptor in its chunk's
+//!   entry, or records a snapshot descriptor's ring slot there;
+//! - **free** ([`Tracker::on_free`]) of a chunk with a held descriptor
+//!   outstanding is *postponed*: the chunk stays allocated and its entry
+//!   remembers the free. Without one, the entry's snapshot descriptors are
+//!   invalidated (their ring slot's `seq` is zeroed before the memory can
+//!   be reused) and the entry goes;
+//! - **retire** ([`Tracker::retire`]: the reader consumed the descriptor,
+//!   or the reader is gone) uncounts it; a postponed chunk whose last held
+//!   descriptor retires has its remaining snapshots invalidated and its
+//!   free handed back as due.
 //!
-//! Retiring a descriptor (its reader consumed it, or the reader is gone)
-//! forgets its range; if it lay in a postponed chunk that no held range
-//! is left in, the chunk's free is due: the remaining snapshot ranges in it
-//! are invalidated and the chunk is handed back to be freed.
+//! Each entry carries an *epoch*, unique over the tracker's life, and each
+//! descriptor's [`Key`] the epoch it was counted in: a snapshot descriptor
+//! whose chunk was freed (entry gone) and reused (a new entry at the same
+//! address) retires as a no-op instead of uncounting the new chunk's.
 //!
-//! # Invariants
+//! # Invariants (checked by [`Tracker::validate`])
 //!
-//! - A postponed chunk contains at least one held outstanding range; a
-//!   chunk whose last held range retires leaves `postponed` in that step.
-//! - Every outstanding range lies inside one live chunk (the buffer was
-//!   borrowed when it was published, and its chunk's free either postponed
-//!   or removed it).
+//! - An entry has at least one held descriptor or one snapshot descriptor.
+//! - A postponed entry has at least one held descriptor; `postponed`
+//!   counts the postponed entries.
+//! - Every entry's chunk is live (it was borrowed when published, and its
+//!   free either was postponed or removed the entry).
 //!
 //! The tracker is a plain data structure; the exporter runs it under its
 //! lock and completes due frees after dropping the lock.
 
-use std::collections::BTreeMap;
+use rustc_hash::FxHashMap;
 
-/// Who published an outstanding range: reader, ring, ring index.
+/// Who published an outstanding descriptor: reader, ring, ring index.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Slot {
     pub reader: u32,
@@ -38,124 +46,147 @@ pub(crate) struct Slot {
     pub index: u64,
 }
 
-#[derive(Clone, Copy, Debug)]
-struct Out {
-    end: usize,
-    held: bool,
-    slot: Slot,
+/// One outstanding descriptor, as [`Tracker::add`] counted it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Key {
+    /// The chunk's start address.
+    pub chunk: usize,
+    /// The entry's epoch when the descriptor was counted.
+    epoch: u64,
+    /// Whether it holds the chunk.
+    pub held: bool,
+    /// Its ring slot.
+    pub slot: Slot,
 }
 
-/// A tracker key: address, then a unique id.
-pub(crate) type Key = (usize, u64);
+#[derive(Debug)]
+struct Entry {
+    epoch: u64,
+    /// One past the last byte any of its descriptors covered.
+    end: usize,
+    held: u32,
+    snapshots: Vec<Slot>,
+    /// The free's length, once the free is postponed.
+    postponed: Option<Option<usize>>,
+}
 
 /// See the module notes.
 #[derive(Debug, Default)]
 pub(crate) struct Tracker {
-    next_id: u64,
-    outstanding: BTreeMap<Key, Out>,
-    /// chunk address -> (usable bytes, the free's length).
-    postponed: BTreeMap<usize, (usize, Option<usize>)>,
+    next_epoch: u64,
+    /// Keyed by chunk address: Fx hashing (one multiply) suits addresses.
+    chunks: FxHashMap<usize, Entry>,
+    postponed: usize,
 }
 
 impl Tracker {
-    /// Records an outstanding range `[addr, addr + len)`.
-    pub(crate) fn add(&mut self, addr: usize, len: usize, held: bool, slot: Slot) -> Key {
-        self.next_id += 1;
-        let key = (addr, self.next_id);
-        self.outstanding.insert(key, Out { end: addr + len, held, slot });
-        key
+    /// Counts a descriptor of bytes up to `end` in the chunk that starts
+    /// at `chunk`.
+    pub(crate) fn add(&mut self, chunk: usize, end: usize, held: bool, slot: Slot) -> Key {
+        let next = &mut self.next_epoch;
+        let e = self.chunks.entry(chunk).or_insert_with(|| {
+            *next += 1;
+            Entry { epoch: *next, end, held: 0, snapshots: Vec::new(), postponed: None }
+        });
+        e.end = e.end.max(end);
+        if held {
+            e.held += 1;
+        } else {
+            e.snapshots.push(slot);
+        }
+        Key { chunk, epoch: e.epoch, held, slot }
     }
 
-    /// A free of `[chunk, chunk + usable)`: true to postpone it.
-    /// `invalidate` is called for every snapshot range in it.
-    pub(crate) fn on_free(
-        &mut self,
-        chunk: usize,
-        usable: usize,
-        len: Option<usize>,
-        mut invalidate: impl FnMut(Slot),
-    ) -> bool {
-        let end = chunk + usable;
-        let mut held = false;
-        let mut gone = Vec::new();
-        for (&key, out) in self.outstanding.range((chunk, 0)..(end, 0)) {
-            if out.held {
-                held = true;
-            } else {
-                gone.push(key);
-            }
-        }
-        if held {
+    /// A free of the chunk at `chunk`: true to postpone it. `invalidate` is
+    /// called for every snapshot descriptor in it when it is not.
+    pub(crate) fn on_free(&mut self, chunk: usize, len: Option<usize>, mut invalidate: impl FnMut(Slot)) -> bool {
+        let Some(e) = self.chunks.get_mut(&chunk) else { return false };
+        if e.held > 0 {
             // The memory stays as it is: snapshots in it stay valid until
             // the postponed free completes (`retire`).
-            self.postponed.insert(chunk, (usable, len));
+            if e.postponed.is_none() {
+                self.postponed += 1;
+            }
+            e.postponed = Some(len);
             return true;
         }
-        for key in gone {
-            if let Some(out) = self.outstanding.remove(&key) {
-                invalidate(out.slot);
-            }
+        if let Some(e) = self.chunks.remove(&chunk) {
+            e.snapshots.into_iter().for_each(&mut invalidate);
         }
         false
     }
 
-    /// Forgets an outstanding range (no-op if a free already invalidated
-    /// it). Returns whether it was held; a chunk whose free becomes due is
+    /// Uncounts a descriptor (a no-op if a free already invalidated it).
+    /// Returns whether it held its chunk; a chunk whose free becomes due is
     /// pushed on `due` as (chunk, the free's length), after its remaining
-    /// snapshot ranges were invalidated.
+    /// snapshot descriptors were invalidated.
     pub(crate) fn retire(
         &mut self,
         key: Key,
         due: &mut Vec<(usize, Option<usize>)>,
         mut invalidate: impl FnMut(Slot),
     ) -> bool {
-        let Some(out) = self.outstanding.remove(&key) else { return false };
-        if !out.held {
+        let Some(e) = self.chunks.get_mut(&key.chunk) else { return false };
+        if e.epoch != key.epoch {
             return false;
         }
-        let addr = key.0;
-        let Some((&chunk, &(usable, len))) = self.postponed.range(..=addr).next_back() else { return true };
-        if addr >= chunk + usable {
-            return true;
+        if key.held {
+            e.held -= 1;
+        } else if let Some(i) = e.snapshots.iter().position(|s| *s == key.slot) {
+            e.snapshots.swap_remove(i);
+        } else {
+            return false;
         }
-        let range = (chunk, 0)..(chunk + usable, 0);
-        if self.outstanding.range(range.clone()).any(|(_, o)| o.held) {
-            return true;
-        }
-        let rest: Vec<Key> = self.outstanding.range(range).map(|(k, _)| *k).collect();
-        for k in rest {
-            if let Some(o) = self.outstanding.remove(&k) {
-                invalidate(o.slot);
+        if e.held == 0 && (e.postponed.is_some() || e.snapshots.is_empty()) {
+            if let Some(e) = self.chunks.remove(&key.chunk) {
+                if let Some(len) = e.postponed {
+                    e.snapshots.into_iter().for_each(&mut invalidate);
+                    self.postponed -= 1;
+                    due.push((key.chunk, len));
+                }
             }
         }
-        self.postponed.remove(&chunk);
-        due.push((chunk, len));
-        true
+        key.held
     }
 
-    /// Outstanding ranges (for tests).
+    /// Chunks with outstanding descriptors (for tests).
     #[cfg(test)]
-    pub(crate) fn outstanding(&self) -> usize {
-        self.outstanding.len()
+    pub(crate) fn chunks(&self) -> usize {
+        self.chunks.len()
     }
 
     /// Chunks whose free is postponed.
     pub(crate) fn postponed(&self) -> usize {
-        self.postponed.len()
+        self.postponed
+    }
+
+    /// Calls `f(chunk, end)` for every chunk a reader holds now: its
+    /// start, and one past the last byte its descriptors covered.
+    pub(crate) fn for_each_held(&self, mut f: impl FnMut(usize, usize)) {
+        for (&chunk, e) in &self.chunks {
+            if e.held > 0 {
+                f(chunk, e.end);
+            }
+        }
     }
 
     /// Checks the invariants (module notes); the error names the first
     /// violation.
     pub(crate) fn validate(&self) -> Result<(), String> {
-        for (&chunk, &(usable, _)) in &self.postponed {
-            if !self.outstanding.range((chunk, 0)..(chunk + usable, 0)).any(|(_, o)| o.held) {
-                return Err(format!("postponed chunk {chunk:#x} holds no held range"));
+        let mut postponed = 0;
+        for (&chunk, e) in &self.chunks {
+            if e.held == 0 && e.snapshots.is_empty() {
+                return Err(format!("chunk {chunk:#x} is tracked with no descriptor outstanding"));
+            }
+            if e.postponed.is_some() {
+                if e.held == 0 {
+                    return Err(format!("postponed chunk {chunk:#x} has no held descriptor"));
+                }
+                postponed += 1;
             }
         }
-        for (&(addr, _), o) in &self.outstanding {
-            if o.end < addr {
-                return Err(format!("range at {addr:#x} ends before it starts"));
-            }
+        if postponed != self.postponed {
+            return Err(format!("{postponed} postponed chunks counted as {}", self.postponed));
         }
         Ok(())
     }
@@ -170,19 +201,19 @@ mod tests {
     }
 
     #[test]
-    fn a_held_range_postpones_until_retired_and_snapshots_are_invalidated() {
+    fn a_held_descriptor_postpones_until_retired_and_snapshots_are_invalidated() {
         let mut t = Tracker::default();
-        let a = t.add(1000, 100, true, slot(0));
-        let b = t.add(1100, 50, false, slot(1));
-        let c = t.add(5000, 10, false, slot(2));
+        let a = t.add(1000, 1010, true, slot(0));
+        let b = t.add(1000, 1010, false, slot(1));
+        let c = t.add(5000, 5010, false, slot(2));
         let mut inval = Vec::new();
-        // The chunk [1000, 1200) is freed: held by `a`, so postponed; `b`
-        // stays outstanding until the free completes.
-        assert!(t.on_free(1000, 200, Some(150), |s| inval.push(s.index)));
+        // The chunk at 1000 is freed: held by `a`, so postponed; `b` stays
+        // valid until the free completes.
+        assert!(t.on_free(1000, Some(150), |s| inval.push(s.index)));
         assert!(inval.is_empty());
         t.validate().unwrap();
-        // A free of an unrelated chunk with only a snapshot range in it.
-        assert!(!t.on_free(5000, 32, None, |s| inval.push(s.index)));
+        // A free of an unrelated chunk with only a snapshot in it.
+        assert!(!t.on_free(5000, None, |s| inval.push(s.index)));
         assert_eq!(inval, [2]);
         let mut due = Vec::new();
         assert!(!t.retire(c, &mut due, |_| panic!("already invalidated")));
@@ -190,26 +221,44 @@ mod tests {
         assert_eq!(due, [(1000, Some(150))]);
         assert_eq!(inval, [2, 1], "the snapshot in the freed chunk is invalidated when the free completes");
         assert!(!t.retire(b, &mut due, |_| {}));
-        assert_eq!((t.outstanding(), t.postponed()), (0, 0));
+        assert_eq!((t.chunks(), t.postponed()), (0, 0));
         t.validate().unwrap();
     }
 
     #[test]
     fn two_holds_in_one_chunk_both_must_go() {
         let mut t = Tracker::default();
-        let a = t.add(64, 10, true, slot(0));
-        let b = t.add(64, 10, true, slot(1));
-        assert!(t.on_free(64, 32, None, |_| {}));
+        let a = t.add(64, 74, true, slot(0));
+        let b = t.add(64, 74, true, slot(1));
+        assert!(t.on_free(64, None, |_| {}));
         let mut due = Vec::new();
         t.retire(b, &mut due, |_| {});
         assert!(due.is_empty());
         t.validate().unwrap();
         t.retire(a, &mut due, |_| {});
         assert_eq!(due, [(64, None)]);
-        // A held range that is retired before any free: nothing is due.
-        let c = t.add(128, 8, true, slot(2));
+        // A held descriptor retired before any free: nothing is due.
+        let c = t.add(128, 138, true, slot(2));
         t.retire(c, &mut due, |_| {});
         assert_eq!(due.len(), 1);
-        assert!(!t.on_free(128, 32, None, |_| {}));
+        assert!(!t.on_free(128, None, |_| {}));
+        t.validate().unwrap();
+    }
+
+    #[test]
+    fn a_stale_snapshot_retires_as_a_no_op_after_its_chunk_is_reused() {
+        let mut t = Tracker::default();
+        let old = t.add(256, 266, false, slot(0));
+        let mut inval = Vec::new();
+        assert!(!t.on_free(256, None, |s| inval.push(s.index)));
+        assert_eq!(inval, [0]);
+        // The chunk is reused and published again, held this time.
+        let new = t.add(256, 266, true, slot(1));
+        let mut due = Vec::new();
+        assert!(!t.retire(old, &mut due, |_| panic!("stale")));
+        assert!(t.on_free(256, Some(8), |_| {}), "the new hold still postpones");
+        t.retire(new, &mut due, |_| {});
+        assert_eq!(due, [(256, Some(8))]);
+        assert_eq!((t.chunks(), t.postponed()), (0, 0));
     }
 }
