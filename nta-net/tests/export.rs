@@ -460,3 +460,25 @@ fn a_buffer_above_2_mib_is_published_one_descriptor_per_segment_and_slices_hold_
     ex.validate().unwrap();
     pool.validate().unwrap();
 }
+
+#[test]
+fn a_silent_connection_delays_nobody_and_is_refused_after_a_second() {
+    let _g = SERIAL.lock();
+    let pool = pool();
+    let path = sock_path("silent");
+    let ex = Exporter::bind(&path, &pool).unwrap();
+    let silent = connect(&path);
+    std::thread::sleep(Duration::from_millis(50)); // accepted, waiting
+    let t = Instant::now();
+    let r = attach(&path, proto::MODE_HOLD);
+    assert!(t.elapsed() < Duration::from_millis(500), "attach took {:?} behind a silent peer", t.elapsed());
+    wait_until("the reader is counted", || ex.readers() == 1);
+    let (m, _) = recv(&silent);
+    let (h, p) = proto::parse(&m).unwrap();
+    assert_eq!(h.kind, Kind::Error);
+    let e = proto::ErrorMsg::decode(p).unwrap();
+    assert!(e.code == proto::ERR_MALFORMED && e.text.contains("no attach message"), "{}", e.text);
+    assert!(t.elapsed() >= Duration::from_millis(800), "refused only after the wait");
+    drop(r);
+    wait_until("the reader is gone", || ex.readers() == 0);
+}

@@ -415,19 +415,39 @@ fn listen(path: &Path) -> io::Result<socket2::Socket> {
 fn serve(sh: &Arc<Shared>, listener: &socket2::Socket) {
     let mut subscription: Option<Subscription> = None;
     let mut buf = vec![0u8; proto::MAX_MESSAGE];
+    // Connections that have not sent their Attach yet: polled with the
+    // rest, so a silent one never stalls the thread (or anyone's lease).
+    let mut waiting: Vec<(OwnedFd, Instant)> = Vec::new();
     while !sh.stop.load(Relaxed) {
         let mut fds = vec![libc::pollfd { fd: listener.as_raw_fd(), events: libc::POLLIN, revents: 0 }];
         let ids: Vec<(u32, i32)> = sh.state.lock().sessions.iter().map(|s| (s.id, s.sock.as_raw_fd())).collect();
         fds.extend(ids.iter().map(|&(_, fd)| libc::pollfd { fd, events: libc::POLLIN, revents: 0 }));
+        fds.extend(waiting.iter().map(|(c, _)| libc::pollfd { fd: c.as_raw_fd(), events: libc::POLLIN, revents: 0 }));
         let _ = sys::poll(&mut fds, 5);
-        if fds[0].revents != 0 {
-            while let Ok((conn, _)) = listener.accept() {
-                attach(sh, OwnedFd::from(conn), &mut buf);
-            }
-        }
         for (i, &(id, _)) in ids.iter().enumerate() {
             if fds[i + 1].revents != 0 {
                 request(sh, id, &mut buf);
+            }
+        }
+        let ready: Vec<bool> = fds[1 + ids.len()..].iter().map(|p| p.revents != 0).collect();
+        let now = Instant::now();
+        for ((conn, since), ready) in std::mem::take(&mut waiting).into_iter().zip(ready) {
+            if ready {
+                attach(sh, conn, &mut buf);
+            } else if now.duration_since(since) >= ATTACH_WAIT {
+                refuse(sh, &conn, proto::ERR_MALFORMED, format!("no attach message within {ATTACH_WAIT:?}"));
+            } else {
+                waiting.push((conn, since));
+            }
+        }
+        if fds[0].revents != 0 {
+            while let Ok((conn, _)) = listener.accept() {
+                let conn = OwnedFd::from(conn);
+                if waiting.len() >= MAX_WAITING {
+                    refuse(sh, &conn, proto::ERR_BUSY, format!("{MAX_WAITING} connections are attaching already"));
+                } else {
+                    waiting.push((conn, now));
+                }
             }
         }
         tick(sh);
@@ -457,11 +477,14 @@ fn refuse(sh: &Shared, conn: &OwnedFd, code: u32, text: String) {
     let _ = sys::send_with_fds(conn.as_fd(), &msg, &[]);
 }
 
-/// A new connection: the Attach message (waited for up to one second),
-/// the peer's credentials, then Hello and the segments.
+/// How long a new connection may take to send its Attach message.
+const ATTACH_WAIT: Duration = Duration::from_secs(1);
+/// Connections waiting to send their Attach message at once.
+const MAX_WAITING: usize = 16;
+
+/// A new connection whose Attach message arrived (it is readable): the
+/// message, the peer's credentials, then Hello and the segments.
 fn attach(sh: &Shared, conn: OwnedFd, buf: &mut [u8]) {
-    let mut pfd = [libc::pollfd { fd: conn.as_raw_fd(), events: libc::POLLIN, revents: 0 }];
-    let _ = sys::poll(&mut pfd, 1000);
     let n = match sys::recv_packet(conn.as_fd(), buf) {
         Ok(n) => n,
         Err(e) => return refuse(sh, &conn, proto::ERR_MALFORMED, format!("no attach message: {e}")),
