@@ -48,7 +48,9 @@
 //! with [`Pool::free_postponed`]. This is NTA's "postponed free" for a
 //! sniffer that holds a packet. Without a hook the free paths pay nothing
 //! for it (the flag shares the load that checked mode already costs); with
-//! one, frees skip the thread caches and call the hook.
+//! one, every free calls the hook once its checks passed (a sized free on
+//! its thread-cache path, before the chunk is parked there), and a free the
+//! hook declines goes on as usual.
 //!
 //! Nothing here can break the pool's invariants: the fds are read-only and
 //! sealed, the listener only observes, and a postponed chunk is simply a
@@ -116,5 +118,10 @@ pub trait FreeHook: Send + Sync {
     /// does not pay for it unless the hook asks). Return true to postpone
     /// the free: the chunk stays allocated, and the hook's owner must later
     /// call [`crate::Pool::free_postponed`] for it (once).
+    ///
+    /// The call runs under the pool's hook lock: the hook must not free a
+    /// chunk of this pool nor call [`crate::Pool::set_free_hook`] (either
+    /// would deadlock), and `set_free_hook` returns only once no call of
+    /// the old hook is in progress.
     fn on_free(&self, chunk: NonNull<u8>, len: Option<usize>) -> bool;
 }

@@ -219,10 +219,18 @@ impl PoolInner {
         self.mode.load(Relaxed) & CHECKED != 0
     }
 
-    /// Whether frees may park chunks in thread caches (no mode flag set).
+    /// Whether frees may park chunks in thread caches: no mode flag set
+    /// but HOOKED (a cached free shows the chunk to the hook first, see
+    /// `thread_cache::free_sized`).
     #[inline]
     pub fn caching(&self) -> bool {
-        self.mode.load(Relaxed) == 0
+        self.mode.load(Relaxed) & !HOOKED == 0
+    }
+
+    /// Whether a free hook is installed.
+    #[inline]
+    pub fn is_hooked(&self) -> bool {
+        self.mode.load(Relaxed) & HOOKED != 0
     }
 
     /// Whether this is a forked child's copy of an exportable pool.
@@ -241,8 +249,10 @@ impl PoolInner {
         self.mode.fetch_or(FROZEN, Relaxed);
     }
 
-    /// Installs or removes the free hook. While one is installed, frees
-    /// bypass the thread caches (they see the HOOKED flag) and call it.
+    /// Installs or removes the free hook. While one is installed, every
+    /// free calls it once the free's checks passed: a sized free on its
+    /// thread-cache path, any other in `free_special`. A free it declines
+    /// goes on as usual (a cached one still parks in the thread cache).
     pub fn set_free_hook(&self, hook: Option<std::sync::Arc<dyn FreeHook>>) {
         let mut slot = self.hook.lock();
         if hook.is_some() {
@@ -612,20 +622,46 @@ impl PoolInner {
             }
             Err(why) => invalid_free(ptr, why),
         };
-        let hook = self.hook.lock().clone();
-        if let Some(h) = hook {
-            // SAFETY: `ptr` passed the checks above: a live chunk start.
-            let chunk = unsafe { NonNull::new_unchecked(ptr) };
-            // No shard is held here: the hook may take its own locks.
-            if h.on_free(chunk, len) {
-                return; // postponed: still allocated, the hook's owner frees it
-            }
+        // SAFETY: `ptr` passed the checks above: a live chunk start.
+        if unsafe { self.offer_to_hook(ptr, len) } {
+            return; // postponed: still allocated, the hook's owner frees it
         }
         match loc {
             Some(loc) => self.free_unowned(ptr, loc, len),
             // SAFETY: forwarded from the caller; the chunk is unmarked.
             None => unsafe { self.free_slow(ptr, len) },
         }
+    }
+
+    /// Shows a free to the hook, if one is installed; true if it postponed
+    /// the free (the chunk stays allocated). Called with no shard held, so
+    /// the hook may take its own locks. The hook runs under the hook's lock
+    /// (two atomic operations per free, where cloning the `Arc` out cost
+    /// four), which is why it must not free into this pool (see
+    /// [`FreeHook`]).
+    ///
+    /// # Safety
+    /// `ptr` must be a live chunk start that passed the free's checks
+    /// (double free, interior pointer).
+    #[cold]
+    #[inline(never)]
+    pub(crate) unsafe fn offer_to_hook(&self, ptr: *mut u8, len: Option<usize>) -> bool {
+        let hook = self.hook.lock();
+        // SAFETY: the caller passes a chunk start, which is not null.
+        hook.as_ref().is_some_and(|h| h.on_free(unsafe { NonNull::new_unchecked(ptr) }, len))
+    }
+
+    /// The shard way of a free the hook was shown and declined (so it is
+    /// not shown again); returns true.
+    ///
+    /// # Safety
+    /// As for [`PoolInner::free`]; the chunk passed the free's checks.
+    #[cold]
+    pub(crate) unsafe fn free_declined(&self, ptr: *mut u8, len: usize) -> bool {
+        // SAFETY: forwarded from the caller; a node chunk (the thread-cache
+        // path only takes node chunk starts).
+        unsafe { self.free_slow(ptr, Some(len)) };
+        true
     }
 
     /// Completes a free that the hook postponed (the hook is bypassed).
@@ -729,7 +765,7 @@ impl PoolInner {
                         continue; // the node moved meanwhile
                     }
                     let freed = self.free_in_shard(&mut g, loc, ptr, len);
-                    let drained = self.drain(&mut g);
+                    let drained = if g.shard().remote.is_empty() { Ok(()) } else { self.drain(&mut g) };
                     drop(g);
                     if let Err(why) = freed {
                         invalid_free(ptr, why);

@@ -261,8 +261,19 @@ pub unsafe fn free_sized(inner: &PoolInner, pool: impl FnOnce() -> PoolRef, ptr:
     if let Some(at) = inner.key().decode(unsafe { crate::mark::read(p) }) {
         inner.confirm_parked(p, at);
     }
+    // A free hook sees the free once its checks passed, before the chunk
+    // can be reused; if it postpones the free, the chunk stays allocated.
+    // A declined free must not be offered twice, so from here on a miss
+    // takes the shard way itself (`shard_way`).
+    let hooked = inner.is_hooked();
+    // SAFETY: a live chunk start that passed the checks above.
+    if hooked && unsafe { inner.offer_to_hook(p, Some(len)) } {
+        return true;
+    }
+    // SAFETY: forwarded from the caller.
+    let shard_way = || hooked && unsafe { inner.free_declined(p, len) };
     if !slot.enter() {
-        return false;
+        return shard_way();
     }
     // SAFETY: forwarded from the caller; we hold the stacks.
     if !unsafe { slot.push(p, g) } {
@@ -272,7 +283,7 @@ pub unsafe fn free_sized(inner: &PoolInner, pool: impl FnOnce() -> PoolRef, ptr:
         // SAFETY: as above.
         if !slot.enter() || !unsafe { slot.push(p, g) } {
             slot.leave();
-            return false;
+            return shard_way();
         }
     }
     // `len` is the chunk's requested length (the caller's contract), so the

@@ -282,3 +282,47 @@ fn chunk_start_finds_the_chunk_of_any_interior_pointer() {
         unsafe { p.free_sized(c, n) };
     }
 }
+
+/// Counts the frees it is shown and declines them all.
+#[derive(Default)]
+struct Counts(std::sync::atomic::AtomicUsize);
+
+impl FreeHook for Counts {
+    fn on_free(&self, _chunk: NonNull<u8>, _len: Option<usize>) -> bool {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        false
+    }
+}
+
+#[test]
+fn the_hook_sees_every_free_exactly_once_and_declined_frees_still_use_the_cache() {
+    let p = pool(HugePages::Off);
+    let hook = Arc::new(Counts::default());
+    p.set_free_hook(Some(hook.clone()));
+    // Sized frees of cacheable sizes (enough to overflow the thread
+    // cache), sized frees too big for it, and unsized frees.
+    let n = 5000;
+    let small: Vec<_> = (0..n).map(|_| p.alloc(64).unwrap()).collect();
+    let big: Vec<_> = (0..20).map(|_| p.alloc(100_000).unwrap()).collect();
+    let plain: Vec<_> = (0..30).map(|_| p.alloc(200).unwrap()).collect();
+    // SAFETY: live chunks, freed once each.
+    unsafe {
+        small.iter().for_each(|&c| p.free_sized(c, 64));
+        big.iter().for_each(|&c| p.free_sized(c, 100_000));
+        plain.iter().for_each(|&c| p.free(c));
+    }
+    assert_eq!(hook.0.load(std::sync::atomic::Ordering::Relaxed), n + 20 + 30);
+    // A declined sized free parked in the thread cache: the next alloc of
+    // that size reuses it.
+    let a = p.alloc(64).unwrap();
+    // SAFETY: live, freed once.
+    unsafe { p.free_sized(a, 64) };
+    let b = p.alloc(64).unwrap();
+    assert_eq!(a, b, "the declined free went to the thread cache");
+    // SAFETY: live, freed once.
+    unsafe { p.free_sized(b, 64) };
+    p.set_free_hook(None);
+    p.collect();
+    p.validate().unwrap();
+    assert_eq!(p.stats().in_use_bytes, 0);
+}

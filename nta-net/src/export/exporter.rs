@@ -51,26 +51,28 @@ impl Default for ExportConfig {
     }
 }
 
-/// Running totals of an exporter.
-#[derive(Debug, Default)]
+/// Running totals of an exporter (a snapshot: [`Exporter::counters`]).
+/// They are kept under the exporter's lock, which every counted event
+/// holds anyway, so counting costs no atomic operation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ExportCounters {
     /// Descriptors written to rings.
-    pub published: AtomicU64,
+    pub published: u64,
     /// Descriptors dropped because a ring was full.
-    pub dropped: AtomicU64,
+    pub dropped: u64,
     /// Descriptors published without a hold (snapshot mode or quota).
-    pub unheld: AtomicU64,
+    pub unheld: u64,
     /// Buffers that were not in the pool (nothing to export).
-    pub not_in_pool: AtomicU64,
+    pub not_in_pool: u64,
     /// Chunk frees postponed by a hold.
-    pub postponed: AtomicU64,
+    pub postponed: u64,
     /// Postponed frees completed.
-    pub completed: AtomicU64,
+    pub completed: u64,
     /// Connections refused (uid, version, busy, malformed).
-    pub refused: AtomicU64,
+    pub refused: u64,
     /// Readers detached for a stopped heartbeat, a garbage index or a
     /// dead socket.
-    pub evicted: AtomicU64,
+    pub evicted: u64,
 }
 
 struct SegmentEntry {
@@ -82,6 +84,7 @@ struct SegmentEntry {
 #[derive(Default)]
 struct State {
     tracker: Tracker,
+    counts: ExportCounters,
     sessions: Vec<Session>,
     segments: BTreeMap<u32, SegmentEntry>,
     next_reader: u32,
@@ -107,7 +110,6 @@ struct Shared {
     pool: Pool,
     config: ExportConfig,
     state: Mutex<State>,
-    counters: ExportCounters,
     held_bytes: AtomicU64,
     readers: AtomicUsize,
     stop: AtomicBool,
@@ -117,7 +119,6 @@ impl Shared {
     /// Completes frees that became due (outside the lock).
     fn complete(&self, due: Vec<(usize, Option<usize>)>) {
         for (chunk, len) in due {
-            self.counters.completed.fetch_add(1, Relaxed);
             // SAFETY: the hook postponed this chunk's free and the tracker
             // hands each postponed chunk out once.
             unsafe { self.pool.free_postponed(NonNull::new_unchecked(chunk as *mut u8), len) };
@@ -139,7 +140,7 @@ impl FreeHook for Holds {
         let postponed = st.tracker.on_free(chunk.as_ptr() as usize, len, |s| invalid.push(s));
         st.invalidate(&invalid);
         if postponed {
-            self.0.counters.postponed.fetch_add(1, Relaxed);
+            st.counts.postponed += 1;
         }
         postponed
     }
@@ -203,7 +204,7 @@ impl Subscriber for Publisher {
         let sh = &*self.0;
         let chunk = (!data.is_empty()).then(|| sh.pool.chunk_start(data.as_ptr())).flatten();
         let Some(chunk) = chunk else {
-            sh.counters.not_in_pool.fetch_add(1, Relaxed);
+            sh.state.lock().counts.not_in_pool += 1;
             return;
         };
         let mut flags = 0;
@@ -234,7 +235,7 @@ impl Subscriber for Publisher {
         let mut due = Vec::new();
         let mut invalid = Vec::new();
         let mut st = sh.state.lock();
-        let State { tracker, sessions, .. } = &mut *st;
+        let State { tracker, sessions, counts, .. } = &mut *st;
         // One descriptor per segment the bytes lie in: a reader maps
         // segments one by one, and only a buffer above 2 MiB (a run of
         // segments) spans more than one.
@@ -242,7 +243,7 @@ impl Subscriber for Publisher {
         while done < data.len() {
             let at = data[done..].as_ptr();
             let Some(loc) = sh.pool.locate(at) else {
-                sh.counters.not_in_pool.fetch_add(1, Relaxed);
+                counts.not_in_pool += 1;
                 break;
             };
             let piece = (nta_core::HUGE_NODE_BYTES - loc.offset as usize).min(data.len() - done);
@@ -259,18 +260,19 @@ impl Subscriber for Publisher {
             for s in sessions.iter_mut() {
                 let r = ring % s.rings.len();
                 match s.publish(r, d, chunk.as_ptr() as usize, at as usize + piece, tracker, &mut due, &mut invalid) {
-                    Published::Held => sh.counters.published.fetch_add(1, Relaxed),
+                    Published::Held => counts.published += 1,
                     Published::Snapshot => {
-                        sh.counters.unheld.fetch_add(1, Relaxed);
-                        sh.counters.published.fetch_add(1, Relaxed)
+                        counts.unheld += 1;
+                        counts.published += 1;
                     }
-                    Published::Dropped => sh.counters.dropped.fetch_add(1, Relaxed),
-                    Published::Skipped => 0,
-                };
+                    Published::Dropped => counts.dropped += 1,
+                    Published::Skipped => {}
+                }
             }
             done += piece;
         }
         st.invalidate(&invalid);
+        st.counts.completed += due.len() as u64;
         sh.sync_held(&st);
         drop(st);
         sh.complete(due);
@@ -312,7 +314,6 @@ impl Exporter {
             pool: pool.clone(),
             config,
             state: Mutex::new(State::default()),
-            counters: ExportCounters::default(),
             held_bytes: AtomicU64::new(0),
             readers: AtomicUsize::new(0),
             stop: AtomicBool::new(false),
@@ -350,9 +351,9 @@ impl Exporter {
         self.shared.held_bytes.load(Relaxed)
     }
 
-    /// Running totals.
-    pub fn counters(&self) -> &ExportCounters {
-        &self.shared.counters
+    /// Running totals, now.
+    pub fn counters(&self) -> ExportCounters {
+        self.shared.state.lock().counts
     }
 
     /// Chunks whose free is postponed now.
@@ -472,7 +473,7 @@ fn serve(sh: &Arc<Shared>, listener: &socket2::Socket) {
 }
 
 fn refuse(sh: &Shared, conn: &OwnedFd, code: u32, text: String) {
-    sh.counters.refused.fetch_add(1, Relaxed);
+    sh.state.lock().counts.refused += 1;
     let msg = proto::message(Kind::Error, &proto::ErrorMsg { code, text }.encode());
     let _ = sys::send_with_fds(conn.as_fd(), &msg, &[]);
 }
@@ -610,6 +611,7 @@ fn tick(sh: &Shared) {
         }
     }
     st.invalidate(&invalid);
+    st.counts.completed += due.len() as u64;
     sh.sync_held(&st);
     drop(st);
     sh.complete(due);
@@ -624,13 +626,13 @@ fn evict(sh: &Shared) {
     if st.sessions.iter().all(|s| s.doomed.is_none()) {
         return;
     }
-    let State { tracker, sessions, .. } = &mut *st;
+    let State { tracker, sessions, counts, .. } = &mut *st;
     let mut evicted = Vec::new();
     sessions.retain_mut(|s| match s.doomed {
         Some(why) => {
             s.retire_all(tracker, &mut due, &mut invalid);
             if !session::is_orderly(why) {
-                sh.counters.evicted.fetch_add(1, Relaxed);
+                counts.evicted += 1;
                 evicted.push((s.id, why));
             }
             false
@@ -638,6 +640,7 @@ fn evict(sh: &Shared) {
         None => true,
     });
     st.invalidate(&invalid);
+    st.counts.completed += due.len() as u64;
     sh.readers.store(st.sessions.len(), Relaxed);
     sh.sync_held(&st);
     drop(st);
@@ -651,7 +654,7 @@ fn evict(sh: &Shared) {
 fn stats_reply(sh: &Shared) -> io::Result<(String, OwnedFd)> {
     let s = sh.pool.stats();
     let occ = sh.pool.occupancy();
-    let c = &sh.counters;
+    let c = sh.state.lock().counts;
     let mut text = String::new();
     for (name, v) in [
         ("pool_in_use_bytes", s.in_use_bytes),
@@ -667,10 +670,10 @@ fn stats_reply(sh: &Shared) -> io::Result<(String, OwnedFd)> {
         ("pool_shards", sh.pool.shard_count() as u64),
         ("pool_held_bytes", sh.held_bytes.load(Relaxed)),
         ("export_readers", sh.readers.load(Relaxed) as u64),
-        ("export_published_total", c.published.load(Relaxed)),
-        ("export_dropped_total", c.dropped.load(Relaxed)),
-        ("export_unheld_total", c.unheld.load(Relaxed)),
-        ("export_postponed_frees_total", c.postponed.load(Relaxed)),
+        ("export_published_total", c.published),
+        ("export_dropped_total", c.dropped),
+        ("export_unheld_total", c.unheld),
+        ("export_postponed_frees_total", c.postponed),
     ] {
         text.push_str(&format!("{name} {v}\n"));
     }
