@@ -227,10 +227,13 @@ impl PoolInner {
         self.mode.load(Relaxed) & !HOOKED == 0
     }
 
-    /// Whether a free hook is installed.
+    /// One load for the free fast path: `None` when frees may not park
+    /// chunks in thread caches, else whether a free hook must see them
+    /// first.
     #[inline]
-    pub fn is_hooked(&self) -> bool {
-        self.mode.load(Relaxed) & HOOKED != 0
+    pub fn cache_mode(&self) -> Option<bool> {
+        let mode = self.mode.load(Relaxed);
+        (mode & !HOOKED == 0).then_some(mode & HOOKED != 0)
     }
 
     /// Whether this is a forked child's copy of an exportable pool.

@@ -238,9 +238,56 @@ pub fn alloc_refill(inner: &PoolInner, pool: impl FnOnce() -> PoolRef, len: usiz
 pub unsafe fn free_sized(inner: &PoolInner, pool: impl FnOnce() -> PoolRef, ptr: NonNull<u8>, len: usize) -> bool {
     let g = granules_for(len);
     let p = ptr.as_ptr();
-    if g > TC_MAX_GRANULES || !inner.caching() || p as usize & (GRANULE - 1) != 0 {
+    match inner.cache_mode() {
+        // SAFETY: forwarded from the caller.
+        Some(false) if g <= TC_MAX_GRANULES && p as usize & (GRANULE - 1) == 0 => unsafe {
+            park_sized(inner, pool, p, g, len, false)
+        },
+        // SAFETY: forwarded from the caller.
+        Some(true) => unsafe { free_sized_hooked(inner, pool, p, g, len) },
+        _ => false,
+    }
+}
+
+/// [`free_sized`] while a free hook is installed: the hook sees the free
+/// before the chunk is parked (kept out of the fast path).
+///
+/// # Safety
+/// As for [`free_sized`].
+#[cold]
+#[inline(never)]
+unsafe fn free_sized_hooked(
+    inner: &PoolInner,
+    pool: impl FnOnce() -> PoolRef,
+    p: *mut u8,
+    g: usize,
+    len: usize,
+) -> bool {
+    if g > TC_MAX_GRANULES || p as usize & (GRANULE - 1) != 0 {
         return false;
     }
+    // SAFETY: forwarded from the caller.
+    unsafe { park_sized(inner, pool, p, g, len, true) }
+}
+
+/// Checks a sized free and parks it in this thread's cache. With `hooked`
+/// (a constant at both call sites), the free hook sees the free once its
+/// checks passed, before the chunk can be reused; if it postpones the
+/// free, the chunk stays allocated. A declined free must not be shown
+/// twice, so from there on a miss takes the shard way itself.
+///
+/// # Safety
+/// As for [`free_sized`]; `g` is `len`'s granules, at most
+/// `TC_MAX_GRANULES`, and `p` is granule aligned.
+#[inline(always)]
+unsafe fn park_sized(
+    inner: &PoolInner,
+    pool: impl FnOnce() -> PoolRef,
+    p: *mut u8,
+    g: usize,
+    len: usize,
+    hooked: bool,
+) -> bool {
     let slot = match mru_slot(inner) {
         Some(s) => s,
         None => match register(pool()) {
@@ -261,11 +308,6 @@ pub unsafe fn free_sized(inner: &PoolInner, pool: impl FnOnce() -> PoolRef, ptr:
     if let Some(at) = inner.key().decode(unsafe { crate::mark::read(p) }) {
         inner.confirm_parked(p, at);
     }
-    // A free hook sees the free once its checks passed, before the chunk
-    // can be reused; if it postpones the free, the chunk stays allocated.
-    // A declined free must not be offered twice, so from here on a miss
-    // takes the shard way itself (`shard_way`).
-    let hooked = inner.is_hooked();
     // SAFETY: a live chunk start that passed the checks above.
     if hooked && unsafe { inner.offer_to_hook(p, Some(len)) } {
         return true;
