@@ -81,6 +81,8 @@ pub(crate) struct Config {
     pub exportable: bool,
     pub premap: bool,
     pub release_delay_ms: u64,
+    /// Decay after this much inactivity (see `decay`); `None`: off.
+    pub decay: Option<std::time::Duration>,
 }
 
 impl Config {
@@ -97,6 +99,7 @@ impl Config {
             exportable: true,
             premap: false,
             release_delay_ms: 1000,
+            decay: None,
         }
     }
 }
@@ -977,6 +980,16 @@ impl PoolInner {
     /// Locks every shard, in index order (cold: stats and validation).
     pub(crate) fn lock_all(&self) -> Vec<ShardGuard<'_>> {
         self.shards.iter().map(Shard::lock).collect()
+    }
+
+    /// Allocations plus frees so far, summed without a lock (the decay
+    /// thread's sign of activity; it only compares two readings).
+    pub(crate) fn op_count(&self) -> u64 {
+        let shards = self.shards.iter().map(|s| &s.counters).map(|c| (c.allocs.load(Relaxed), c.frees.load(Relaxed)));
+        let slots = self.slots.iter().map(|s| &s.counters).map(|c| (c.allocs.load(Relaxed), c.frees.load(Relaxed)));
+        let r = self.segs.runs();
+        let runs = std::iter::once((r.allocs.load(Relaxed), r.frees.load(Relaxed)));
+        shards.chain(slots).chain(runs).fold(0u64, |n, (a, f)| n.wrapping_add(a).wrapping_add(f))
     }
 
     /// A snapshot of the counters.

@@ -66,6 +66,7 @@
 
 mod bitmap;
 pub mod checked;
+mod decay;
 mod error;
 pub mod export;
 mod extent;

@@ -68,7 +68,7 @@ impl std::panic::RefUnwindSafe for Pool {}
 /// Builds a [`Pool`]. Defaults: capacity = physical memory, one shard per
 /// CPU, [`HugePages::Try`], unchecked (unless the `checked` feature is on),
 /// 64 MiB of wholly free segments kept mapped for reuse with a 1 s release
-/// delay beyond that, exportable memfd segments, not premapped.
+/// delay beyond that, exportable memfd segments, not premapped, no decay.
 #[derive(Clone, Copy, Debug)]
 pub struct PoolBuilder {
     cfg: Config,
@@ -125,11 +125,26 @@ impl PoolBuilder {
         self.cfg.premap = on;
         self
     }
+    /// Decay (default off): a background thread (`nta-decay`) gives the
+    /// pool's free memory back to the OS once no allocation or free has
+    /// happened for `after`: it empties idle threads' caches and the
+    /// shards' caches and unmaps every wholly free segment, the retained
+    /// ones too (not those of a premapped pool). What stays mapped is the
+    /// segments that hold live chunks. See the `decay` module notes; about
+    /// 10 s is jemalloc's decay time.
+    pub fn decay(mut self, after: std::time::Duration) -> Self {
+        self.cfg.decay = Some(after);
+        self
+    }
     /// Builds the pool. Nothing is mapped until the first allocation, unless
-    /// [`PoolBuilder::premap`] is set.
+    /// [`PoolBuilder::premap`] is set. Fails if the decay thread cannot be
+    /// started.
     pub fn build(self) -> Result<Pool, Error> {
         let inner = Arc::new(PoolInner::new(self.cfg)?);
         crate::fork::register(&inner);
+        if let Some(after) = self.cfg.decay {
+            crate::decay::spawn(&inner, after)?;
+        }
         Ok(Pool { inner })
     }
 }

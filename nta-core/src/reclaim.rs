@@ -48,7 +48,7 @@ pub(crate) fn reclaim(pool: &PoolInner, idx: usize, len: usize, align: usize) ->
 
 /// Step 1: empties every thread cache of the pool. Returns whether any
 /// chunk was freed.
-fn steal_thread_caches(pool: &PoolInner) -> bool {
+pub(crate) fn steal_thread_caches(pool: &PoolInner) -> bool {
     if !pool.caching() {
         return false;
     }
@@ -97,7 +97,7 @@ fn steal_thread_caches(pool: &PoolInner) -> bool {
 
 /// Step 2: drains every shard's queue and quick cache and hands its wholly
 /// free nodes back to the segment table. Returns whether a node went back.
-fn drain_shards(pool: &PoolInner) -> bool {
+pub(crate) fn drain_shards(pool: &PoolInner) -> bool {
     let segs = pool.segments();
     let mut released = false;
     for shard in pool.shards() {

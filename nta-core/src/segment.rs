@@ -684,6 +684,34 @@ impl Segments {
         self.purge(&mut st, true);
     }
 
+    /// Gives every parked segment back to the OS now, the retained ones
+    /// too, unless the pool is premapped (its retain watermark is the
+    /// whole capacity): the decay of an idle pool (`decay`).
+    #[cold]
+    pub fn purge_idle(&self) {
+        if self.retain_segments >= self.count {
+            return;
+        }
+        let mut st = self.stacks();
+        let (mut prev, mut cur) = (NO_SEGMENT, st.free_top);
+        while cur != NO_SEGMENT {
+            let m = self.meta(cur as usize);
+            let next = m.next.load(Relaxed);
+            if self.unmap_parked(cur as usize) {
+                if prev == NO_SEGMENT {
+                    st.free_top = next;
+                } else {
+                    self.meta(prev as usize).next.store(next, Relaxed);
+                }
+                st.free_count -= 1;
+                m.next.store(NO_SEGMENT, Relaxed);
+            } else {
+                prev = cur;
+            }
+            cur = next;
+        }
+    }
+
     fn now_ms(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64
     }

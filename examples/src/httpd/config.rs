@@ -70,6 +70,10 @@ pub struct HttpdArgs {
     /// Beyond it requests get 503.
     #[arg(long, default_value_t = 1024)]
     pub pool_mib: usize,
+    /// Seconds without any allocation or free after which the pool gives
+    /// its free memory back to the OS (nta-core's decay thread); 0: never.
+    #[arg(long, default_value_t = 10)]
+    pub decay_secs: u64,
     /// Largest file kept in the cache, in bytes; a larger file gets 500.
     #[arg(long, default_value_t = 16 << 20)]
     pub max_file_bytes: usize,

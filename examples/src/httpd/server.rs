@@ -52,11 +52,11 @@ impl Httpd {
         let backend = args.backend.unwrap_or_else(Backend::preferred);
         match args.alloc {
             Alloc::Nta => {
-                let pool = Pool::builder()
-                    .capacity(args.pool_mib << 20)
-                    .shards(args.threads)
-                    .build()
-                    .map_err(|e| format!("pool: {e:?}"))?;
+                let mut builder = Pool::builder().capacity(args.pool_mib << 20).shards(args.threads);
+                if args.decay_secs > 0 {
+                    builder = builder.decay(std::time::Duration::from_secs(args.decay_secs));
+                }
+                let pool = builder.build().map_err(|e| format!("pool: {e:?}"))?;
                 let export = match args.export_path() {
                     Some(path) => Some(Arc::new(
                         Exporter::bind(&path, &pool).map_err(|e| format!("--export {}: {e}", path.display()))?,
