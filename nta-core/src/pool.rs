@@ -398,7 +398,19 @@ impl Pool {
     /// `ptr` must be a chunk of this pool whose free the hook postponed,
     /// and this must be the only completion of that free. `len` is the
     /// length the hook was given (or `None`).
+    ///
+    /// A sized one takes the thread-cache path of `free_sized` (without
+    /// showing the hook the free again), so a thread that completes the
+    /// frees of what it published reuses the chunks without a lock.
     pub unsafe fn free_postponed(&self, ptr: NonNull<u8>, len: Option<usize>) {
+        if let Some(len) = len {
+            let pool = || PoolRef::Shared(Arc::downgrade(&self.inner));
+            // SAFETY: forwarded: a live chunk of `len` bytes that passed the
+            // free's checks when it was freed, unmarked since.
+            if unsafe { thread_cache::free_sized_unhooked(&self.inner, pool, ptr, len) } {
+                return;
+            }
+        }
         // SAFETY: forwarded.
         unsafe { self.inner.free_postponed(ptr, len) }
     }

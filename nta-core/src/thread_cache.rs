@@ -249,6 +249,25 @@ pub unsafe fn free_sized(inner: &PoolInner, pool: impl FnOnce() -> PoolRef, ptr:
     }
 }
 
+/// [`free_sized`] without the free hook, whether one is installed or not:
+/// the completion of a free the hook postponed.
+///
+/// # Safety
+/// As for [`free_sized`].
+pub unsafe fn free_sized_unhooked(
+    inner: &PoolInner,
+    pool: impl FnOnce() -> PoolRef,
+    ptr: NonNull<u8>,
+    len: usize,
+) -> bool {
+    let (g, p) = (granules_for(len), ptr.as_ptr());
+    if inner.cache_mode().is_none() || g > TC_MAX_GRANULES || p as usize & (GRANULE - 1) != 0 {
+        return false;
+    }
+    // SAFETY: forwarded from the caller.
+    unsafe { park_sized(inner, pool, p, g, len, false) }
+}
+
 /// [`free_sized`] while a free hook is installed: the hook sees the free
 /// before the chunk is parked (kept out of the fast path).
 ///

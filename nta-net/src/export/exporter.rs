@@ -116,12 +116,25 @@ struct Shared {
 }
 
 impl Shared {
-    /// Completes frees that became due (outside the lock).
+    /// Completes frees that became due (outside the lock). Sized ones go to
+    /// the calling thread's cache: the publishing thread reuses them at
+    /// once; the exporter thread, which allocates nothing, then flushes
+    /// its cache ([`Shared::complete_here`]).
     fn complete(&self, due: Vec<(usize, Option<usize>)>) {
         for (chunk, len) in due {
             // SAFETY: the hook postponed this chunk's free and the tracker
             // hands each postponed chunk out once.
             unsafe { self.pool.free_postponed(NonNull::new_unchecked(chunk as *mut u8), len) };
+        }
+    }
+
+    /// [`Shared::complete`] on the exporter thread: what it completed must
+    /// not stay parked in its own thread cache.
+    fn complete_here(&self, due: Vec<(usize, Option<usize>)>) {
+        let any = !due.is_empty();
+        self.complete(due);
+        if any {
+            self.pool.collect();
         }
     }
 
@@ -614,7 +627,7 @@ fn tick(sh: &Shared) {
     st.counts.completed += due.len() as u64;
     sh.sync_held(&st);
     drop(st);
-    sh.complete(due);
+    sh.complete_here(due);
     evict(sh);
 }
 
@@ -644,7 +657,7 @@ fn evict(sh: &Shared) {
     sh.readers.store(st.sessions.len(), Relaxed);
     sh.sync_held(&st);
     drop(st);
-    sh.complete(due);
+    sh.complete_here(due);
     for (id, why) in evicted {
         eprintln!("nta-export: reader {id} detached: {why}");
     }
