@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use nta_core::{Backing, FreeHook, Pool, SegmentExport, SegmentListener};
 use parking_lot::Mutex;
@@ -230,11 +230,10 @@ impl Subscriber for Publisher {
         if flow.local.is_ipv6() {
             flags |= proto::FLAG_IPV6;
         }
-        let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
         let template = Descriptor {
             seq: 0,
             generation: 0,
-            timestamp_ns: now.as_nanos() as u64,
+            timestamp_ns: sys::realtime_ns(),
             stream_offset: 0,
             segment: 0,
             offset: 0,
