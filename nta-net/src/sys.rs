@@ -308,6 +308,17 @@ pub fn poll(fds: &mut [libc::pollfd], timeout_ms: i32) -> io::Result<usize> {
     Ok(n as usize)
 }
 
+/// Nanoseconds since the Unix epoch (`CLOCK_REALTIME`, one vDSO call; 0 if
+/// the clock fails, which it does not on Linux).
+pub fn realtime_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: a valid timespec to write.
+    if unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) } != 0 {
+        return 0;
+    }
+    (ts.tv_sec as u64).wrapping_mul(1_000_000_000).wrapping_add(ts.tv_nsec as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -323,15 +334,4 @@ mod tests {
         }
         assert_eq!(socket_addr_from_raw(&[0; 3]), None);
     }
-}
-
-/// Nanoseconds since the Unix epoch (`CLOCK_REALTIME`, one vDSO call; 0 if
-/// the clock fails, which it does not on Linux).
-pub fn realtime_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: a valid timespec to write.
-    if unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) } != 0 {
-        return 0;
-    }
-    (ts.tv_sec as u64).wrapping_mul(1_000_000_000).wrapping_add(ts.tv_nsec as u64)
 }
