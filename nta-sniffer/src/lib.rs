@@ -34,6 +34,7 @@
 //! (`seq` unchanged).
 
 pub mod capture;
+pub mod checksum;
 pub mod cli;
 pub mod client;
 pub mod error;

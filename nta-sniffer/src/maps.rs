@@ -53,6 +53,13 @@ pub struct SharedRegion {
     _file: Option<File>,
 }
 
+// SAFETY: the mapping lives as long as the value and is only ever accessed
+// through atomics and raw copies (never as a Rust reference to its bytes),
+// which is what makes it safe to share with another process already.
+unsafe impl Send for SharedRegion {}
+// SAFETY: as above.
+unsafe impl Sync for SharedRegion {}
+
 impl std::fmt::Debug for SharedRegion {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SharedRegion").field("len", &self.len).field("writable", &self.writable).finish()

@@ -5,8 +5,11 @@
 //! The pool holds payloads, not packets: what went over the wire (or came
 //! from it) was a stream of bytes or a datagram. To make a pcap that
 //! Wireshark dissects, each payload gets an IPv4 or IPv6 header and a TCP
-//! or UDP header built from the descriptor's flow, with correct checksums
-//! (etherparse computes them). Received buffers go peer → local,
+//! or UDP header built from the descriptor's flow, with correct checksums.
+//! The headers are written in place, by hand (they are fixed 20- and
+//! 40-byte layouts; the tests parse them back with etherparse), and the
+//! checksums come from [`crate::checksum`]: this runs once per packet at
+//! hundreds of thousands of packets a second. Received buffers go peer → local,
 //! transmitted ones local → peer.
 //!
 //! The payload is copied from shared memory straight into a packet buffer
@@ -17,10 +20,17 @@
 
 use std::net::IpAddr;
 
-use etherparse::{IpNumber, Ipv4Header, Ipv6FlowLabel, Ipv6Header, TcpHeader, UdpHeader};
+use etherparse::IpNumber;
+
+use crate::checksum;
+
+const IPV4_LEN: usize = 20;
+const IPV6_LEN: usize = 40;
+const TCP_LEN: usize = 20;
+const UDP_LEN: usize = 8;
 
 /// Room in front of a payload for the largest headers (IPv6 + TCP).
-pub const HEADROOM: usize = Ipv6Header::LEN + TcpHeader::MIN_LEN;
+pub const HEADROOM: usize = IPV6_LEN + TCP_LEN;
 
 /// Largest payload in one synthesized packet.
 pub const MAX_PIECE: usize = 65_000;
@@ -59,79 +69,74 @@ pub enum Transport {
 /// Writes the headers for the payload in `buf[HEADROOM..]` into the bytes
 /// just before it; returns where the packet starts. Fails if the payload
 /// is longer than [`MAX_PIECE`], `buf` has no headroom, or the two
-/// addresses are of different families.
+/// addresses are of different families. No allocation: the headers are
+/// written in place and the checksums summed with [`checksum`].
 pub fn write_headers(buf: &mut [u8], ends: &Ends, transport: &Transport) -> Result<usize, String> {
     if buf.len() < HEADROOM || buf.len() - HEADROOM > MAX_PIECE {
         return Err(format!("packet buffer of {} bytes", buf.len()));
     }
     let (head, payload) = buf.split_at_mut(HEADROOM);
     let payload: &[u8] = payload;
-    let too_big = |e: etherparse::err::ValueTooBigError<usize>| e.to_string();
-    let tcp = |seq: u32, ack: Option<u32>, syn: bool, psh: bool| {
-        let mut h = TcpHeader::new(ends.src_port, ends.dst_port, seq, 65535);
-        h.syn = syn;
-        h.psh = psh;
-        if let Some(a) = ack {
-            h.ack = true;
-            h.acknowledgment_number = a;
-        }
-        h
+    let (number, transport_len) = match transport {
+        Transport::Tcp { .. } => (IpNumber::TCP.0, TCP_LEN),
+        Transport::Udp => (IpNumber::UDP.0, UDP_LEN),
     };
-    let transport_bytes: Vec<u8>;
-    let number = match transport {
-        Transport::Tcp { .. } => IpNumber::TCP,
-        Transport::Udp => IpNumber::UDP,
-    };
-    let transport_len = match transport {
-        Transport::Tcp { .. } => TcpHeader::MIN_LEN,
-        Transport::Udp => UdpHeader::LEN,
-    };
-    let ip_payload_len = (transport_len + payload.len()) as u16;
-    let ip_bytes: Vec<u8> = match (ends.src, ends.dst) {
+    let l4_len = transport_len + payload.len();
+    // The pseudo-header's sum: addresses, protocol, transport length.
+    let (ip_len, pseudo) = match (ends.src, ends.dst) {
         (IpAddr::V4(src), IpAddr::V4(dst)) => {
-            let mut ip =
-                Ipv4Header::new(ip_payload_len, 64, number, src.octets(), dst.octets()).map_err(|e| e.to_string())?;
-            ip.header_checksum = ip.calc_header_checksum();
-            transport_bytes = match *transport {
-                Transport::Tcp { seq, ack, syn, psh } => {
-                    let mut h = tcp(seq, ack, syn, psh);
-                    h.checksum = h.calc_checksum_ipv4(&ip, payload).map_err(too_big)?;
-                    h.to_bytes().to_vec()
-                }
-                Transport::Udp => UdpHeader::with_ipv4_checksum(ends.src_port, ends.dst_port, &ip, payload)
-                    .map_err(too_big)?
-                    .to_bytes()
-                    .to_vec(),
-            };
-            ip.to_bytes().to_vec()
+            let ip = &mut head[HEADROOM - transport_len - IPV4_LEN..HEADROOM - transport_len];
+            ip[0] = 0x45;
+            ip[1] = 0;
+            ip[2..4].copy_from_slice(&((IPV4_LEN + l4_len) as u16).to_be_bytes());
+            ip[4..6].copy_from_slice(&[0, 0]);
+            ip[6..8].copy_from_slice(&[0x40, 0]); // don't fragment
+            ip[8] = 64;
+            ip[9] = number;
+            ip[10..12].copy_from_slice(&[0, 0]);
+            ip[12..16].copy_from_slice(&src.octets());
+            ip[16..20].copy_from_slice(&dst.octets());
+            let sum = checksum::finish(checksum::add(0, ip));
+            ip[10..12].copy_from_slice(&sum.to_be_bytes());
+            let pseudo = checksum::add(0, &ip[12..20]) + u64::from(number) + l4_len as u64;
+            (IPV4_LEN, pseudo)
         }
         (IpAddr::V6(src), IpAddr::V6(dst)) => {
-            let ip = Ipv6Header {
-                traffic_class: 0,
-                flow_label: Ipv6FlowLabel::ZERO,
-                payload_length: ip_payload_len,
-                next_header: number,
-                hop_limit: 64,
-                source: src.octets(),
-                destination: dst.octets(),
-            };
-            transport_bytes = match *transport {
-                Transport::Tcp { seq, ack, syn, psh } => {
-                    let mut h = tcp(seq, ack, syn, psh);
-                    h.checksum = h.calc_checksum_ipv6(&ip, payload).map_err(too_big)?;
-                    h.to_bytes().to_vec()
-                }
-                Transport::Udp => UdpHeader::with_ipv6_checksum(ends.src_port, ends.dst_port, &ip, payload)
-                    .map_err(too_big)?
-                    .to_bytes()
-                    .to_vec(),
-            };
-            ip.to_bytes().to_vec()
+            let ip = &mut head[HEADROOM - transport_len - IPV6_LEN..HEADROOM - transport_len];
+            ip[0..4].copy_from_slice(&[0x60, 0, 0, 0]);
+            ip[4..6].copy_from_slice(&(l4_len as u16).to_be_bytes());
+            ip[6] = number;
+            ip[7] = 64;
+            ip[8..24].copy_from_slice(&src.octets());
+            ip[24..40].copy_from_slice(&dst.octets());
+            let pseudo = checksum::add(0, &ip[8..40]) + u64::from(number) + l4_len as u64;
+            (IPV6_LEN, pseudo)
         }
         _ => return Err("source and destination are of different address families".into()),
     };
-    let start = HEADROOM - ip_bytes.len() - transport_bytes.len();
-    head[start..start + ip_bytes.len()].copy_from_slice(&ip_bytes);
-    head[start + ip_bytes.len()..].copy_from_slice(&transport_bytes);
-    Ok(start)
+    let l4 = &mut head[HEADROOM - transport_len..];
+    l4[0..2].copy_from_slice(&ends.src_port.to_be_bytes());
+    l4[2..4].copy_from_slice(&ends.dst_port.to_be_bytes());
+    let at = match *transport {
+        Transport::Tcp { seq, ack, syn, psh } => {
+            l4[4..8].copy_from_slice(&seq.to_be_bytes());
+            l4[8..12].copy_from_slice(&ack.unwrap_or(0).to_be_bytes());
+            l4[12] = 5 << 4;
+            l4[13] = u8::from(ack.is_some()) << 4 | u8::from(psh) << 3 | u8::from(syn) << 1;
+            l4[14..16].copy_from_slice(&65535u16.to_be_bytes());
+            l4[18..20].copy_from_slice(&[0, 0]);
+            16
+        }
+        Transport::Udp => {
+            l4[4..6].copy_from_slice(&(l4_len as u16).to_be_bytes());
+            6
+        }
+    };
+    l4[at..at + 2].copy_from_slice(&[0, 0]);
+    let mut sum = checksum::finish(checksum::add(checksum::add(pseudo, l4), payload));
+    if sum == 0 && matches!(transport, Transport::Udp) {
+        sum = 0xffff; // UDP: 0 means "no checksum"
+    }
+    l4[at..at + 2].copy_from_slice(&sum.to_be_bytes());
+    Ok(HEADROOM - transport_len - ip_len)
 }

@@ -23,7 +23,6 @@
 //! a file that is complete up to its last second.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::io::{self, Write};
 use std::net::IpAddr;
 use std::rc::Rc;
@@ -32,6 +31,7 @@ use std::time::{Duration, Instant};
 use nta_net::export::proto::{Descriptor, FLAG_TCP, FLAG_TX};
 use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
 use pcap_file::{DataLink, Endianness, TsResolution};
+use rustc_hash::FxHashMap;
 
 use crate::filter::addresses;
 use crate::packet::{write_headers, Ends, Transport, HEADROOM, MAX_PIECE};
@@ -73,7 +73,7 @@ pub struct PcapOut<W: Write> {
     inner: Rc<RefCell<W>>,
     buf: Vec<u8>,
     piece: Vec<u8>,
-    flows: HashMap<FlowKey, FlowState>,
+    flows: FxHashMap<FlowKey, FlowState>,
     last_flush: Instant,
     /// Packets written (handshakes and pieces included).
     pub packets: u64,
@@ -109,7 +109,7 @@ impl<W: Write> PcapOut<W> {
             inner,
             buf: Vec::new(),
             piece: Vec::new(),
-            flows: HashMap::new(),
+            flows: FxHashMap::default(),
             last_flush: Instant::now(),
             packets: 0,
         })
@@ -143,23 +143,25 @@ impl<W: Write> PcapOut<W> {
             return self.write_pieces(&ends, ts, len, |_| Transport::Udp);
         }
         let key = FlowKey { local, peer, local_port: d.local_port, peer_port: d.peer_port };
-        if !self.flows.contains_key(&key) {
-            if self.flows.len() >= MAX_FLOWS {
-                self.flows.clear();
-            }
-            self.flows.insert(key, FlowState::default());
-            if d.stream_offset == 0 {
-                self.handshake(&key, ts)?;
-            }
+        if self.flows.len() >= MAX_FLOWS && !self.flows.contains_key(&key) {
+            self.flows.clear();
         }
-        let state = self.flows.get_mut(&key).copied().unwrap_or_default();
+        let mut new_flow = false;
+        let state = self.flows.entry(key).or_insert_with(|| {
+            new_flow = true;
+            FlowState::default()
+        });
         let end = d.stream_offset.saturating_add(len as u64);
-        let (ack_end, new_state) = if tx {
-            (state.rx_end, FlowState { tx_end: state.tx_end.max(end), ..state })
+        let ack_end = if tx {
+            state.tx_end = state.tx_end.max(end);
+            state.rx_end
         } else {
-            (state.tx_end, FlowState { rx_end: state.rx_end.max(end), ..state })
+            state.rx_end = state.rx_end.max(end);
+            state.tx_end
         };
-        self.flows.insert(key, new_state);
+        if new_flow && d.stream_offset == 0 {
+            self.handshake(&key, ts)?;
+        }
         let ack = Some(1u32.wrapping_add(ack_end as u32));
         let first_seq = 1u32.wrapping_add(d.stream_offset as u32);
         self.write_pieces(&ends, ts, len, |piece_start| Transport::Tcp {

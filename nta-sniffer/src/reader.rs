@@ -233,6 +233,27 @@ impl Reader {
         }
     }
 
+    /// The fullest ring's backlog: published but unconsumed descriptors
+    /// over its slots (0 to 1; a garbage head counts as full).
+    pub fn backlog(&self) -> f64 {
+        let mut worst = 0.0f64;
+        for state in &self.rings {
+            let head = state.ring.head();
+            let slots = state.ring.slots().max(1);
+            let fill = match head.checked_sub(state.consumer) {
+                Some(n) if n <= slots => n as f64 / slots as f64,
+                _ => 1.0,
+            };
+            worst = worst.max(fill);
+        }
+        worst
+    }
+
+    /// Starts the heartbeat thread (see [`crate::hold`]).
+    pub fn heartbeat_thread(&self, every: std::time::Duration) -> std::io::Result<crate::hold::Heartbeat> {
+        self.hold.heartbeat_thread(every)
+    }
+
     /// Bumps the heartbeat in the hold region.
     pub fn heartbeat(&mut self) {
         self.hold.beat();

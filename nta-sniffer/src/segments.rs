@@ -11,7 +11,7 @@
 //! Invariant: `entries[s].region.len() == entries[s].len` and that length
 //! was checked against the file's size when it was mapped.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::os::fd::OwnedFd;
 
 use nta_net::export::proto::{Released, SegmentMsg};
@@ -32,7 +32,7 @@ pub struct Segment {
 /// Mapped segments by slot.
 #[derive(Debug, Default)]
 pub struct SegmentTable {
-    entries: HashMap<u32, Segment>,
+    entries: FxHashMap<u32, Segment>,
     /// Segment messages refused (bad length, generation 0, mapping failed).
     pub refused: u64,
 }

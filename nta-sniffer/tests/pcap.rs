@@ -58,6 +58,24 @@ fn write(descs: &[(Descriptor, Vec<u8>)]) -> Vec<Packet> {
             let header = ip.header().to_header();
             assert_eq!(header.header_checksum, header.calc_header_checksum());
         }
+        // The transport checksums, recomputed by etherparse.
+        let want = match (&sliced.net, &sliced.transport) {
+            (Some(etherparse::NetSlice::Ipv4(ip)), Some(etherparse::TransportSlice::Tcp(t))) => {
+                Some((t.checksum(), t.to_header().calc_checksum_ipv4(&ip.header().to_header(), t.payload()).unwrap()))
+            }
+            (Some(etherparse::NetSlice::Ipv6(ip)), Some(etherparse::TransportSlice::Tcp(t))) => {
+                Some((t.checksum(), t.to_header().calc_checksum_ipv6(&ip.header().to_header(), t.payload()).unwrap()))
+            }
+            (Some(etherparse::NetSlice::Ipv4(ip)), Some(etherparse::TransportSlice::Udp(u))) => {
+                Some((u.checksum(), u.to_header().calc_checksum_ipv4(&ip.header().to_header(), u.payload()).unwrap()))
+            }
+            (Some(etherparse::NetSlice::Ipv6(ip)), Some(etherparse::TransportSlice::Udp(u))) => {
+                Some((u.checksum(), u.to_header().calc_checksum_ipv6(&ip.header().to_header(), u.payload()).unwrap()))
+            }
+            _ => None,
+        };
+        let (got, want) = want.expect("an IP packet with TCP or UDP");
+        assert_eq!(got, want, "transport checksum");
         packets.push(match sliced.transport.unwrap() {
             etherparse::TransportSlice::Tcp(t) => Packet {
                 src_port: t.source_port(),
