@@ -693,23 +693,7 @@ impl Segments {
             return;
         }
         let mut st = self.stacks();
-        let (mut prev, mut cur) = (NO_SEGMENT, st.free_top);
-        while cur != NO_SEGMENT {
-            let m = self.meta(cur as usize);
-            let next = m.next.load(Relaxed);
-            if self.unmap_parked(cur as usize) {
-                if prev == NO_SEGMENT {
-                    st.free_top = next;
-                } else {
-                    self.meta(prev as usize).next.store(next, Relaxed);
-                }
-                st.free_count -= 1;
-                m.next.store(NO_SEGMENT, Relaxed);
-            } else {
-                prev = cur;
-            }
-            cur = next;
-        }
+        self.purge_keeping(&mut st, true, 0);
     }
 
     fn now_ms(&self) -> u64 {
@@ -720,7 +704,12 @@ impl Segments {
     /// gives back those parked at least the release delay ago (all when
     /// `force`). Cold and O(parked segments).
     fn purge(&self, st: &mut Stacks, force: bool) {
-        if st.free_count <= self.retain_segments {
+        self.purge_keeping(st, force, self.retain_segments);
+    }
+
+    /// [`Segments::purge`] keeping the `retain` most recently parked.
+    fn purge_keeping(&self, st: &mut Stacks, force: bool, retain: usize) {
+        if st.free_count <= retain {
             return;
         }
         let now = self.now_ms();
@@ -729,7 +718,7 @@ impl Segments {
             let m = self.meta(cur as usize);
             let next = m.next.load(Relaxed);
             let old = now.saturating_sub(m.parked_ms.load(Relaxed)) >= self.release_delay_ms;
-            if kept < self.retain_segments || !(force || old) || !self.unmap_parked(cur as usize) {
+            if kept < retain || !(force || old) || !self.unmap_parked(cur as usize) {
                 kept += 1;
                 prev = cur;
             } else {
