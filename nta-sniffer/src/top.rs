@@ -7,7 +7,10 @@
 //! for the Stats reply, mapping or unmapping nothing: Segment and Released
 //! messages that arrive meanwhile are dropped (top does not read packets).
 //! The text is shown as a two-column table; the occupancy file gives the
-//! per-shard table ([`crate::occupancy::ShardFigures`]).
+//! per-shard table ([`crate::occupancy::ShardFigures`]). The session
+//! beats its heartbeat from a thread of its own, as capture does: the
+//! server evicts a reader whose heartbeat stops for the lease, holding or
+//! not.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -87,6 +90,11 @@ pub fn render(stats: &Stats, occ: &Occupancy) -> String {
 pub fn run(socket: &Path, once: bool, stop: &AtomicBool) -> Result<()> {
     let attached = Session::attach(socket, MODE_SNAPSHOT)?;
     let mut session = attached.session;
+    // top holds nothing, but the server still evicts a reader whose
+    // heartbeat stops for the lease, so it beats like capture does.
+    let beat_every = Duration::from_millis((session.hello.lease_ms / 4).max(1));
+    let _beater =
+        attached.hold.heartbeat_thread(beat_every).map_err(|e| Error::Io("starting the heartbeat thread", e))?;
     let clear = !once && crate::sys::stderr_is_terminal();
     loop {
         let (stats, occ) = fetch(&mut session)?;

@@ -300,6 +300,37 @@ fn top_once_prints_the_shard_table_and_map_writes_a_png() {
     }
 }
 
+/// `top` without `--once` stays attached: it beats its heartbeat (the
+/// server evicts a reader whose heartbeat stops for the lease, holding or
+/// not) while it waits between refreshes.
+#[test]
+fn live_top_beats_its_heartbeat_between_refreshes() {
+    let dir = Scratch::new("top-live");
+    let server = FakeServer::bind(&dir.path("sock"));
+    let occ = occupancy_file(&[(0, 0, 0, vec![u64::MAX; OCC_GRANULES / 64])]);
+    let mut child = spawn(&["top", "--socket", server.path.to_str().unwrap()]);
+    let mut conn = server.accept();
+    conn.read_attach();
+    // A 200 ms lease: top must beat at least every 50 ms.
+    conn.hello(1, 64, MODE_SNAPSHOT, 200);
+    let mut beats = Vec::new();
+    for _ in 0..2 {
+        let (h, _) = conn.recv().expect("a StatsRequest");
+        assert_eq!(h.kind, Kind::StatsRequest);
+        conn.send_stats("pool_in_use_bytes 0\npool_held_bytes 0\nexport_readers 1\n", &occ);
+        // Between two refreshes (1 s apart) the heartbeat moves on every
+        // lease-long window.
+        for _ in 0..3 {
+            let before = conn.heartbeat();
+            std::thread::sleep(Duration::from_millis(250));
+            beats.push((before, conn.heartbeat()));
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(beats.iter().all(|(a, b)| b > a), "heartbeat stood still for a lease: {beats:?}");
+}
+
 #[test]
 fn ctrl_c_prints_the_summary_releases_holds_and_finishes_the_pcap() {
     let dir = Scratch::new("sigint");
