@@ -8,8 +8,7 @@ use std::ptr::NonNull;
 
 fn show(label: &str, st: &Stats) {
     println!(
-        "{label:<34} live {:>10} B  in use {:>10} B  mapped {:>10} B  largest free {:>9} B  page nodes {:>4}  segments hugetlb/thp/4k {}/{}/{}",
-        st.live_requested_bytes,
+        "{label:<34} in use {:>10} B  mapped {:>10} B  largest free {:>9} B  page nodes {:>4}  segments hugetlb/thp/4k {}/{}/{}",
         st.in_use_bytes,
         st.mapped_bytes,
         st.largest_free_bytes,

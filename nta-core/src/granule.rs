@@ -74,13 +74,6 @@ pub const fn granules_for(len: usize) -> usize {
     }
 }
 
-/// Bytes of slack between a request and its granules, `0..=32`
-/// (32 only for a zero-length request, which still takes a granule).
-#[inline]
-pub const fn slack_for(len: usize, granules: usize) -> usize {
-    granules * GRANULE - len
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,7 +87,5 @@ mod tests {
         assert_eq!(granules_for(1518), 48);
         assert_eq!(granules_for(HUGE_NODE_BYTES), HUGE_GRANULES);
         assert_eq!(granules_for(usize::MAX), usize::MAX / GRANULE + 1);
-        assert_eq!(slack_for(0, 1), 32);
-        assert_eq!(slack_for(1518, 48), 18);
     }
 }

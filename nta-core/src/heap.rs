@@ -46,7 +46,6 @@ use crate::segment::Segments;
 use crate::size_class::{exact_index, tlsf_insert_index, tlsf_search_index, EXACT_LISTS, TLSF_LISTS};
 use crate::stats::{bump, Counters};
 use std::ptr::NonNull;
-use std::sync::atomic::Ordering::Relaxed;
 
 /// Wholly free huge nodes a shard keeps before handing them back.
 pub const KEEP_WHOLE_NODES: usize = 1;
@@ -172,11 +171,7 @@ impl Heap {
         let g = granules_for(len);
         if align <= GRANULE {
             if let Some(p) = self.quick.pop(g) {
-                // SAFETY: cached chunks are chunks of this heap's nodes.
-                let loc = unsafe { Loc::of(segs, p as usize).unwrap_unchecked() };
-                segs.meta(loc.seg).slack[loc.granule].store(slack_for(len, g) as u8, Relaxed);
                 bump(&c.in_use_granules, g as i64);
-                bump(&c.live_requested, len as i64);
                 bump(&c.allocs, 1);
                 // SAFETY: inside a mapped segment, hence not null.
                 return Some(unsafe { NonNull::new_unchecked(p) });
@@ -187,12 +182,12 @@ impl Heap {
             let idx = self.small.find_ge(exact_index(need))?;
             let hdr = self.small.head(idx);
             // SAFETY: `hdr` heads list `idx`, an extent of `idx + 1 >= need` granules.
-            return Some(unsafe { self.carve(segs, c, hdr, idx + 1, g, len, align, true) });
+            return Some(unsafe { self.carve(segs, c, hdr, idx + 1, g, align, true) });
         }
         let idx = self.large.find_ge(tlsf_search_index(need)?)?;
         let hdr = self.large.head(idx);
         // SAFETY: `hdr` heads a TLSF list whose every extent holds `need` granules.
-        Some(unsafe { self.carve(segs, c, hdr, header_size(hdr.cast()), g, len, align, false) })
+        Some(unsafe { self.carve(segs, c, hdr, header_size(hdr.cast()), g, align, false) })
     }
 
     /// Everything the fast path does not: new page nodes, flushing the
@@ -224,7 +219,7 @@ impl Heap {
                     if self.new_page_node(segs, c) {
                         continue;
                     }
-                } else if let Some(p) = self.alloc_large(segs, c, g, len, align) {
+                } else if let Some(p) = self.alloc_large(segs, c, g, align) {
                     return Some(p);
                 }
                 // Before the pool grows, merge what the quick cache holds.
@@ -237,7 +232,7 @@ impl Heap {
                 }
                 // No segment left: a small request takes space at the huge
                 // level directly, so the pool fills up completely.
-                return if small { self.alloc_large(segs, c, g, len, align) } else { None };
+                return if small { self.alloc_large(segs, c, g, align) } else { None };
             }
         }
     }
@@ -260,14 +255,7 @@ impl Heap {
         }
         if n > 0 {
             bump(&c.in_use_granules, (n * g) as i64);
-            bump(&c.live_requested, (n * g * GRANULE) as i64);
             bump(&c.allocs, n as i64);
-            // Their slack becomes 0 (full length), like carved ones below.
-            for &p in &out[..n] {
-                // SAFETY: cached chunks are chunks of this heap's nodes.
-                let loc = unsafe { Loc::of(segs, p as usize).unwrap_unchecked() };
-                segs.meta(loc.seg).slack[loc.granule].store(0, Relaxed);
-            }
         }
         let small = g <= SMALL_MAX_GRANULES;
         while n < out.len() {
@@ -282,12 +270,11 @@ impl Heap {
             };
             let k = (e / g).min(out.len() - n);
             // SAFETY: `hdr` is a listed extent of `e >= k * g` granules.
-            let first = unsafe { self.carve(segs, c, hdr, e, k * g, k * g * GRANULE, GRANULE, small) };
+            let first = unsafe { self.carve(segs, c, hdr, e, k * g, GRANULE, small) };
             let Loc { seg, granule: s } = Loc::of(segs, first.as_ptr() as usize).expect("carved in a segment");
             let m = segs.meta(seg);
             for i in 0..k {
                 bitmap::assign(&m.start, s + i * g, true);
-                m.slack[s + i * g].store(0, Relaxed);
                 out[n + i] = segs.addr(seg, s + i * g);
             }
             bump(&c.allocs, k as i64 - 1);
@@ -350,17 +337,10 @@ impl Heap {
     ///
     /// # Safety
     /// As for [`Heap::alloc_fast`].
-    unsafe fn alloc_large(
-        &mut self,
-        segs: &Segments,
-        c: &Counters,
-        g: usize,
-        len: usize,
-        align: usize,
-    ) -> Option<NonNull<u8>> {
+    unsafe fn alloc_large(&mut self, segs: &Segments, c: &Counters, g: usize, align: usize) -> Option<NonNull<u8>> {
         let (hdr, e) = self.find_large(g, align)?;
         // SAFETY: `hdr` is a free extent of `e` granules that holds the request.
-        Some(unsafe { self.carve(segs, c, hdr, e, g, len, align, false) })
+        Some(unsafe { self.carve(segs, c, hdr, e, g, align, false) })
     }
 
     /// Adds a fresh huge node from the segment table.
@@ -416,7 +396,6 @@ impl Heap {
         hdr: *mut FreeHdr,
         e: usize,
         g: usize,
-        len: usize,
         align: usize,
         page: bool,
     ) -> NonNull<u8> {
@@ -441,9 +420,7 @@ impl Heap {
         let m = segs.meta(seg);
         bitmap::clear_range(&m.free, at, at + g);
         bitmap::assign(&m.start, at, true);
-        m.slack[at].store(slack_for(len, g) as u8, Relaxed);
         bump(&c.in_use_granules, g as i64);
-        bump(&c.live_requested, len as i64);
         bump(&c.allocs, 1);
         // SAFETY: inside the mapped segment, hence not null.
         unsafe { NonNull::new_unchecked(segs.addr(seg, at)) }
@@ -462,9 +439,7 @@ impl Heap {
     pub unsafe fn free(&mut self, segs: &Segments, c: &Counters, loc: Loc, g: usize, park: Option<u64>) -> bool {
         let m = segs.meta(loc.seg);
         let s = loc.granule;
-        let requested = g * GRANULE - m.slack[s].load(Relaxed) as usize;
         bump(&c.in_use_granules, -(g as i64));
-        bump(&c.live_requested, -(requested as i64));
         bump(&c.frees, 1);
         if let Some(mark_word) = park {
             // SAFETY: the caller gives up the live chunk.
@@ -534,9 +509,6 @@ impl Heap {
         let s = loc.granule;
         let keep = granules_for(new_len);
         debug_assert!(keep <= g);
-        let old_requested = g * GRANULE - m.slack[s].load(Relaxed) as usize;
-        m.slack[s].store(slack_for(new_len, keep) as u8, Relaxed);
-        bump(&c.live_requested, new_len as i64 - old_requested as i64);
         if keep < g {
             bitmap::set_range(&m.free, s + keep, s + g);
             bump(&c.in_use_granules, -((g - keep) as i64));
@@ -580,10 +552,6 @@ impl Heap {
             bitmap::clear_range(&m.free, r, r + more);
             bump(&c.in_use_granules, more as i64);
         }
-        let old_requested = g * GRANULE - m.slack[s].load(Relaxed) as usize;
-        let now = want.max(g);
-        m.slack[s].store(slack_for(new_len, now) as u8, Relaxed);
-        bump(&c.live_requested, new_len as i64 - old_requested as i64);
         true
     }
 

@@ -999,9 +999,8 @@ impl PoolInner {
         let frozen = self.is_frozen();
         for shard in self.shards.iter() {
             let c = &shard.counters;
-            // In-use, live and op counters are deltas that move between
-            // shards and thread slots, so they are summed with wrapping.
-            st.live_requested_bytes = st.live_requested_bytes.wrapping_add(c.live_requested.load(Relaxed));
+            // In-use and op counters are deltas that move between shards
+            // and thread slots, so they are summed with wrapping.
             st.in_use_bytes =
                 st.in_use_bytes.wrapping_add(c.in_use_granules.load(Relaxed).wrapping_mul(GRANULE as u64));
             st.allocs = st.allocs.wrapping_add(c.allocs.load(Relaxed));
@@ -1019,7 +1018,6 @@ impl PoolInner {
         }
         for slot in self.slots.iter() {
             let c = &slot.counters;
-            st.live_requested_bytes = st.live_requested_bytes.wrapping_add(c.live_requested.load(Relaxed));
             st.in_use_bytes =
                 st.in_use_bytes.wrapping_add(c.in_use_granules.load(Relaxed).wrapping_mul(GRANULE as u64));
             st.allocs = st.allocs.wrapping_add(c.allocs.load(Relaxed));
@@ -1028,7 +1026,6 @@ impl PoolInner {
         }
         let r = self.segs.runs();
         st.in_use_bytes = st.in_use_bytes.wrapping_add(r.in_use_bytes.load(Relaxed));
-        st.live_requested_bytes = st.live_requested_bytes.wrapping_add(r.live_requested.load(Relaxed));
         st.allocs = st.allocs.wrapping_add(r.allocs.load(Relaxed));
         st.frees = st.frees.wrapping_add(r.frees.load(Relaxed));
         st.runs = r.runs.load(Relaxed);

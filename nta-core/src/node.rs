@@ -23,7 +23,6 @@
 //! - Every maximal run of free granules within one level region is exactly
 //!   one free extent: no two adjacent free extents (immediate coalescing).
 //! - No page node is wholly free (it would have gone back to its huge node).
-//! - `slack[s]` is `granules * 32 - requested_len` for every chunk start `s`.
 
 use crate::granule::{HUGE_GRANULES, PAGES_PER_HUGE, PAGE_GRANULES};
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8};
@@ -40,8 +39,6 @@ pub struct NodeMeta {
     pub free: [AtomicU64; HUGE_GRANULES / 64],
     pub start: [AtomicU64; HUGE_GRANULES / 64],
     pub pages: [AtomicU64; PAGES_PER_HUGE / 64],
-    /// Bytes between the requested length and the granules, per chunk start.
-    pub slack: [AtomicU8; HUGE_GRANULES],
     /// Shard that owns the node plus one, or [`NO_OWNER`].
     pub owner: AtomicU32,
     /// `SegmentState` as u8.

@@ -68,7 +68,7 @@ pub(crate) fn steal_thread_caches(pool: &PoolInner) -> bool {
     // One intrusive list of every stolen chunk, linked through word 0.
     let mut list: *mut u8 = ptr::null_mut();
     for slot in stolen() {
-        let lists = thread_cache::detach(pool, slot);
+        let lists = thread_cache::detach(slot);
         slot.steal_end();
         for &(mut c, _) in lists.iter() {
             while !c.is_null() {

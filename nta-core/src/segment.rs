@@ -108,8 +108,6 @@ pub enum SegmentState {
 pub struct RunCounters {
     /// `segments * 2 MiB` over live runs.
     pub in_use_bytes: AtomicU64,
-    /// Requested bytes over live runs.
-    pub live_requested: AtomicU64,
     pub allocs: AtomicU64,
     pub frees: AtomicU64,
     /// Live runs.
@@ -261,18 +259,6 @@ impl Segments {
         // (masked above), the length of the bitmap.
         let word = unsafe { self.metas.get_unchecked(seg).start.get_unchecked(g >> 6) };
         Some(word.load(Relaxed) >> (g & 63) & 1 == 1)
-    }
-
-    /// Stores the slack byte of the chunk at `addr` (in the range).
-    #[inline]
-    pub fn set_slack(&self, addr: usize, slack: u8) {
-        let off = addr.wrapping_sub(self.base.as_ptr() as usize);
-        let seg = off >> HUGE_NODE_SHIFT;
-        debug_assert!(seg < self.count);
-        let g = (off >> crate::granule::GRANULE_SHIFT) & (HUGE_GRANULES - 1);
-        // SAFETY: callers pass chunk addresses, which lie in the range, so
-        // `seg < count == metas.len()`; `g < HUGE_GRANULES` (masked).
-        unsafe { self.metas.get_unchecked(seg).slack.get_unchecked(g) }.store(slack, Relaxed);
     }
 
     /// Address of granule `g` of segment `seg`.
@@ -572,7 +558,6 @@ impl Segments {
                     m.run_len.store(len as u64, Relaxed);
                     let r = &self.runs;
                     r.in_use_bytes.fetch_add((segments * HUGE_NODE_BYTES) as u64, Relaxed);
-                    r.live_requested.fetch_add(len as u64, Relaxed);
                     r.allocs.fetch_add(1, Relaxed);
                     r.runs.fetch_add(1, Relaxed);
                     return Some(head);
@@ -605,7 +590,6 @@ impl Segments {
         m.run_segments.store(0, Relaxed);
         let r = &self.runs;
         r.in_use_bytes.fetch_sub((k * HUGE_NODE_BYTES) as u64, Relaxed);
-        r.live_requested.fetch_sub(m.run_len.load(Relaxed), Relaxed);
         r.frees.fetch_add(1, Relaxed);
         r.runs.fetch_sub(1, Relaxed);
         for seg in head..head + k {
@@ -645,8 +629,6 @@ impl Segments {
         let r = &self.runs;
         r.in_use_bytes.fetch_add((segments * HUGE_NODE_BYTES) as u64, Relaxed);
         r.in_use_bytes.fetch_sub((k * HUGE_NODE_BYTES) as u64, Relaxed);
-        r.live_requested.fetch_add(len as u64, Relaxed);
-        r.live_requested.fetch_sub(m.run_len.load(Relaxed), Relaxed);
         m.run_segments.store(segments as u32, Relaxed);
         m.run_len.store(len as u64, Relaxed);
         true
@@ -757,15 +739,6 @@ impl Segments {
         m.generation.store(0, Release);
         m.state.store(SegmentState::Unmapped as u8, Release);
         self.set_unmapped(seg, true);
-        // Give the metadata pages of the slack table back too; the bitmaps
-        // are reinitialised on the next acquire.
-        // SAFETY: the slack bytes of an unmapped segment are never read.
-        unsafe {
-            sys::discard(
-                NonNull::new_unchecked(m.slack.as_ptr() as *mut u8).add(4096 - (m.slack.as_ptr() as usize & 4095)),
-                HUGE_GRANULES - 8192,
-            )
-        };
         self.mapped.fetch_sub(1, Relaxed);
         true
     }

@@ -6,16 +6,19 @@
 //! approximate; taken at rest (or after `Pool::collect`) it is exact.
 //!
 //! Equations that hold at rest:
-//! `in_use_bytes + free_bytes == mapped_bytes` and
-//! `live_requested_bytes <= in_use_bytes < live_requested_bytes + 32 * live_chunks`.
+//! `in_use_bytes + free_bytes == mapped_bytes`.
+//!
+//! The pool does not count the bytes callers asked for, only the granules
+//! it gave them (at most 31 bytes more per chunk): keeping the requested
+//! length meant a slack byte per granule (3.1% of the pool in metadata) and
+//! a metadata store on every allocation, for a figure callers can count
+//! themselves.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// A snapshot of a pool's state.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
-    /// Sum of the lengths callers asked for, over live chunks.
-    pub live_requested_bytes: u64,
     /// Granule bytes in live chunks (including chunks queued for remote free).
     pub in_use_bytes: u64,
     /// `mapped_bytes - in_use_bytes`.
@@ -30,8 +33,8 @@ pub struct Stats {
     pub thread_cached_bytes: u64,
     /// The largest single free extent, in bytes.
     pub largest_free_bytes: u64,
-    /// Metadata outside the pool memory: node bitmaps and slack bytes of the
-    /// mapped segments (about 4% of `mapped_bytes`), plus the shard and
+    /// Metadata outside the pool memory: node bitmaps and fields of the
+    /// mapped segments (about 0.8% of `mapped_bytes`), plus the shard and
     /// thread-slot tables.
     pub metadata_bytes: u64,
     /// Huge nodes (= mapped segments).
@@ -61,7 +64,6 @@ pub struct Stats {
 /// Counters one shard keeps.
 #[derive(Debug, Default)]
 pub struct Counters {
-    pub live_requested: AtomicU64,
     pub in_use_granules: AtomicU64,
     pub page_nodes: AtomicU64,
     pub remote_drained: AtomicU64,

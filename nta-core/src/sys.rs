@@ -269,15 +269,6 @@ pub fn advise_hugepage(addr: NonNull<u8>, len: usize) -> io::Result<()> {
     cvt(unsafe { libc::madvise(addr.as_ptr().cast(), len, libc::MADV_HUGEPAGE) }).map(drop)
 }
 
-/// Drops the pages of a private anonymous range (they read as zero later).
-///
-/// # Safety
-/// The range must be private anonymous memory whose contents may be lost.
-pub unsafe fn discard(addr: NonNull<u8>, len: usize) {
-    // SAFETY: the caller allows the contents to be lost.
-    unsafe { libc::madvise(addr.as_ptr().cast(), len, libc::MADV_DONTNEED) };
-}
-
 /// The CPU this thread is running on, or 0 if the kernel will not say.
 #[inline]
 pub fn current_cpu() -> usize {

@@ -44,14 +44,12 @@
 //! free chunks that another thread allocated), summed with wrapping
 //! arithmetic.
 
-use crate::granule::{granules_for, slack_for, GRANULE};
-use crate::heap::Loc;
+use crate::granule::{granules_for, GRANULE};
 use crate::inner::PoolInner;
 use crate::stats::bump;
 pub use crate::thread_slot::{ThreadSlot, TC_MAX_GRANULES, TC_PER_CLASS};
 use std::cell::UnsafeCell;
 use std::ptr::{self, NonNull};
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Weak};
 
 /// Chunks carved per refill when an allocation misses the thread cache.
@@ -167,11 +165,7 @@ pub fn alloc(pool: &PoolInner, len: usize) -> Option<NonNull<u8>> {
     };
     let c = &slot.counters;
     bump(&c.in_use_granules, g as i64);
-    bump(&c.live_requested, len as i64);
     bump(&c.allocs, 1);
-    // The slack byte changes inside the busy section too, so that a thief
-    // (`validate`) never sees the counters and the slack disagree.
-    pool.segments().set_slack(p as usize, slack_for(len, g) as u8);
     slot.leave();
     // SAFETY: inside a mapped segment, hence not null.
     Some(unsafe { NonNull::new_unchecked(p) })
@@ -216,7 +210,6 @@ pub fn alloc_refill(inner: &PoolInner, pool: impl FnOnce() -> PoolRef, len: usiz
         // the cache they count as free.
         let c = &slot.counters;
         bump(&c.in_use_granules, -((pushed * g) as i64));
-        bump(&c.live_requested, -((pushed * g * GRANULE) as i64));
         slot.leave();
     }
     if pushed < n {
@@ -347,11 +340,8 @@ unsafe fn park_sized(
             return shard_way();
         }
     }
-    // `len` is the chunk's requested length (the caller's contract), so the
-    // slack byte need not be read: one metadata cache line less per free.
     let c = &slot.counters;
     bump(&c.in_use_granules, -(g as i64));
-    bump(&c.live_requested, -(len as i64));
     bump(&c.frees, 1);
     slot.leave();
     true
@@ -366,7 +356,7 @@ fn overflow(inner: &PoolInner, slot: &ThreadSlot, g: usize) {
     if slot.enter() {
         while n < TC_FLUSH {
             let Some(p) = slot.pop(g) else { break };
-            slot.unaccount(g, requested(inner, p, g));
+            slot.unaccount(g);
             batch[n] = p;
             n += 1;
         }
@@ -374,14 +364,6 @@ fn overflow(inner: &PoolInner, slot: &ThreadSlot, g: usize) {
     }
     // SAFETY: the popped chunks are live to the shards, unmarked, ours.
     unsafe { inner.free_batch(&batch[..n], g) };
-}
-
-/// The requested length of a parked chunk of `g` granules, from its slack.
-fn requested(inner: &PoolInner, p: *mut u8, g: usize) -> usize {
-    let segs = inner.segments();
-    // SAFETY: parked chunks are chunks of this pool.
-    let loc = unsafe { Loc::of(segs, p as usize).unwrap_unchecked() };
-    g * GRANULE - segs.meta(loc.seg).slack[loc.granule].load(Relaxed) as usize
 }
 
 /// Frees every chunk of the calling thread's own `slot` for real, through
@@ -399,7 +381,7 @@ pub unsafe fn flush_slot(inner: &PoolInner, slot: &ThreadSlot) {
             std::thread::yield_now();
         }
     }
-    let lists = detach(inner, slot);
+    let lists = detach(slot);
     slot.leave();
     // SAFETY: detached chunks are ours.
     unsafe { free_detached(inner, &lists) };
@@ -408,7 +390,7 @@ pub unsafe fn flush_slot(inner: &PoolInner, slot: &ThreadSlot) {
 /// Takes every chunk out of `slot`, clearing marks and handing their count
 /// back to "in use". The caller has exclusive use of the stacks (the owner
 /// inside `enter`, or a thief).
-pub fn detach(inner: &PoolInner, slot: &ThreadSlot) -> Detached {
+pub fn detach(slot: &ThreadSlot) -> Detached {
     let lists = slot.take_all();
     for (g, &(mut c, _)) in lists.iter().enumerate() {
         while !c.is_null() {
@@ -418,7 +400,7 @@ pub fn detach(inner: &PoolInner, slot: &ThreadSlot) -> Detached {
                 crate::mark::clear(c);
                 c.cast::<*mut u8>().read()
             };
-            slot.unaccount(g, requested(inner, c, g));
+            slot.unaccount(g);
             c = next;
         }
     }

@@ -233,10 +233,9 @@ impl ThreadSlot {
 
     /// Accounts a chunk that leaves the cache to be freed for real: the slot
     /// counted it as free, so its share goes back to "in use" here and the
-    /// real free counts it once. `requested` is its requested length.
-    pub fn unaccount(&self, g: usize, requested: usize) {
+    /// real free counts it once.
+    pub fn unaccount(&self, g: usize) {
         bump(&self.counters.in_use_granules, g as i64);
-        bump(&self.counters.live_requested, requested as i64);
         bump(&self.counters.frees, -1);
     }
 

@@ -16,8 +16,8 @@
 //!    extent found in step 2 is listed exactly once; list bitmaps agree with
 //!    list heads; `whole_free` counts the wholly free huge nodes listed.
 //! 4. Counters: per shard, `page_nodes` equals what the walk counted; the
-//!    sums of `in_use_granules` and `live_requested` over shards and thread
-//!    slots equal the walk's (`slack <= 32` per chunk). Chunks parked in
+//!    sums of `in_use_granules` over shards and thread slots equal the
+//!    walk's. Chunks parked in
 //!    quick caches and thread caches are used in the bitmaps but free in
 //!    the counters, and each must be a real chunk of the right size.
 //!
@@ -44,7 +44,6 @@ const ANY_SHARD: usize = usize::MAX;
 #[derive(Default, Clone, Copy)]
 struct Tally {
     in_use: u64,
-    live: u64,
     pages: u64,
 }
 
@@ -107,7 +106,7 @@ fn walk(inner: &PoolInner, guards: &mut [crate::shard::ShardGuard<'_>]) -> Resul
         }
     }
     let mut mapped = 0;
-    let (mut run_bytes, mut run_live, mut runs, mut run_left) = (0u64, 0u64, 0u64, 0usize);
+    let (mut run_bytes, mut runs, mut run_left) = (0u64, 0u64, 0usize);
     for seg in 0..segs.count() {
         let m = segs.meta(seg);
         let owner = m.owner.load(Relaxed);
@@ -142,7 +141,6 @@ fn walk(inner: &PoolInner, guards: &mut [crate::shard::ShardGuard<'_>]) -> Resul
                     run_left = k;
                     runs += 1;
                     run_bytes += (k * HUGE_NODE_BYTES) as u64;
-                    run_live += len as u64;
                 } else if segs.run(seg).is_some() {
                     return Err(format!("segment {seg}: a run head inside another run"));
                 }
@@ -195,17 +193,14 @@ fn walk(inner: &PoolInner, guards: &mut [crate::shard::ShardGuard<'_>]) -> Resul
         return Err("the last run ends past the pool".into());
     }
     let r = segs.runs();
-    let counted_runs = (r.in_use_bytes.load(Relaxed), r.live_requested.load(Relaxed), r.runs.load(Relaxed));
-    if counted_runs != (run_bytes, run_live, runs) {
-        return Err(format!(
-            "run counters say {counted_runs:?} (bytes, live, runs), the walk found {:?}",
-            (run_bytes, run_live, runs)
-        ));
+    let counted_runs = (r.in_use_bytes.load(Relaxed), r.runs.load(Relaxed));
+    if counted_runs != (run_bytes, runs) {
+        return Err(format!("run counters say {counted_runs:?} (bytes, runs), the walk found {:?}", (run_bytes, runs)));
     }
     if mapped * HUGE_NODE_BYTES != segs.mapped_bytes() {
         return Err(format!("mapped segments {mapped} disagree with mapped_bytes {}", segs.mapped_bytes()));
     }
-    let mut counted = (0u64, 0u64);
+    let mut counted = 0u64;
     for (shard, g) in guards.iter_mut().enumerate() {
         let heap = g.heap();
         if !heap.lists_consistent() {
@@ -242,26 +237,21 @@ fn walk(inner: &PoolInner, guards: &mut [crate::shard::ShardGuard<'_>]) -> Resul
         }
         let c = &g.shard().counters;
         let t = tally[shard];
-        counted.0 = counted.0.wrapping_add(c.in_use_granules.load(Relaxed));
-        counted.1 = counted.1.wrapping_add(c.live_requested.load(Relaxed));
+        counted = counted.wrapping_add(c.in_use_granules.load(Relaxed));
         let pages = c.page_nodes.load(Relaxed);
         if pages != t.pages {
             return Err(format!("shard {shard}: page_nodes counter {pages} but the walk found {}", t.pages));
         }
     }
-    // In-use and live counters move between shards and thread slots (a
+    // In-use counters move between shards and thread slots (a
     // thread may free what another shard allocated), so they are compared
     // in total.
     for slot in inner.thread_slots() {
-        counted.0 = counted.0.wrapping_add(slot.counters.in_use_granules.load(Relaxed));
-        counted.1 = counted.1.wrapping_add(slot.counters.live_requested.load(Relaxed));
+        counted = counted.wrapping_add(slot.counters.in_use_granules.load(Relaxed));
     }
-    let walked = tally.iter().fold((0u64, 0u64), |a, t| (a.0 + t.in_use, a.1 + t.live));
+    let walked: u64 = tally.iter().map(|t| t.in_use).sum();
     if counted != walked {
-        return Err(format!(
-            "counters say {} granules in use and {} live bytes, the walk found {} and {}",
-            counted.0, counted.1, walked.0, walked.1
-        ));
+        return Err(format!("counters say {counted} granules in use, the walk found {walked}"));
     }
     if let Some((addr, (n, shard))) = cached.into_iter().next() {
         return Err(format!("shard {shard}: quick-cached chunk {addr:#x} ({n} granules) is not a chunk of its nodes"));
@@ -313,10 +303,6 @@ fn walk_span(
             }
             let end = bitmap::next_set_either(&m.start, &m.free, k + 1, hi);
             let g = end - k;
-            let slack = m.slack[k].load(Relaxed) as usize;
-            if slack > GRANULE || (slack == GRANULE && g != 1) {
-                return Err(format!("segment {seg} granule {k}: slack {slack} impossible for {g} granules"));
-            }
             match cached.remove(&(segs.addr(seg, k) as usize)) {
                 Some((n, owner)) if n != g || (owner != shard && owner != ANY_SHARD) => {
                     return Err(format!(
@@ -326,7 +312,6 @@ fn walk_span(
                 Some(_) => {}
                 None => {
                     tally.in_use += g as u64;
-                    tally.live += (g * GRANULE - slack) as u64;
                 }
             }
             k = end;

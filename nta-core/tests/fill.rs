@@ -10,6 +10,7 @@ fn fill(seed: u64, hugepages: HugePages) -> Vec<(usize, usize, f64)> {
     let pool = Pool::builder().capacity(64 << 20).shards(1).hugepages(hugepages).build().unwrap();
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut live_requested = 0usize;
+    let mut live_granules = 0usize;
     let mut failures = Vec::new();
     let mut max = 4096;
     let mut kept = Vec::new();
@@ -18,11 +19,12 @@ fn fill(seed: u64, hugepages: HugePages) -> Vec<(usize, usize, f64)> {
         match pool.alloc(len) {
             Some(p) => {
                 live_requested += len;
+                live_granules += len.div_ceil(32);
                 kept.push(p);
             }
             None => {
                 let st = pool.stats();
-                assert_eq!(st.live_requested_bytes as usize, live_requested);
+                assert_eq!(st.in_use_bytes as usize, live_granules * 32);
                 assert_eq!(st.mapped_bytes, 64 << 20, "the whole capacity is mapped at the first failure");
                 failures.push((max, len, live_requested as f64 / st.mapped_bytes as f64));
                 max /= 2;

@@ -84,7 +84,6 @@ fn threads_free_each_others_chunks() {
     pool.validate().unwrap();
     let st = pool.stats();
     assert_eq!(st.in_use_bytes, 0, "{st:?}");
-    assert_eq!(st.live_requested_bytes, 0);
     assert!(st.remote_frees_queued > 0, "the test exercised remote frees");
     assert_eq!(st.remote_frees_queued, st.remote_frees_drained);
     assert_eq!(st.free_bytes, st.mapped_bytes);
