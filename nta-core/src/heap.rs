@@ -76,7 +76,7 @@ fn align_extra(align: usize) -> usize {
 }
 
 /// Where a chunk or extent lies: segment and granule within its node.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Loc {
     pub seg: usize,
     pub granule: usize,
@@ -451,6 +451,45 @@ impl Heap {
         bitmap::set_range(&m.free, s, s + g);
         // SAFETY: the range was just made free; the caller holds the shard.
         unsafe { self.release_range(segs, c, loc.seg, s, g) }
+    }
+
+    /// Frees `k` adjacent chunks of `g` granules each, the first at `loc`,
+    /// in one level region (the caller checked each): as many as fit go to
+    /// the quick cache with the mark `park`, the rest become one free range
+    /// that merges with its neighbours once, not once per chunk. Returns
+    /// true when the huge node became wholly free (see [`Heap::free`]).
+    ///
+    /// # Safety
+    /// Each of the `k` chunks must be as [`Heap::free`] requires, and they
+    /// must lie back to back in one level region.
+    pub unsafe fn free_adjacent(
+        &mut self,
+        segs: &Segments,
+        c: &Counters,
+        loc: Loc,
+        g: usize,
+        mut k: usize,
+        park: Option<u64>,
+    ) -> bool {
+        bump(&c.in_use_granules, -((k * g) as i64));
+        bump(&c.frees, k as i64);
+        if let Some(mark_word) = park {
+            // SAFETY: the caller gives up the live chunks.
+            while k > 0 && unsafe { self.quick.push(segs.addr(loc.seg, loc.granule + (k - 1) * g), g, mark_word) } {
+                k -= 1;
+            }
+        }
+        if k == 0 {
+            return false;
+        }
+        let m = segs.meta(loc.seg);
+        let (s, e) = (loc.granule, loc.granule + k * g);
+        // The only chunk starts in s..e are the k chunks' own.
+        bitmap::clear_range(&m.start, s, e);
+        bitmap::set_range(&m.free, s, e);
+        // SAFETY: the range was just made free, in one level region; the
+        // caller holds the shard.
+        unsafe { self.release_range(segs, c, loc.seg, s, k * g) }
     }
 
     /// Merges the free range `s..s+n` (bits already set) with its free

@@ -708,10 +708,28 @@ impl PoolInner {
             return;
         };
         let mut first_err = None;
+        // Chunks freed back to back (in address order or its reverse, as a
+        // thread cache's LIFO stack hands back a burst freed in order) are
+        // gathered into one run and merged once (`Heap::free_adjacent`).
+        // Only a batch whose first two chunks are neighbours is treated so:
+        // chunks freed in random order rarely are, and they keep the
+        // one-by-one path, which costs less per chunk.
+        let gather = !self.is_checked() && chunks.len() > 1 && (chunks[1] as usize).abs_diff(chunks[0] as usize) == len;
+        let mut run = Run::default();
         for &p in chunks {
             match self.locate(p) {
                 // The owner cannot change under us: moving a node away from
                 // shard `idx` needs `idx`'s lock, which we hold.
+                Ok(Located::Owned(loc, owner)) if owner == idx && gather => match self.chunk_len(loc, Some(len)) {
+                    Ok(_) if run.extends(&self.segs, loc, granules) => {}
+                    Ok(_) => {
+                        self.free_run(&mut g, &run, granules);
+                        run = Run::start(loc);
+                    }
+                    Err(why) => {
+                        first_err.get_or_insert((p, why));
+                    }
+                },
                 Ok(Located::Owned(loc, owner)) if owner == idx => {
                     if let Err(why) = self.free_in_shard(&mut g, loc, p, Some(len)) {
                         first_err.get_or_insert((p, why));
@@ -729,10 +747,28 @@ impl PoolInner {
                 }
             }
         }
+        self.free_run(&mut g, &run, granules);
         let drained = self.drain(&mut g);
         drop(g);
         if let Some((p, why)) = first_err.or(drained.err()) {
             invalid_free(p, why);
+        }
+    }
+
+    /// Frees the chunks of `run` (checked by [`PoolInner::free_batch`]).
+    fn free_run(&self, g: &mut ShardGuard<'_>, run: &Run, granules: usize) {
+        if run.count == 0 {
+            return;
+        }
+        let shard = g.shard();
+        let park = Some(self.key.mark(Parked::Quick(shard.index())));
+        // SAFETY: `run` holds `count` live, unmarked, checked chunks of
+        // `granules` back to back in one level region of a node this shard
+        // owns (`Run::extends`), given up by the caller of `free_batch`.
+        let whole =
+            unsafe { g.heap().free_adjacent(&self.segs, &shard.counters, run.first, granules, run.count, park) };
+        if whole {
+            self.segs.release(run.first.seg, true);
         }
     }
 
@@ -1080,5 +1116,45 @@ impl PoolInner {
                 shard.unlock_for_fork();
             }
         }
+    }
+}
+
+/// Chunks of one size freed back to back, gathered by
+/// [`PoolInner::free_batch`]: `count` chunks from `first` up, in one level
+/// region of one segment.
+#[derive(Default)]
+struct Run {
+    first: Loc,
+    count: usize,
+}
+
+impl Run {
+    /// A run of the one chunk at `loc`.
+    fn start(loc: Loc) -> Run {
+        Run { first: loc, count: 1 }
+    }
+
+    /// Adds the chunk at `loc` of `g` granules if it borders the run (right
+    /// after its end, or right before its start) in the same level region.
+    #[inline]
+    fn extends(&mut self, segs: &crate::segment::Segments, loc: Loc, g: usize) -> bool {
+        if self.count == 0 || loc.seg != self.first.seg {
+            return false;
+        }
+        let after = loc.granule == self.first.granule + self.count * g;
+        let before = loc.granule + g == self.first.granule;
+        // Only neighbours pay for the level check.
+        if !(after || before) {
+            return false;
+        }
+        let m = segs.meta(loc.seg);
+        if m.level_bounds(loc.granule) != m.level_bounds(self.first.granule) {
+            return false;
+        }
+        if before {
+            self.first = loc;
+        }
+        self.count += 1;
+        true
     }
 }

@@ -206,10 +206,11 @@ pub fn alloc_refill(inner: &PoolInner, pool: impl FnOnce() -> PoolRef, len: usiz
             }
             pushed += 1;
         }
-        // The extras were accounted as allocated with their full length; in
-        // the cache they count as free.
+        // The extras were accounted as allocated; in the cache they count
+        // as free, and their allocation is counted when one is popped.
         let c = &slot.counters;
         bump(&c.in_use_granules, -((pushed * g) as i64));
+        bump(&c.allocs, -(pushed as i64));
         slot.leave();
     }
     if pushed < n {

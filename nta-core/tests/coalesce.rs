@@ -97,3 +97,44 @@ fn free_alternating() {
 fn free_random() {
     fill_then_free(Order::Random, true);
 }
+
+/// A burst of sized frees of one size, in address order or its reverse:
+/// the thread cache hands them back in batches of neighbours, which the
+/// shard merges as runs (`free_batch`). Small sizes come from page nodes,
+/// so runs meet page-node edges, where neighbours in address are not
+/// neighbours in the tree and must not merge. The pool stays valid
+/// throughout, and ends with every node one free extent.
+#[test]
+fn burst_frees_of_one_size_merge_as_runs() {
+    for (len, order) in [(16, Order::Forward), (16, Order::Reverse), (64, Order::Forward), (1024, Order::Reverse)] {
+        let pool = Pool::builder()
+            .capacity(64 << 20)
+            .shards(1)
+            .hugepages(HugePages::Off)
+            .retain_bytes(64 << 20)
+            .build()
+            .unwrap();
+        let chunks: Vec<NonNull<u8>> = (0..40_000).map(|_| pool.alloc(len).unwrap()).collect();
+        let before = pool.stats();
+        assert!(before.page_nodes > 0 || len > 512, "small chunks come from page nodes: {before:?}");
+        let idx: Vec<usize> = if matches!(order, Order::Forward) {
+            (0..chunks.len()).collect()
+        } else {
+            (0..chunks.len()).rev().collect()
+        };
+        for (k, &i) in idx.iter().enumerate() {
+            // SAFETY: each chunk is live and freed once, with its length.
+            unsafe { pool.free_sized(chunks[i], len) };
+            if k % 5000 == 0 {
+                pool.validate().unwrap_or_else(|e| panic!("{len} B {order:?} after {k} frees: {e}"));
+            }
+        }
+        pool.collect();
+        pool.validate().unwrap();
+        let st = pool.stats();
+        assert_eq!((st.in_use_bytes, st.page_nodes), (0, 0), "{len} B {order:?}: {st:?}");
+        assert_eq!(st.free_bytes, st.mapped_bytes);
+        assert_eq!(st.largest_free_bytes, nta_core::HUGE_NODE_BYTES as u64, "{len} B {order:?}");
+        assert_eq!(st.frees, st.allocs, "every free counted once");
+    }
+}
