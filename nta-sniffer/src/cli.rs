@@ -49,10 +49,13 @@ pub enum Command {
         /// combined with and, or, not and parentheses.
         #[arg(long)]
         filter: Option<String>,
-        /// Hold chunks until they are read (within the server's quota).
+        /// Hold chunks until they are read, within the server's quota
+        /// (default).
         #[arg(long, conflicts_with = "snapshot")]
         hold: bool,
-        /// Read without holds, checking each read against reuse (default).
+        /// Read without holds, checking each read against reuse: costs the
+        /// server nothing, but a buffer freed and reused before it is read
+        /// (most of a busy server's) is lost and counted as torn.
         #[arg(long)]
         snapshot: bool,
     },
@@ -87,7 +90,8 @@ fn stop_flag() -> Arc<AtomicBool> {
 
 fn run_command(command: Command) -> Result<i32> {
     match command {
-        Command::Capture { socket, count, duration, write, hexdump, filter, hold, snapshot: _ } => {
+        Command::Capture { socket, count, duration, write, hexdump, filter, hold: _, snapshot } => {
+            let hold = !snapshot;
             let filter = Filter::parse(filter.as_deref().unwrap_or("")).map_err(Error::Usage)?;
             let duration = match duration {
                 Some(s) if s.is_finite() && s >= 0.0 => Some(Duration::from_secs_f64(s)),

@@ -415,3 +415,21 @@ fn hexdump_prints_the_bytes_and_released_segments_are_not_read() {
     assert!(stderr.contains("filtered out 1"), "{stderr}");
     assert!(stderr.contains("unknown segment 0, generation 1,"), "{stderr}");
 }
+
+/// `capture` asks for holds unless told `--snapshot` (a snapshot reader
+/// loses most of a busy server's packets to reuse).
+#[test]
+fn capture_asks_for_holds_by_default() {
+    for (flag, want) in [(None, MODE_HOLD), (Some("--hold"), MODE_HOLD), (Some("--snapshot"), MODE_SNAPSHOT)] {
+        let dir = Scratch::new("mode");
+        let server = FakeServer::bind(&dir.path("sock"));
+        let mut args = vec!["capture", "--socket", server.path.to_str().unwrap(), "--count", "1", "--duration", "20"];
+        args.extend(flag);
+        let mut child = spawn(&args);
+        let conn = server.accept();
+        let attach = conn.read_attach();
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(attach.mode, want, "{flag:?}");
+    }
+}
