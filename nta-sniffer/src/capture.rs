@@ -158,9 +158,9 @@ impl Sink for Output {
         }
     }
 
-    fn emit(&mut self, d: &Descriptor) {
+    fn emit(&mut self, d: &Descriptor, payload_sum: u64) {
         if let Some(p) = &mut self.pcap {
-            if let Err(e) = p.write(d) {
+            if let Err(e) = p.write(d, Some(payload_sum)) {
                 self.error.get_or_insert(e);
             }
         }
@@ -224,6 +224,10 @@ fn rate_line(last: &Totals, now: &Totals, reader: &Reader, secs: f64) -> String 
     )
 }
 
+/// The pcap file's write buffer: at 400k packets/s of ~1 KiB, the
+/// default 8 KiB meant a write(2) every few packets.
+const PCAP_BUFFER: usize = 1 << 20;
+
 /// How long the capture loop waits between drains while the rings are not
 /// filling up: at 340k descriptors/s a 4096-slot ring takes 12 ms to fill.
 const BATCH_WAIT: Duration = Duration::from_millis(1);
@@ -241,7 +245,10 @@ pub fn run(opts: &CaptureOptions, stop: &AtomicBool) -> Result<Summary> {
     let pcap = match &opts.write {
         Some(path) => {
             let file = File::create(path).map_err(|e| Error::Io("creating the pcap file", e))?;
-            Some(PcapOut::new(BufWriter::new(file)).map_err(|e| Error::Io("writing the pcap header", e))?)
+            Some(
+                PcapOut::new(BufWriter::with_capacity(PCAP_BUFFER, file))
+                    .map_err(|e| Error::Io("writing the pcap header", e))?,
+            )
         }
         None => None,
     };

@@ -43,13 +43,36 @@ pub fn add(mut acc: u64, bytes: &[u8]) -> u64 {
     acc
 }
 
-/// Folds a running sum to 16 bits and complements it: the checksum field.
+/// Folds a running sum to 16 bits (ones' complement, end-around carry).
 #[inline]
-pub fn finish(mut acc: u64) -> u16 {
+pub fn fold(mut acc: u64) -> u16 {
     while acc >> 16 != 0 {
         acc = (acc & 0xffff) + (acc >> 16);
     }
-    !(acc as u16)
+    acc as u16
+}
+
+/// Folds a running sum to 16 bits and complements it: the checksum field.
+#[inline]
+pub fn finish(acc: u64) -> u16 {
+    !fold(acc)
+}
+
+/// The running sum of `bytes` (as [`add`] from 0) when the caller summed
+/// its middle, `bytes[head..tail]`, itself as native-endian 64-bit words
+/// (each added as two 32-bit halves into `words`), as a copy loop that
+/// reads 8 bytes at a time can: the ones'-complement sum is byte-order
+/// independent (RFC 1071), so the words' sum is folded, put in network
+/// order, and byte-swapped once more if it starts at an odd offset.
+/// `tail - head` must be a multiple of 8.
+#[inline]
+pub fn with_words(bytes: &[u8], head: usize, tail: usize, words: u64) -> u64 {
+    debug_assert!(head <= tail && tail <= bytes.len() && (tail - head) % 8 == 0);
+    let mid = if cfg!(target_endian = "little") { fold(words).swap_bytes() } else { fold(words) };
+    // The middle and the tail start at offsets of the same parity.
+    let from_head = fold(u64::from(mid) + add(0, &bytes[tail..]));
+    let from_head = if head % 2 == 1 { from_head.swap_bytes() } else { from_head };
+    add(0, &bytes[..head]) + u64::from(from_head)
 }
 
 #[cfg(test)]
@@ -82,5 +105,27 @@ mod tests {
         }
         assert_eq!(finish(add(add(0, &data[..40]), &data[40..1001])), reference(&data[..1001]));
         assert_eq!(finish(add(0, &[0xff; 4096])), reference(&[0xff; 4096]));
+    }
+
+    /// [`with_words`] equals [`add`] for every head offset and length.
+    #[test]
+    fn word_sums_of_a_copy_equal_the_byte_sum() {
+        let data: Vec<u8> = (0..600u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        for head in 0..8 {
+            for len in head..200 {
+                let bytes = &data[..len];
+                let n = (len - head) / 8;
+                let tail = head + 8 * n;
+                let words = bytes[head..tail]
+                    .chunks_exact(8)
+                    .map(|w| u64::from_ne_bytes(w.try_into().unwrap()))
+                    .fold(0u64, |a, v| a + (v >> 32) + (v & 0xffff_ffff));
+                assert_eq!(
+                    finish(with_words(bytes, head, tail, words)),
+                    finish(add(0, bytes)),
+                    "head {head} len {len}"
+                );
+            }
+        }
     }
 }

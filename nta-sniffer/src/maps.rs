@@ -173,9 +173,18 @@ impl SharedRegion {
     /// Copies `dst.len()` bytes starting at `offset` into `dst` with atomic
     /// loads; `false` (and `dst` untouched) if the range is outside.
     pub fn copy_out(&self, offset: usize, dst: &mut [u8]) -> bool {
-        let Some(end) = offset.checked_add(dst.len()) else { return false };
+        self.copy_out_summed(offset, dst).is_some()
+    }
+
+    /// [`SharedRegion::copy_out`], returning the Internet checksum's
+    /// running sum of the bytes copied ([`crate::checksum::add`] from 0),
+    /// taken in the same pass: each 8-byte word is added as it is copied,
+    /// so the payload is read from shared memory once and not read again
+    /// for its checksum. `None` when the range is out of bounds.
+    pub fn copy_out_summed(&self, offset: usize, dst: &mut [u8]) -> Option<u64> {
+        let end = offset.checked_add(dst.len())?;
         if end > self.len {
-            return false;
+            return None;
         }
         let mut at = offset;
         let mut out = 0;
@@ -188,18 +197,22 @@ impl SharedRegion {
             at += 1;
             out += 1;
         }
+        let head = out;
+        let mut words = 0u64;
         while at + 8 <= end {
             // SAFETY: 8-aligned and `at + 8 <= end <= len`.
             let w = unsafe { AtomicU64::from_ptr(self.ptr.add(at).cast()) }.load(Ordering::Relaxed);
             dst[out..out + 8].copy_from_slice(&w.to_ne_bytes());
+            words += (w >> 32) + (w & 0xffff_ffff);
             at += 8;
             out += 8;
         }
+        let tail = out;
         while at < end {
             dst[out] = byte(at);
             at += 1;
             out += 1;
         }
-        true
+        Some(crate::checksum::with_words(dst, head, tail, words))
     }
 }

@@ -67,11 +67,19 @@ pub enum Transport {
 }
 
 /// Writes the headers for the payload in `buf[HEADROOM..]` into the bytes
-/// just before it; returns where the packet starts. Fails if the payload
+/// just before it; returns where the packet starts. `payload_sum`, when
+/// given, is the payload's [`checksum::add`] sum from 0, taken by the
+/// caller (the reader sums a payload as it copies it); otherwise it is
+/// summed here. Fails if the payload
 /// is longer than [`MAX_PIECE`], `buf` has no headroom, or the two
 /// addresses are of different families. No allocation: the headers are
 /// written in place and the checksums summed with [`checksum`].
-pub fn write_headers(buf: &mut [u8], ends: &Ends, transport: &Transport) -> Result<usize, String> {
+pub fn write_headers(
+    buf: &mut [u8],
+    ends: &Ends,
+    transport: &Transport,
+    payload_sum: Option<u64>,
+) -> Result<usize, String> {
     if buf.len() < HEADROOM || buf.len() - HEADROOM > MAX_PIECE {
         return Err(format!("packet buffer of {} bytes", buf.len()));
     }
@@ -133,7 +141,8 @@ pub fn write_headers(buf: &mut [u8], ends: &Ends, transport: &Transport) -> Resu
         }
     };
     l4[at..at + 2].copy_from_slice(&[0, 0]);
-    let mut sum = checksum::finish(checksum::add(checksum::add(pseudo, l4), payload));
+    let payload_sum = payload_sum.unwrap_or_else(|| checksum::add(0, payload));
+    let mut sum = checksum::finish(checksum::add(pseudo, l4) + payload_sum);
     if sum == 0 && matches!(transport, Transport::Udp) {
         sum = 0xffff; // UDP: 0 means "no checksum"
     }

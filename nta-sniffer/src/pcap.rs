@@ -128,8 +128,9 @@ impl<W: Write> PcapOut<W> {
     }
 
     /// Writes the payload last put in [`PcapOut::payload_buf`] as the
-    /// packet(s) descriptor `d` describes.
-    pub fn write(&mut self, d: &Descriptor) -> io::Result<()> {
+    /// packet(s) descriptor `d` describes; `payload_sum`, if known, is the
+    /// payload's checksum sum (see [`write_headers`]).
+    pub fn write(&mut self, d: &Descriptor, payload_sum: Option<u64>) -> io::Result<()> {
         let (local, peer) = addresses(d);
         let tx = d.flags & FLAG_TX != 0;
         let ends = if tx {
@@ -140,7 +141,7 @@ impl<W: Write> PcapOut<W> {
         let ts = Duration::from_nanos(d.timestamp_ns);
         let len = self.buf.len() - HEADROOM;
         if d.flags & FLAG_TCP == 0 {
-            return self.write_pieces(&ends, ts, len, |_| Transport::Udp);
+            return self.write_pieces(&ends, ts, len, payload_sum, |_| Transport::Udp);
         }
         let key = FlowKey { local, peer, local_port: d.local_port, peer_port: d.peer_port };
         if self.flows.len() >= MAX_FLOWS && !self.flows.contains_key(&key) {
@@ -164,7 +165,7 @@ impl<W: Write> PcapOut<W> {
         }
         let ack = Some(1u32.wrapping_add(ack_end as u32));
         let first_seq = 1u32.wrapping_add(d.stream_offset as u32);
-        self.write_pieces(&ends, ts, len, |piece_start| Transport::Tcp {
+        self.write_pieces(&ends, ts, len, payload_sum, |piece_start| Transport::Tcp {
             seq: first_seq.wrapping_add(piece_start as u32),
             ack,
             syn: false,
@@ -183,7 +184,7 @@ impl<W: Write> PcapOut<W> {
         for (ends, transport) in steps {
             self.piece.clear();
             self.piece.resize(HEADROOM, 0);
-            let start = write_headers(&mut self.piece, &ends, &transport).map_err(io::Error::other)?;
+            let start = write_headers(&mut self.piece, &ends, &transport, Some(0)).map_err(io::Error::other)?;
             let packet = PcapPacket::new(ts, (self.piece.len() - start) as u32, &self.piece[start..]);
             self.writer.write_packet(&packet).map_err(pcap_err)?;
             self.packets += 1;
@@ -196,10 +197,11 @@ impl<W: Write> PcapOut<W> {
         ends: &Ends,
         ts: Duration,
         len: usize,
+        payload_sum: Option<u64>,
         transport: impl Fn(usize) -> Transport,
     ) -> io::Result<()> {
         if len <= MAX_PIECE {
-            let start = write_headers(&mut self.buf, ends, &transport(0)).map_err(io::Error::other)?;
+            let start = write_headers(&mut self.buf, ends, &transport(0), payload_sum).map_err(io::Error::other)?;
             let packet = PcapPacket::new(ts, (self.buf.len() - start) as u32, &self.buf[start..]);
             self.writer.write_packet(&packet).map_err(pcap_err)?;
             self.packets += 1;
@@ -211,7 +213,7 @@ impl<W: Write> PcapOut<W> {
             self.piece.clear();
             self.piece.resize(HEADROOM, 0);
             self.piece.extend_from_slice(&self.buf[HEADROOM + at..HEADROOM + at + n]);
-            let start = write_headers(&mut self.piece, ends, &transport(at)).map_err(io::Error::other)?;
+            let start = write_headers(&mut self.piece, ends, &transport(at), None).map_err(io::Error::other)?;
             let packet = PcapPacket::new(ts, (self.piece.len() - start) as u32, &self.piece[start..]);
             self.writer.write_packet(&packet).map_err(pcap_err)?;
             self.packets += 1;

@@ -14,7 +14,7 @@
 //! 3. The [`Sink`] filters on the descriptor alone, before a byte of
 //!    payload is touched.
 //! 4. The payload is copied once, from the segment straight into the
-//!    sink's buffer. Then `seq` is loaded again after an acquire fence; if
+//!    sink's buffer, its checksum sum taken in the same pass. Then `seq` is loaded again after an acquire fence; if
 //!    it changed, the chunk was freed (and maybe reused) while we copied:
 //!    a torn read, counted as a drop and discarded. Held descriptors
 //!    (`FLAG_HELD`) cannot change under us, but the check costs a load and
@@ -42,7 +42,9 @@ pub trait Sink {
     /// A buffer of exactly `len` bytes for the next payload.
     fn payload(&mut self, len: usize) -> &mut [u8];
     /// The payload last handed out is complete and good: emit it.
-    fn emit(&mut self, d: &Descriptor);
+    /// `payload_sum` is its Internet checksum running sum
+    /// ([`crate::checksum::add`] from 0), taken while it was copied.
+    fn emit(&mut self, d: &Descriptor, payload_sum: u64);
 }
 
 struct RingState {
@@ -160,10 +162,10 @@ impl Reader {
                     continue;
                 };
                 let buf = sink.payload(d.len as usize);
-                if !segment.region.copy_out(d.offset as usize, buf) {
+                let Some(payload_sum) = segment.region.copy_out_summed(d.offset as usize, buf) else {
                     self.faults.count(Fault::OutsideSegment);
                     continue;
-                }
+                };
                 // The seqlock's second read: a changed seq means the chunk
                 // was freed while we copied.
                 fence(Ordering::Acquire);
@@ -171,7 +173,7 @@ impl Reader {
                     self.faults.torn += 1;
                     continue;
                 }
-                sink.emit(&d);
+                sink.emit(&d, payload_sum);
                 emitted += 1;
                 self.totals.packets += 1;
                 self.totals.bytes += u64::from(d.len);

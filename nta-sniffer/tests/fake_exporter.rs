@@ -35,7 +35,9 @@ fn serve(server: &FakeServer, mode: u32, payloads: &[Vec<u8>]) -> Conn {
             d.flags |= FLAG_HELD;
         }
         conn.rings[i % 2].publish(d);
-        offset += p.len().next_multiple_of(64);
+        // Odd offsets too: the reader sums each payload as it copies it
+        // by aligned 8-byte words, from any start (read_pcap checks sums).
+        offset += p.len().next_multiple_of(64) + 3;
     }
     conn
 }

@@ -43,7 +43,7 @@ fn write(descs: &[(Descriptor, Vec<u8>)]) -> Vec<Packet> {
         let mut out = PcapOut::new(&mut file).unwrap();
         for (d, payload) in descs {
             out.payload_buf(payload.len()).copy_from_slice(payload);
-            out.write(d).unwrap();
+            out.write(d, None).unwrap();
         }
         out.finish().unwrap();
     }

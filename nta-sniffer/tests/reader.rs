@@ -28,7 +28,13 @@ impl Sink for Collect {
         self.buf.resize(len, 0);
         &mut self.buf
     }
-    fn emit(&mut self, d: &Descriptor) {
+    fn emit(&mut self, d: &Descriptor, payload_sum: u64) {
+        let want = nta_sniffer::checksum::add(0, &self.buf);
+        assert_eq!(
+            nta_sniffer::checksum::finish(payload_sum),
+            nta_sniffer::checksum::finish(want),
+            "the copy's checksum sum"
+        );
         self.got.push((*d, self.buf.clone()));
     }
 }

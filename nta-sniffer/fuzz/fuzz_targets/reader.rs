@@ -26,7 +26,7 @@ impl Sink for Discard {
         self.0.resize(len, 0);
         &mut self.0
     }
-    fn emit(&mut self, _: &Descriptor) {
+    fn emit(&mut self, _: &Descriptor, _: u64) {
         self.1 += self.0.iter().map(|&b| u64::from(b)).sum::<u64>();
     }
 }

@@ -329,7 +329,29 @@ pub fn wait(mut child: Child, limit: Duration) -> Output {
     child.wait_with_output().unwrap()
 }
 
+/// The transport checksum of an IP packet as written and as etherparse
+/// recomputes it.
+pub fn transport_checksums(sliced: &etherparse::SlicedPacket) -> (u16, u16) {
+    use etherparse::{NetSlice, TransportSlice};
+    match (&sliced.net, &sliced.transport) {
+        (Some(NetSlice::Ipv4(ip)), Some(TransportSlice::Tcp(t))) => {
+            (t.checksum(), t.to_header().calc_checksum_ipv4(&ip.header().to_header(), t.payload()).unwrap())
+        }
+        (Some(NetSlice::Ipv6(ip)), Some(TransportSlice::Tcp(t))) => {
+            (t.checksum(), t.to_header().calc_checksum_ipv6(&ip.header().to_header(), t.payload()).unwrap())
+        }
+        (Some(NetSlice::Ipv4(ip)), Some(TransportSlice::Udp(u))) => {
+            (u.checksum(), u.to_header().calc_checksum_ipv4(&ip.header().to_header(), u.payload()).unwrap())
+        }
+        (Some(NetSlice::Ipv6(ip)), Some(TransportSlice::Udp(u))) => {
+            (u.checksum(), u.to_header().calc_checksum_ipv6(&ip.header().to_header(), u.payload()).unwrap())
+        }
+        other => panic!("not an IP packet with TCP or UDP: {other:?}"),
+    }
+}
+
 /// Reads a pcap file: (source port, destination port, payload) per packet.
+/// Every packet's transport checksum must be right.
 pub fn read_pcap(path: &Path) -> Vec<(u16, u16, Vec<u8>)> {
     let file = File::open(path).unwrap();
     let mut reader = pcap_file::pcap::PcapReader::new(file).unwrap();
@@ -338,6 +360,8 @@ pub fn read_pcap(path: &Path) -> Vec<(u16, u16, Vec<u8>)> {
     while let Some(packet) = reader.next_packet() {
         let packet = packet.unwrap();
         let sliced = etherparse::SlicedPacket::from_ip(&packet.data).unwrap();
+        let (got, want) = transport_checksums(&sliced);
+        assert_eq!(got, want, "transport checksum");
         let (sp, dp, payload) = match sliced.transport.unwrap() {
             etherparse::TransportSlice::Tcp(t) => (t.source_port(), t.destination_port(), t.payload().to_vec()),
             etherparse::TransportSlice::Udp(u) => (u.source_port(), u.destination_port(), u.payload().to_vec()),
