@@ -41,7 +41,7 @@ use crate::lock::FutexLock;
 use crate::mark::{self, Key, Parked};
 use crate::meta_array::MetaArray;
 use crate::node::NO_OWNER;
-use crate::remote::RemoteQueue;
+use crate::remote::{Chain, RemoteQueue};
 use crate::segment::{SegmentState, Segments};
 use crate::shard::{Shard, ShardGuard};
 use crate::stats::{bump, Stats};
@@ -444,6 +444,10 @@ impl PoolInner {
             // thread; the link words are theirs and were published by the
             // push's release CAS, which our acquire swap saw.
             let link = unsafe { RemoteQueue::link(node) };
+            // The next node was written by another thread, most likely on
+            // another core: start fetching it while this one merges, so
+            // the walk does not pay one cross-core miss after another.
+            crate::remote::prefetch(link.next);
             let ptr = node.cast::<u8>();
             let len = (link.len != usize::MAX).then_some(link.len);
             // SAFETY: as above; the chunk is at least 32 bytes.
@@ -716,6 +720,7 @@ impl PoolInner {
         // one-by-one path, which costs less per chunk.
         let gather = !self.is_checked() && chunks.len() > 1 && (chunks[1] as usize).abs_diff(chunks[0] as usize) == len;
         let mut run = Run::default();
+        let (mut remote, mut remote_owner) = (Chain::default(), 0);
         for &p in chunks {
             match self.locate(p) {
                 // The owner cannot change under us: moving a node away from
@@ -735,10 +740,18 @@ impl PoolInner {
                         first_err.get_or_insert((p, why));
                     }
                 }
-                // SAFETY: the caller gives the live chunk up.
-                Ok(Located::Owned(_, owner)) => unsafe {
-                    self.shards[owner].remote.push(p, len, self.key.mark(Parked::Remote(owner)))
-                },
+                // Chunks of another shard are linked into one chain per
+                // owner in a row and pushed with one CAS (`push_chain`).
+                Ok(Located::Owned(_, owner)) => {
+                    if remote_owner != owner && !remote.is_empty() {
+                        // SAFETY: the chain holds chunks of `remote_owner` only.
+                        unsafe { self.shards[remote_owner].remote.push_chain(&remote) };
+                        remote = Chain::default();
+                    }
+                    remote_owner = owner;
+                    // SAFETY: the caller gives the live chunk up.
+                    unsafe { remote.add(p, len, self.key.mark(Parked::Remote(owner))) };
+                }
                 Ok(Located::Unowned(loc)) => {
                     first_err.get_or_insert((p, self.not_a_chunk_reason(loc)));
                 }
@@ -748,6 +761,10 @@ impl PoolInner {
             }
         }
         self.free_run(&mut g, &run, granules);
+        if !remote.is_empty() {
+            // SAFETY: the chain holds chunks of `remote_owner` only.
+            unsafe { self.shards[remote_owner].remote.push_chain(&remote) };
+        }
         let drained = self.drain(&mut g);
         drop(g);
         if let Some((p, why)) = first_err.or(drained.err()) {

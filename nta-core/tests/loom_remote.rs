@@ -48,7 +48,7 @@ mod remote;
 
 use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::sync::Arc;
-use remote::{RemoteLink, RemoteQueue};
+use remote::{Chain, RemoteLink, RemoteQueue};
 
 /// A fake chunk: the queue's link words as a loom cell.
 type Chunk = loom::cell::UnsafeCell<RemoteLink>;
@@ -148,5 +148,44 @@ fn chunk_pushed_again_after_a_drain() {
         assert_eq!(seen.iter().filter(|&&(c, _)| c == a).count(), 2);
         assert!(q.is_empty());
         free_chunks(&[a, b]);
+    });
+}
+
+#[test]
+fn a_chain_and_a_single_push_race_a_draining_owner() {
+    // One producer links two chunks and pushes them with one CAS while
+    // another pushes one chunk and the owner drains: every chunk arrives
+    // once, with its length, and the counter counts three.
+    loom::model(|| {
+        let q = Arc::new(RemoteQueue::new());
+        let chunks: Vec<usize> = (0..3).map(|_| chunk() as usize).collect();
+        let chained = {
+            let (q, a, b) = (q.clone(), chunks[0], chunks[1]);
+            loom::thread::spawn(move || {
+                let mut chain = Chain::default();
+                // SAFETY: each fake chunk is given to the chain once.
+                unsafe {
+                    chain.add(a as *mut u8, 10, 7);
+                    chain.add(b as *mut u8, 11, 7);
+                    q.push_chain(&chain);
+                }
+            })
+        };
+        let single = {
+            let (q, c) = (q.clone(), chunks[2]);
+            // SAFETY: pushed once.
+            loom::thread::spawn(move || unsafe { q.push(c as *mut u8, 12, 7) })
+        };
+        let mut seen = Vec::new();
+        collect(&q, &mut seen);
+        chained.join().unwrap();
+        single.join().unwrap();
+        collect(&q, &mut seen);
+        seen.sort_unstable();
+        let mut want = vec![(chunks[0], 10), (chunks[1], 11), (chunks[2], 12)];
+        want.sort_unstable();
+        assert_eq!(seen, want);
+        assert_eq!(q.pushed(), 3);
+        free_chunks(&chunks);
     });
 }
