@@ -223,28 +223,36 @@ where
 {
     let runs = options.runs_of(id);
     let mut spreads = Vec::new();
-    let outcomes = options
-        .peers
-        .iter()
-        .map(|&kind| {
-            let mut results = Vec::new();
-            let mut failure = None;
-            for _ in 0..runs {
-                let start = Instant::now();
-                let outcome = match &options.isolation {
-                    Isolation::InProcess => {
-                        with_peer(kind, peer_config(id, options), visitor.clone()).map_err(|error| error.to_string())
-                    }
-                    Isolation::ChildProcess(exe) => run_child(exe, id, kind, options),
-                };
-                if options.progress {
-                    eprintln!("[nta-bench] {} {:<8} {:>7.2} s", id.name(), kind.name(), start.elapsed().as_secs_f64());
-                }
-                match outcome {
-                    Ok(result) => results.push(result),
-                    Err(error) => failure = Some(error),
-                }
+    // Rounds outermost (every allocator once per round, in turn), so that
+    // a machine whose speed drifts over minutes (a shared host) slows
+    // every allocator alike rather than whichever ran during the slow spell.
+    let mut per_peer: Vec<(PeerKind, Vec<V::Output>, Option<String>)> =
+        options.peers.iter().map(|&kind| (kind, Vec::new(), None)).collect();
+    for _ in 0..runs {
+        for (kind, results, failure) in per_peer.iter_mut() {
+            if failure.is_some() {
+                continue;
             }
+            let kind = *kind;
+            let start = Instant::now();
+            let outcome = match &options.isolation {
+                Isolation::InProcess => {
+                    with_peer(kind, peer_config(id, options), visitor.clone()).map_err(|error| error.to_string())
+                }
+                Isolation::ChildProcess(exe) => run_child(exe, id, kind, options),
+            };
+            if options.progress {
+                eprintln!("[nta-bench] {} {:<8} {:>7.2} s", id.name(), kind.name(), start.elapsed().as_secs_f64());
+            }
+            match outcome {
+                Ok(result) => results.push(result),
+                Err(error) => *failure = Some(error),
+            }
+        }
+    }
+    let outcomes = per_peer
+        .into_iter()
+        .map(|(kind, mut results, failure)| {
             if let Some(error) = failure {
                 return (kind, Err(error));
             }
@@ -259,7 +267,7 @@ where
         .collect();
     let note = (runs > 1).then(|| {
         format!(
-            "Each row is the median of {runs} runs (own child process each) by {metric_name}; all runs, sorted: {}.",
+            "Each row is the median of {runs} runs (own child process each, the allocators in turn within each round) by {metric_name}; all runs, sorted: {}.",
             spreads.join("; ")
         )
     });

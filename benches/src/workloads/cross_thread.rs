@@ -8,6 +8,13 @@
 //! receive-on-one-core, consume-on-another pattern of a network stack. The
 //! figure is completed pairs per second, from the start barrier until B has
 //! freed the last buffer.
+//!
+//! On a machine with two CPUs or more, A is pinned to the first CPU the
+//! process may use and B to the second, for every allocator: unpinned, the
+//! scheduler sometimes ran both on one CPU (taking turns, each buffer
+//! already in the cache) and sometimes on two, and a run's figure depended
+//! more on that than on the allocator (seen on a 2-vCPU KVM guest: 3.9M or
+//! 16M pairs/s for the same NTA binary).
 
 use std::ptr::NonNull;
 use std::sync::Barrier;
@@ -70,12 +77,33 @@ struct InFlight(Option<(NonNull<u8>, usize)>);
 // the peer allows frees from any thread (Peer: Sync, documented contract).
 unsafe impl Send for InFlight {}
 
+/// Pins the calling thread to the `n`-th CPU of the process's affinity
+/// mask, if the mask holds at least two; otherwise leaves it alone.
+fn pin_to_nth_cpu(n: usize) {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; the calls only read
+    // and write the set we pass, sized by size_of.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return;
+        }
+        let cpus: Vec<usize> = (0..libc::CPU_SETSIZE as usize).filter(|&c| libc::CPU_ISSET(c, &set)).collect();
+        if cpus.len() < 2 {
+            return;
+        }
+        let mut one: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpus[n % cpus.len()], &mut one);
+        let _ = libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &one);
+    }
+}
+
 /// Runs P5 on `peer`.
 pub fn run<P: Peer + ?Sized>(peer: &P, params: &CrossThreadParams) -> CrossThreadResult {
     let ring: SpscRing<InFlight> = SpscRing::new(params.queue_capacity);
     let barrier = Barrier::new(2);
     let (failed_allocs, (pairs_completed, requested_bytes, elapsed_ns)) = std::thread::scope(|scope| {
         let producer = scope.spawn(|| {
+            pin_to_nth_cpu(0);
             peer.bind_thread(0);
             let mut rng = SplitMix64::new(params.seed);
             let mut failed = 0u64;
@@ -95,6 +123,7 @@ pub fn run<P: Peer + ?Sized>(peer: &P, params: &CrossThreadParams) -> CrossThrea
             failed
         });
         let consumer = scope.spawn(|| {
+            pin_to_nth_cpu(1);
             peer.bind_thread(1);
             let mut completed = 0u64;
             let mut requested = 0u64;
