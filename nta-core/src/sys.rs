@@ -261,6 +261,19 @@ pub unsafe fn release_segment(addr: NonNull<u8>, len: usize) -> io::Result<()> {
     Ok(())
 }
 
+/// Allocates every page of a fresh writable mapping at once
+/// (`MADV_POPULATE_WRITE`, Linux 5.14): one call instead of a fault per
+/// page. Advisory: on failure (an older kernel) the pages fault in later,
+/// as they would have.
+///
+/// # Safety
+/// `addr..addr+len` must be a readable and writable mapping of ours whose
+/// pages may be allocated (their contents are unchanged).
+pub unsafe fn populate(addr: NonNull<u8>, len: usize) {
+    // SAFETY: per the caller; populating does not change contents.
+    unsafe { libc::madvise(addr.as_ptr().cast(), len, libc::MADV_POPULATE_WRITE) };
+}
+
 /// Asks for transparent huge pages on a range (`MADV_HUGEPAGE`). Advisory:
 /// errors are ignored by callers.
 pub fn advise_hugepage(addr: NonNull<u8>, len: usize) -> io::Result<()> {
