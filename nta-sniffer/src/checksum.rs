@@ -68,11 +68,18 @@ pub fn finish(acc: u64) -> u16 {
 #[inline]
 pub fn with_words(bytes: &[u8], head: usize, tail: usize, words: u64) -> u64 {
     debug_assert!(head <= tail && tail <= bytes.len() && (tail - head) % 8 == 0);
+    with_edges(&bytes[..head], &bytes[tail..], words)
+}
+
+/// [`with_words`] given the head and tail bytes themselves (the middle,
+/// summed as `words`, is a multiple of 8 bytes long).
+#[inline]
+pub fn with_edges(head: &[u8], tail: &[u8], words: u64) -> u64 {
     let mid = if cfg!(target_endian = "little") { fold(words).swap_bytes() } else { fold(words) };
     // The middle and the tail start at offsets of the same parity.
-    let from_head = fold(u64::from(mid) + add(0, &bytes[tail..]));
-    let from_head = if head % 2 == 1 { from_head.swap_bytes() } else { from_head };
-    add(0, &bytes[..head]) + u64::from(from_head)
+    let from_head = fold(u64::from(mid) + add(0, tail));
+    let from_head = if head.len() % 2 == 1 { from_head.swap_bytes() } else { from_head };
+    add(0, head) + u64::from(from_head)
 }
 
 #[cfg(test)]

@@ -176,6 +176,45 @@ impl SharedRegion {
         self.copy_out_summed(offset, dst).is_some()
     }
 
+    /// The Internet checksum's running sum of `len` bytes at `offset`
+    /// ([`crate::checksum::add`] from 0), read in place with the same
+    /// word loads as [`SharedRegion::copy_out_summed`], and the address of
+    /// the bytes (for a vectored write of a held payload). `None` when the
+    /// range is out of bounds.
+    pub fn sum_in_place(&self, offset: usize, len: usize) -> Option<(*const u8, u64)> {
+        let end = offset.checked_add(len)?;
+        if end > self.len {
+            return None;
+        }
+        let byte = |i: usize| {
+            // SAFETY: `i < end <= len`: in bounds of the mapping.
+            unsafe { AtomicU8::from_ptr(self.ptr.add(i)) }.load(Ordering::Relaxed)
+        };
+        // Head and tail bytes (at most 7 each) go through a small buffer
+        // so that `with_words` sees them as a slice.
+        let head = ((8 - offset % 8) % 8).min(len);
+        let words_end = offset + head + (len - head) / 8 * 8;
+        let mut edge = [0u8; 16];
+        for (k, i) in (offset..offset + head).enumerate() {
+            edge[k] = byte(i);
+        }
+        let mut words = 0u64;
+        let mut at = offset + head;
+        while at < words_end {
+            // SAFETY: 8-aligned and `at + 8 <= end <= len`.
+            let w = unsafe { AtomicU64::from_ptr(self.ptr.add(at).cast()) }.load(Ordering::Relaxed);
+            words += (w >> 32) + (w & 0xffff_ffff);
+            at += 8;
+        }
+        let tail = end - words_end;
+        for (k, i) in (words_end..end).enumerate() {
+            edge[head + k] = byte(i);
+        }
+        let sum = crate::checksum::with_edges(&edge[..head], &edge[head..head + tail], words);
+        // SAFETY: `offset <= len`: within (or one past) the mapping.
+        Some((unsafe { self.ptr.add(offset) }.cast_const(), sum))
+    }
+
     /// [`SharedRegion::copy_out`], returning the Internet checksum's
     /// running sum of the bytes copied ([`crate::checksum::add`] from 0),
     /// taken in the same pass: each 8-byte word is added as it is copied,

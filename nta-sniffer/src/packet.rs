@@ -84,12 +84,30 @@ pub fn write_headers(
         return Err(format!("packet buffer of {} bytes", buf.len()));
     }
     let (head, payload) = buf.split_at_mut(HEADROOM);
-    let payload: &[u8] = payload;
+    let payload_sum = payload_sum.unwrap_or_else(|| checksum::add(0, payload));
+    headers_for(head.try_into().expect("HEADROOM bytes"), payload.len(), ends, transport, payload_sum)
+}
+
+/// Writes, at the end of `head`, the headers for a payload of
+/// `payload_len` bytes whose [`checksum::add`] sum from 0 is `payload_sum`
+/// and which lies elsewhere (the pcap writer leaves a held payload where
+/// it is in the pool); returns where in `head` the headers start. Fails as
+/// [`write_headers`] does.
+pub fn headers_for(
+    head: &mut [u8; HEADROOM],
+    payload_len: usize,
+    ends: &Ends,
+    transport: &Transport,
+    payload_sum: u64,
+) -> Result<usize, String> {
+    if payload_len > MAX_PIECE {
+        return Err(format!("payload of {payload_len} bytes"));
+    }
     let (number, transport_len) = match transport {
         Transport::Tcp { .. } => (IpNumber::TCP.0, TCP_LEN),
         Transport::Udp => (IpNumber::UDP.0, UDP_LEN),
     };
-    let l4_len = transport_len + payload.len();
+    let l4_len = transport_len + payload_len;
     // The pseudo-header's sum: addresses, protocol, transport length.
     let (ip_len, pseudo) = match (ends.src, ends.dst) {
         (IpAddr::V4(src), IpAddr::V4(dst)) => {
@@ -141,7 +159,6 @@ pub fn write_headers(
         }
     };
     l4[at..at + 2].copy_from_slice(&[0, 0]);
-    let payload_sum = payload_sum.unwrap_or_else(|| checksum::add(0, payload));
     let mut sum = checksum::finish(checksum::add(pseudo, l4) + payload_sum);
     if sum == 0 && matches!(transport, Transport::Udp) {
         sum = 0xffff; // UDP: 0 means "no checksum"

@@ -2,9 +2,20 @@
 //!
 //! # Design notes
 //!
-//! The file is written with the `pcap-file` crate: link type RAW (101, the
-//! packet starts with its IP header), nanosecond timestamps from the
-//! descriptor's `timestamp_ns`. Headers come from [`crate::packet`].
+//! Classic pcap: link type RAW (101, the packet starts with its IP
+//! header), nanosecond timestamps from the descriptor's `timestamp_ns`.
+//! The file header is the `pcap-file` crate's; each record's 16-byte
+//! header (seconds, nanoseconds, captured and original length, native byte
+//! order as the file header says) is written here, because a record's
+//! bytes are not contiguous: IP/TCP headers come from [`crate::packet`]
+//! and, for a held packet, the payload stays where it lies in the pool.
+//! Records queue in an arena with the in-place payloads between them, and
+//! go out with vectored writes (`writev`: for a file the kernel copies the
+//! payload straight from the mapping, and this process never copies it)
+//! when the reader settles, before it publishes its consumer index and so
+//! lets the server free the held chunks. A copied payload (snapshot reads,
+//! hexdump alongside, pieces of a payload above [`MAX_PIECE`]) is copied
+//! into the arena once.
 //!
 //! TCP sequence numbers come from the descriptor's `stream_offset`:
 //! `seq = ISN + 1 + stream_offset` with `ISN = 0` in both directions. The
@@ -17,24 +28,22 @@
 //! handshake. Flow state is forgotten when more than [`MAX_FLOWS`] are
 //! tracked (acks then restart from what is seen again).
 //!
-//! The writer flushes at most once a second ([`PcapOut::flush_if_due`])
-//! and at the end ([`PcapOut::finish`]), so a sniffer that stops for any
-//! reason but SIGKILL leaves a complete file, and even a killed one leaves
-//! a file that is complete up to its last second.
+//! The queue is written at every settle (each drain of a ring), when it
+//! holds 1024 slices or 1 MiB, and at the end ([`PcapOut::finish`]), so a
+//! sniffer that stops for any reason but SIGKILL leaves a complete file,
+//! and even a killed one leaves a file complete up to its last drain.
 
-use std::cell::RefCell;
-use std::io::{self, Write};
+use std::io::{self, IoSlice, Write};
 use std::net::IpAddr;
-use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use nta_net::export::proto::{Descriptor, FLAG_TCP, FLAG_TX};
-use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
+use pcap_file::pcap::PcapHeader;
 use pcap_file::{DataLink, Endianness, TsResolution};
 use rustc_hash::FxHashMap;
 
 use crate::filter::addresses;
-use crate::packet::{write_headers, Ends, Transport, HEADROOM, MAX_PIECE};
+use crate::packet::{headers_for, write_headers, Ends, Transport, HEADROOM, MAX_PIECE};
 
 /// Connections whose sequence state is kept.
 pub const MAX_FLOWS: usize = 65536;
@@ -55,22 +64,34 @@ struct FlowState {
     tx_end: u64,
 }
 
-/// A `Write` the pcap writer and we share, so we can flush it.
-struct SharedWriter<W>(Rc<RefCell<W>>);
-
-impl<W: Write> Write for SharedWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.borrow_mut().write(buf)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.0.borrow_mut().flush()
+fn pcap_err(e: pcap_file::PcapError) -> io::Error {
+    match e {
+        pcap_file::PcapError::IoError(e) => e,
+        other => io::Error::other(other.to_string()),
     }
 }
 
+/// One piece of the output: bytes of the arena, or a payload left where it
+/// lies in a held chunk of the pool.
+#[derive(Clone, Copy, Debug)]
+enum Part {
+    Arena { start: usize, end: usize },
+    InPlace { ptr: *const u8, len: usize },
+}
+
+/// Parts queued before a write is forced (one `writev` takes at most
+/// 1024 slices).
+const MAX_PARTS: usize = 1024;
+/// Arena bytes queued before a write is forced.
+const MAX_ARENA: usize = 1 << 20;
+
 /// A pcap file being written.
 pub struct PcapOut<W: Write> {
-    writer: PcapWriter<SharedWriter<W>>,
-    inner: Rc<RefCell<W>>,
+    writer: W,
+    /// Record headers, IP/TCP headers and copied payloads, in file order
+    /// with the in-place payloads between them (`parts`).
+    arena: Vec<u8>,
+    parts: Vec<Part>,
     buf: Vec<u8>,
     piece: Vec<u8>,
     flows: FxHashMap<FlowKey, FlowState>,
@@ -85,17 +106,18 @@ impl<W: Write> std::fmt::Debug for PcapOut<W> {
     }
 }
 
-fn pcap_err(e: pcap_file::PcapError) -> io::Error {
-    match e {
-        pcap_file::PcapError::IoError(e) => e,
-        other => io::Error::other(other.to_string()),
-    }
+/// Where a payload comes from.
+#[derive(Clone, Copy)]
+enum Payload {
+    /// In `PcapOut::buf[HEADROOM..]`.
+    Copied(Option<u64>),
+    /// In a held chunk: address, length, checksum sum.
+    InPlace(*const u8, usize, u64),
 }
 
 impl<W: Write> PcapOut<W> {
     /// Starts a file on `writer` (writes the file header).
-    pub fn new(writer: W) -> io::Result<PcapOut<W>> {
-        let inner = Rc::new(RefCell::new(writer));
+    pub fn new(mut writer: W) -> io::Result<PcapOut<W>> {
         let header = PcapHeader {
             datalink: DataLink::RAW,
             ts_resolution: TsResolution::NanoSecond,
@@ -103,10 +125,11 @@ impl<W: Write> PcapOut<W> {
             snaplen: 65535,
             ..PcapHeader::default()
         };
-        let writer = PcapWriter::with_header(SharedWriter(inner.clone()), header).map_err(pcap_err)?;
+        header.write_to(&mut writer).map_err(pcap_err)?;
         Ok(PcapOut {
             writer,
-            inner,
+            arena: Vec::with_capacity(MAX_ARENA),
+            parts: Vec::with_capacity(MAX_PARTS),
             buf: Vec::new(),
             piece: Vec::new(),
             flows: FxHashMap::default(),
@@ -131,6 +154,32 @@ impl<W: Write> PcapOut<W> {
     /// packet(s) descriptor `d` describes; `payload_sum`, if known, is the
     /// payload's checksum sum (see [`write_headers`]).
     pub fn write(&mut self, d: &Descriptor, payload_sum: Option<u64>) -> io::Result<()> {
+        let len = self.buf.len() - HEADROOM;
+        self.write_packet(d, len, Payload::Copied(payload_sum))
+    }
+
+    /// Writes the packet descriptor `d` describes with its payload left
+    /// where it lies: the file gets the `len` bytes at `ptr` when the queue
+    /// is written ([`PcapOut::flush`], or when it is full), without a copy
+    /// in this process. `payload_sum` is their checksum sum.
+    ///
+    /// # Safety
+    /// `ptr..ptr+len` must stay mapped, and unchanged, until the next
+    /// [`PcapOut::flush`] (or [`PcapOut::finish`]) returns: the reader
+    /// holds the chunk and publishes its consumer index only after that.
+    /// `len` is at most [`MAX_PIECE`].
+    pub unsafe fn write_in_place(
+        &mut self,
+        d: &Descriptor,
+        ptr: *const u8,
+        len: usize,
+        payload_sum: u64,
+    ) -> io::Result<()> {
+        debug_assert!(len <= MAX_PIECE);
+        self.write_packet(d, len, Payload::InPlace(ptr, len, payload_sum))
+    }
+
+    fn write_packet(&mut self, d: &Descriptor, len: usize, payload: Payload) -> io::Result<()> {
         let (local, peer) = addresses(d);
         let tx = d.flags & FLAG_TX != 0;
         let ends = if tx {
@@ -139,9 +188,8 @@ impl<W: Write> PcapOut<W> {
             Ends { src: peer, dst: local, src_port: d.peer_port, dst_port: d.local_port }
         };
         let ts = Duration::from_nanos(d.timestamp_ns);
-        let len = self.buf.len() - HEADROOM;
         if d.flags & FLAG_TCP == 0 {
-            return self.write_pieces(&ends, ts, len, payload_sum, |_| Transport::Udp);
+            return self.write_pieces(&ends, ts, len, payload, |_| Transport::Udp);
         }
         let key = FlowKey { local, peer, local_port: d.local_port, peer_port: d.peer_port };
         if self.flows.len() >= MAX_FLOWS && !self.flows.contains_key(&key) {
@@ -165,7 +213,7 @@ impl<W: Write> PcapOut<W> {
         }
         let ack = Some(1u32.wrapping_add(ack_end as u32));
         let first_seq = 1u32.wrapping_add(d.stream_offset as u32);
-        self.write_pieces(&ends, ts, len, payload_sum, |piece_start| Transport::Tcp {
+        self.write_pieces(&ends, ts, len, payload, |piece_start| Transport::Tcp {
             seq: first_seq.wrapping_add(piece_start as u32),
             ack,
             syn: false,
@@ -182,12 +230,9 @@ impl<W: Write> PcapOut<W> {
             (from_peer, Transport::Tcp { seq: 1, ack: Some(1), syn: false, psh: false }),
         ];
         for (ends, transport) in steps {
-            self.piece.clear();
-            self.piece.resize(HEADROOM, 0);
-            let start = write_headers(&mut self.piece, &ends, &transport, Some(0)).map_err(io::Error::other)?;
-            let packet = PcapPacket::new(ts, (self.piece.len() - start) as u32, &self.piece[start..]);
-            self.writer.write_packet(&packet).map_err(pcap_err)?;
-            self.packets += 1;
+            let mut head = [0u8; HEADROOM];
+            let start = headers_for(&mut head, 0, &ends, &transport, 0).map_err(io::Error::other)?;
+            self.record(ts, HEADROOM - start, &[&head[start..]])?;
         }
         Ok(())
     }
@@ -197,42 +242,134 @@ impl<W: Write> PcapOut<W> {
         ends: &Ends,
         ts: Duration,
         len: usize,
-        payload_sum: Option<u64>,
+        payload: Payload,
         transport: impl Fn(usize) -> Transport,
     ) -> io::Result<()> {
-        if len <= MAX_PIECE {
-            let start = write_headers(&mut self.buf, ends, &transport(0), payload_sum).map_err(io::Error::other)?;
-            let packet = PcapPacket::new(ts, (self.buf.len() - start) as u32, &self.buf[start..]);
-            self.writer.write_packet(&packet).map_err(pcap_err)?;
-            self.packets += 1;
-            return Ok(());
+        match payload {
+            Payload::InPlace(ptr, len, sum) => {
+                let mut head = [0u8; HEADROOM];
+                let start = headers_for(&mut head, len, ends, &transport(0), sum).map_err(io::Error::other)?;
+                self.record(ts, HEADROOM - start + len, &[&head[start..]])?;
+                self.parts.push(Part::InPlace { ptr, len });
+                self.packets_queued()
+            }
+            Payload::Copied(sum) if len <= MAX_PIECE => {
+                let start = write_headers(&mut self.buf, ends, &transport(0), sum).map_err(io::Error::other)?;
+                let packet = std::mem::take(&mut self.buf);
+                let result = self.record(ts, packet.len() - start, &[&packet[start..]]);
+                self.buf = packet;
+                result
+            }
+            Payload::Copied(_) => {
+                let mut at = 0;
+                while at < len {
+                    let n = MAX_PIECE.min(len - at);
+                    self.piece.clear();
+                    self.piece.resize(HEADROOM, 0);
+                    self.piece.extend_from_slice(&self.buf[HEADROOM + at..HEADROOM + at + n]);
+                    let start = write_headers(&mut self.piece, ends, &transport(at), None).map_err(io::Error::other)?;
+                    let piece = std::mem::take(&mut self.piece);
+                    let result = self.record(ts, piece.len() - start, &[&piece[start..]]);
+                    self.piece = piece;
+                    result?;
+                    at += n;
+                }
+                Ok(())
+            }
         }
-        let mut at = 0;
-        while at < len {
-            let n = MAX_PIECE.min(len - at);
-            self.piece.clear();
-            self.piece.resize(HEADROOM, 0);
-            self.piece.extend_from_slice(&self.buf[HEADROOM + at..HEADROOM + at + n]);
-            let start = write_headers(&mut self.piece, ends, &transport(at), None).map_err(io::Error::other)?;
-            let packet = PcapPacket::new(ts, (self.piece.len() - start) as u32, &self.piece[start..]);
-            self.writer.write_packet(&packet).map_err(pcap_err)?;
-            self.packets += 1;
-            at += n;
+    }
+
+    /// Queues a record of `len` bytes: its 16-byte pcap record header
+    /// (seconds, nanoseconds, captured and original length, in the file
+    /// header's byte order, which is native) and then `bytes`, copied
+    /// into the arena. An in-place payload, if any, is queued after it by
+    /// the caller, `len` counting it.
+    fn record(&mut self, ts: Duration, len: usize, bytes: &[&[u8]]) -> io::Result<()> {
+        let secs = u32::try_from(ts.as_secs()).map_err(|_| io::Error::other("timestamp past 2106"))?;
+        let start = self.arena.len();
+        for v in [secs, ts.subsec_nanos(), len as u32, len as u32] {
+            self.arena.extend_from_slice(&v.to_ne_bytes());
+        }
+        for b in bytes {
+            self.arena.extend_from_slice(b);
+        }
+        match self.parts.last_mut() {
+            Some(Part::Arena { end, .. }) if *end == start => *end = self.arena.len(),
+            _ => self.parts.push(Part::Arena { start, end: self.arena.len() }),
+        }
+        self.packets += 1;
+        if self.parts.len() + 2 >= MAX_PARTS || self.arena.len() >= MAX_ARENA {
+            self.flush_queue()?;
         }
         Ok(())
     }
 
-    /// Flushes if the last flush was a second ago or more.
+    /// Writes the queue out if it is full (after an in-place part).
+    fn packets_queued(&mut self) -> io::Result<()> {
+        if self.parts.len() + 2 >= MAX_PARTS {
+            self.flush_queue()?;
+        }
+        Ok(())
+    }
+
+    /// Writes every queued part with vectored writes (`writev` for a
+    /// file), in order.
+    fn flush_queue(&mut self) -> io::Result<()> {
+        let mut bufs: Vec<&[u8]> = self
+            .parts
+            .iter()
+            .map(|part| match *part {
+                Part::Arena { start, end } => &self.arena[start..end],
+                // SAFETY: `write_in_place`'s caller keeps the bytes mapped
+                // and unchanged until this flush returns; only the kernel
+                // reads them (no Rust read of shared memory happens here).
+                Part::InPlace { ptr, len } => unsafe { std::slice::from_raw_parts(ptr, len) },
+            })
+            .collect();
+        let mut first = 0;
+        while first < bufs.len() {
+            let slices: Vec<IoSlice<'_>> = bufs[first..].iter().map(|b| IoSlice::new(b)).collect();
+            let mut n = match self.writer.write_vectored(&slices) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            // Skip what was written; a slice written in part keeps its rest.
+            while first < bufs.len() && n >= bufs[first].len() {
+                n -= bufs[first].len();
+                first += 1;
+            }
+            if n > 0 {
+                bufs[first] = &bufs[first][n..];
+            }
+        }
+        drop(bufs);
+        self.parts.clear();
+        self.arena.clear();
+        Ok(())
+    }
+
+    /// Writes out everything queued: after it returns, no in-place payload
+    /// is referred to any more (the reader calls it before it publishes a
+    /// consumer index or unmaps a segment).
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.flush_queue()
+    }
+
+    /// Flushes the file if the last flush was a second ago or more.
     pub fn flush_if_due(&mut self) -> io::Result<()> {
+        self.flush_queue()?;
         if self.last_flush.elapsed() >= Duration::from_secs(1) {
             self.last_flush = Instant::now();
-            self.inner.borrow_mut().flush()?;
+            self.writer.flush()?;
         }
         Ok(())
     }
 
-    /// Flushes and returns the underlying writer.
-    pub fn finish(self) -> io::Result<()> {
-        self.inner.borrow_mut().flush()
+    /// Writes out the queue and flushes the writer.
+    pub fn finish(mut self) -> io::Result<()> {
+        self.flush_queue()?;
+        self.writer.flush()
     }
 }

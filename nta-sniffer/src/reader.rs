@@ -14,14 +14,17 @@
 //! 3. The [`Sink`] filters on the descriptor alone, before a byte of
 //!    payload is touched.
 //! 4. The payload is copied once, from the segment straight into the
-//!    sink's buffer, its checksum sum taken in the same pass. Then `seq` is loaded again after an acquire fence; if
+//!    sink's buffer, its checksum sum taken in the same pass. A held
+//!    payload may instead be handed over where it lies
+//!    ([`Sink::emit_in_place`]: the pcap writer queues it for `writev`), its
+//!    sum taken by reading it in place. Then `seq` is loaded again after an acquire fence; if
 //!    it changed, the chunk was freed (and maybe reused) while we copied:
 //!    a torn read, counted as a drop and discarded. Held descriptors
 //!    (`FLAG_HELD`) cannot change under us, but the check costs a load and
 //!    guards against a server that dropped our holds.
-//! 5. After the batch is written to the sink, the consumer index is
-//!    published to the hold region (release): only then may the server free
-//!    the held chunks.
+//! 5. After the batch is written to the sink ([`Sink::settle`]), the
+//!    consumer index is published to the hold region (release): only then
+//!    may the server free the held chunks.
 //!
 //! Invariants: `consumer <= head` for the head last loaded, and the stored
 //! consumer index never decreases except on a resync to `head`.
@@ -45,6 +48,20 @@ pub trait Sink {
     /// `payload_sum` is its Internet checksum running sum
     /// ([`crate::checksum::add`] from 0), taken while it was copied.
     fn emit(&mut self, d: &Descriptor, payload_sum: u64);
+    /// Whether held descriptor `d`'s payload should be handed over where
+    /// it lies ([`Sink::emit_in_place`]) rather than copied (default: no).
+    fn in_place(&mut self, _d: &Descriptor) -> bool {
+        false
+    }
+    /// A held payload, left in the pool: `len` bytes at `ptr`, with their
+    /// checksum sum. They stay mapped and held until the next
+    /// [`Sink::settle`] returns, and not after: the sink must be done with
+    /// them by then.
+    fn emit_in_place(&mut self, _d: &Descriptor, _ptr: *const u8, _len: usize, _payload_sum: u64) {}
+    /// Called before the reader publishes a consumer index (which lets the
+    /// server free the held chunks below it): finish with every payload
+    /// handed over in place.
+    fn settle(&mut self) {}
 }
 
 struct RingState {
@@ -161,19 +178,38 @@ impl Reader {
                     self.faults.count(Fault::UnknownSegment);
                     continue;
                 };
-                let buf = sink.payload(d.len as usize);
-                let Some(payload_sum) = segment.region.copy_out_summed(d.offset as usize, buf) else {
-                    self.faults.count(Fault::OutsideSegment);
-                    continue;
+                let held = d.flags & FLAG_HELD != 0;
+                let in_place = if held && sink.in_place(&d) {
+                    let Some((ptr, sum)) = segment.region.sum_in_place(d.offset as usize, d.len as usize) else {
+                        self.faults.count(Fault::OutsideSegment);
+                        continue;
+                    };
+                    Some((ptr, sum))
+                } else {
+                    None
+                };
+                let payload_sum = match in_place {
+                    Some((_, sum)) => sum,
+                    None => {
+                        let buf = sink.payload(d.len as usize);
+                        let Some(sum) = segment.region.copy_out_summed(d.offset as usize, buf) else {
+                            self.faults.count(Fault::OutsideSegment);
+                            continue;
+                        };
+                        sum
+                    }
                 };
                 // The seqlock's second read: a changed seq means the chunk
-                // was freed while we copied.
+                // was freed while we read it.
                 fence(Ordering::Acquire);
                 if state.ring.seq(index) != d.seq {
                     self.faults.torn += 1;
                     continue;
                 }
-                sink.emit(&d, payload_sum);
+                match in_place {
+                    Some((ptr, _)) => sink.emit_in_place(&d, ptr, d.len as usize, payload_sum),
+                    None => sink.emit(&d, payload_sum),
+                }
                 emitted += 1;
                 self.totals.packets += 1;
                 self.totals.bytes += u64::from(d.len);
@@ -182,6 +218,8 @@ impl Reader {
                 }
             }
             if consumer != state.consumer {
+                // In-place payloads must be written before their holds go.
+                sink.settle();
                 state.consumer = consumer;
                 self.hold.set_consumer(r, consumer);
             }

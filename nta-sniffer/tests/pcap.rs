@@ -136,3 +136,68 @@ fn long_payloads_are_split_and_udp_and_ipv6_work() {
     let tcp6 = &packets[4];
     assert_eq!((tcp6.ipv6, tcp6.seq, tcp6.payload.as_slice()), (true, Some(8), &b"hi"[..]));
 }
+
+/// A writer that takes at most 7 bytes per call, vectored or not.
+struct Trickle(Vec<u8>);
+
+impl std::io::Write for Trickle {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = buf.len().min(7);
+        self.0.extend_from_slice(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The same packets written with their payloads copied, and left in place
+/// (as held payloads are, for writev), to a writer that takes everything
+/// and to one that takes 7 bytes a call, make the same file.
+#[test]
+fn in_place_payloads_and_short_writes_make_the_same_file() {
+    let payloads: Vec<Vec<u8>> =
+        (0..40u32).map(|i| (0..(i * 37 % 1500)).map(|b| (b * 7 + i) as u8).collect()).collect();
+    let descs: Vec<Descriptor> = payloads
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let flags = FLAG_TCP | if i % 2 == 1 { FLAG_TX } else { 0 };
+            desc(flags, payloads[..i].iter().map(|q| q.len() as u64).sum::<u64>(), p.len() as u32)
+        })
+        .collect();
+    let sum = |p: &[u8]| nta_sniffer::checksum::add(0, p);
+    let mut copied = Vec::new();
+    {
+        let mut out = PcapOut::new(&mut copied).unwrap();
+        for (d, p) in descs.iter().zip(&payloads) {
+            out.payload_buf(p.len()).copy_from_slice(p);
+            out.write(d, Some(sum(p))).unwrap();
+        }
+        out.finish().unwrap();
+    }
+    for trickle in [false, true] {
+        let mut sink = Trickle(Vec::new());
+        let mut whole = Vec::new();
+        {
+            let writer: Box<dyn std::io::Write> = if trickle { Box::new(&mut sink) } else { Box::new(&mut whole) };
+            let mut out = PcapOut::new(writer).unwrap();
+            for (i, (d, p)) in descs.iter().zip(&payloads).enumerate() {
+                if i % 3 == 0 {
+                    out.payload_buf(p.len()).copy_from_slice(p);
+                    out.write(d, None).unwrap();
+                } else {
+                    // SAFETY: `payloads` outlives the flush below.
+                    unsafe { out.write_in_place(d, p.as_ptr(), p.len(), sum(p)).unwrap() };
+                }
+                if i % 10 == 9 {
+                    out.flush().unwrap();
+                }
+            }
+            out.finish().unwrap();
+        }
+        let got = if trickle { &sink.0 } else { &whole };
+        assert!(got == &copied, "trickle={trickle}: {} bytes against {}", got.len(), copied.len());
+    }
+    assert_eq!(write(&descs.iter().cloned().zip(payloads.iter().cloned()).collect::<Vec<_>>()).len(), 40 + 3);
+}
