@@ -232,6 +232,11 @@ pub fn alloc_refill(inner: &PoolInner, pool: impl FnOnce() -> PoolRef, len: usiz
 pub unsafe fn free_sized(inner: &PoolInner, pool: impl FnOnce() -> PoolRef, ptr: NonNull<u8>, len: usize) -> bool {
     let g = granules_for(len);
     let p = ptr.as_ptr();
+    // The checks below read the chunk's mark word, and parking writes its
+    // first two words: start loading the line now, so that a chunk the
+    // caller has not touched lately costs its miss alongside the slot and
+    // bitmap lookups, not after them.
+    crate::remote::prefetch(p);
     match inner.cache_mode() {
         // SAFETY: forwarded from the caller.
         Some(false) if g <= TC_MAX_GRANULES && p as usize & (GRANULE - 1) == 0 => unsafe {
