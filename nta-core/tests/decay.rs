@@ -21,6 +21,10 @@ fn idle_pool(pool: &Pool, watch: Duration) -> (u64, u64) {
             let (pool, done_tx, go_rx) = (pool.clone(), done_tx.clone(), go_rx.clone());
             std::thread::spawn(move || {
                 let chunks: Vec<_> = (0..16_000).map(|i| pool.alloc(1500 + i % 64).unwrap()).collect();
+                // What the pool mapped at this worker's peak: read here, not
+                // after both are done, since under load one worker can sit
+                // idle long enough for decay to start before the other ends.
+                let peak = pool.stats().mapped_bytes;
                 let keep = chunks[0];
                 for (i, &c) in chunks.iter().enumerate().skip(1) {
                     // SAFETY: live chunks, freed once, with their lengths.
@@ -32,17 +36,14 @@ fn idle_pool(pool: &Pool, watch: Duration) -> (u64, u64) {
                     // SAFETY: as above.
                     unsafe { pool.free_sized(c, 256) };
                 }
-                done_tx.send(()).unwrap();
+                done_tx.send(peak).unwrap();
                 let _ = go_rx.lock().unwrap().recv();
                 // SAFETY: the kept chunk, freed once.
                 unsafe { pool.free_sized(keep, 1500) };
             })
         })
         .collect();
-    for _ in 0..2 {
-        done_rx.recv().unwrap();
-    }
-    let busy = pool.stats().mapped_bytes;
+    let busy = (0..2).map(|_| done_rx.recv().unwrap()).max().unwrap();
     let t = Instant::now();
     let mut idle = busy;
     while t.elapsed() < watch {
@@ -69,7 +70,8 @@ fn an_idle_pool_gives_its_memory_back_with_decay() {
         .build()
         .unwrap();
     let (busy, idle) = idle_pool(&pool, Duration::from_secs(10));
-    assert!(busy >= 16 * SEG, "the workers mapped {busy} bytes");
+    // Each worker alone maps about 12 segments (16 000 chunks of ~1.5 KiB).
+    assert!(busy >= 10 * SEG, "the workers mapped {busy} bytes");
     // One segment per worker holds its live chunk; everything else went.
     assert!(idle <= 2 * SEG, "after decay {idle} bytes mapped (busy: {busy})");
     pool.validate().unwrap();
