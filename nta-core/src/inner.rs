@@ -447,7 +447,7 @@ impl PoolInner {
             // The next node was written by another thread, most likely on
             // another core: start fetching it while this one merges, so
             // the walk does not pay one cross-core miss after another.
-            crate::remote::prefetch(link.next);
+            crate::sync::prefetch(link.next);
             let ptr = node.cast::<u8>();
             let len = (link.len != usize::MAX).then_some(link.len);
             // SAFETY: as above; the chunk is at least 32 bytes.

@@ -194,9 +194,10 @@ impl Pool {
     ///
     /// # Safety
     /// As for [`Pool::free`], and `len` must be the length the chunk was
-    /// allocated with or last resized to. A length with the same granule
-    /// count frees the right memory. The granule count is checked whenever the chunk reaches its shard (at
-    /// once, or when a thread cache hands it back) and panics on a mismatch.
+    /// allocated with or last resized to (a length with the same granule
+    /// count frees the right memory). The granule count is checked whenever
+    /// the chunk reaches its shard (at once, or when a thread cache hands it
+    /// back) and panics on a mismatch.
     #[inline]
     pub unsafe fn free_sized(&self, ptr: NonNull<u8>, len: usize) {
         // SAFETY: forwarded.

@@ -7,14 +7,14 @@
 //! `thread_free` list work the same way). The link lives in the freed chunk
 //! itself, so pushing allocates nothing:
 //!
-//! - **push** (any thread): write `next = head` into the chunk, then CAS
-//!   `head` from `next` to the chunk, with `Release` so the owner sees the
-//!   link (and the chunk's final contents) once it sees the chunk.
-//! - **push_chain** (any thread): the same for a list of chunks the caller
-//!   linked first ([`Chain`]): one CAS and one counter update for the lot,
-//!   so a thread handing back a batch (a thread cache's overflow) takes
-//!   the owner's queue line once, not once per chunk (snmalloc's remote
-//!   cache and mimalloc's delayed free batch for the same reason).
+//! - **push_chain** (any thread): the caller links its chunks first
+//!   ([`Chain`]); write `next = head` into the last one, then CAS `head`
+//!   from `next` to the first, with `Release` so the owner sees the links
+//!   (and the chunks' final contents) once it sees the first. One CAS and
+//!   one counter update for the lot, so a thread handing back a batch (a
+//!   thread cache's overflow) takes the owner's queue line once, not once
+//!   per chunk (snmalloc's remote cache and mimalloc's delayed free batch,
+//!   for the same reason). **push** is a chain of one.
 //! - **take_all** (the owner, holding its shard): swap `head` with null,
 //!   `Acquire`, and walk the detached list at leisure.
 //!
@@ -73,20 +73,12 @@ impl RemoteQueue {
     /// gives up, aligned for pointers, and not already queued.
     #[inline]
     pub unsafe fn push(&self, chunk: *mut u8, len: usize, mark: u64) {
-        let node = chunk.cast::<RemoteLink>();
-        let mut head = self.head.load(Ordering::Relaxed);
-        loop {
-            // SAFETY: the caller hands us the chunk; nobody else reads it
-            // until the CAS below publishes it.
-            unsafe { cell_write(node, RemoteLink { next: head, mark, len }) };
-            // Release: the link and len writes happen-before the owner's
-            // Acquire swap that observes this node.
-            match self.head.compare_exchange_weak(head, node, Ordering::Release, Ordering::Relaxed) {
-                Ok(_) => break,
-                Err(now) => head = now,
-            }
+        let mut one = Chain::default();
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            one.add(chunk, len, mark);
+            self.push_chain(&one);
         }
-        self.pushed.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Pushes every chunk of `chain` (at least one) with one CAS.
@@ -141,20 +133,6 @@ impl RemoteQueue {
     pub fn pushed(&self) -> u64 {
         self.pushed.load(Ordering::Relaxed)
     }
-}
-
-/// Asks the CPU to start loading the cache line at `p` (a hint: never
-/// faults, whatever `p` is; nothing on other architectures).
-#[inline(always)]
-pub fn prefetch<T>(p: *const T) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch is a hint and never faults, even on a null or
-    // unmapped address; SSE is part of x86_64's baseline.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast())
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
 }
 
 /// Chunks linked for one [`RemoteQueue::push_chain`], newest first.

@@ -236,7 +236,7 @@ pub unsafe fn free_sized(inner: &PoolInner, pool: impl FnOnce() -> PoolRef, ptr:
     // first two words: start loading the line now, so that a chunk the
     // caller has not touched lately costs its miss alongside the slot and
     // bitmap lookups, not after them.
-    crate::remote::prefetch(p);
+    crate::sync::prefetch(p);
     match inner.cache_mode() {
         // SAFETY: forwarded from the caller.
         Some(false) if g <= TC_MAX_GRANULES && p as usize & (GRANULE - 1) == 0 => unsafe {

@@ -170,47 +170,67 @@ impl SharedRegion {
         Some((word >> ((offset & 7) * 8)) as u32)
     }
 
-    /// Copies `dst.len()` bytes starting at `offset` into `dst` with atomic
-    /// loads; `false` (and `dst` untouched) if the range is outside.
-    pub fn copy_out(&self, offset: usize, dst: &mut [u8]) -> bool {
-        self.copy_out_summed(offset, dst).is_some()
-    }
-
-    /// The Internet checksum's running sum of `len` bytes at `offset`
-    /// ([`crate::checksum::add`] from 0), read in place with the same
-    /// word loads as [`SharedRegion::copy_out_summed`], and the address of
-    /// the bytes (for a vectored write of a held payload). `None` when the
-    /// range is out of bounds.
-    pub fn sum_in_place(&self, offset: usize, len: usize) -> Option<(*const u8, u64)> {
+    /// Reads `len` bytes at `offset` with relaxed atomic loads, in order:
+    /// the bytes before the first 8-aligned address one at a time, then
+    /// whole 8-byte words, then the last bytes one at a time. `visit(k, v,
+    /// n)` gets each piece: its offset `k` from `offset`, its value (a word
+    /// in native order, or the byte) and its size `n` (8 or 1). Returns
+    /// where the words start and end (relative to `offset`), or `None`
+    /// (and no call) if the range is outside.
+    fn read_pieces(
+        &self,
+        offset: usize,
+        len: usize,
+        mut visit: impl FnMut(usize, u64, usize),
+    ) -> Option<(usize, usize)> {
         let end = offset.checked_add(len)?;
         if end > self.len {
             return None;
         }
         let byte = |i: usize| {
             // SAFETY: `i < end <= len`: in bounds of the mapping.
-            unsafe { AtomicU8::from_ptr(self.ptr.add(i)) }.load(Ordering::Relaxed)
+            u64::from(unsafe { AtomicU8::from_ptr(self.ptr.add(i)) }.load(Ordering::Relaxed))
         };
-        // Head and tail bytes (at most 7 each) go through a small buffer
-        // so that `with_words` sees them as a slice.
         let head = ((8 - offset % 8) % 8).min(len);
-        let words_end = offset + head + (len - head) / 8 * 8;
-        let mut edge = [0u8; 16];
-        for (k, i) in (offset..offset + head).enumerate() {
-            edge[k] = byte(i);
+        let tail = head + (len - head) / 8 * 8;
+        for k in 0..head {
+            visit(k, byte(offset + k), 1);
         }
-        let mut words = 0u64;
-        let mut at = offset + head;
-        while at < words_end {
-            // SAFETY: 8-aligned and `at + 8 <= end <= len`.
-            let w = unsafe { AtomicU64::from_ptr(self.ptr.add(at).cast()) }.load(Ordering::Relaxed);
-            words += (w >> 32) + (w & 0xffff_ffff);
-            at += 8;
+        for k in (head..tail).step_by(8) {
+            // SAFETY: `offset + k` is 8-aligned and `offset + k + 8 <= end <= len`.
+            let w = unsafe { AtomicU64::from_ptr(self.ptr.add(offset + k).cast()) }.load(Ordering::Relaxed);
+            visit(k, w, 8);
         }
-        let tail = end - words_end;
-        for (k, i) in (words_end..end).enumerate() {
-            edge[head + k] = byte(i);
+        for k in tail..len {
+            visit(k, byte(offset + k), 1);
         }
-        let sum = crate::checksum::with_edges(&edge[..head], &edge[head..head + tail], words);
+        Some((head, tail))
+    }
+
+    /// Copies `dst.len()` bytes starting at `offset` into `dst` with atomic
+    /// loads; `false` (and `dst` untouched) if the range is outside.
+    pub fn copy_out(&self, offset: usize, dst: &mut [u8]) -> bool {
+        self.read_pieces(offset, dst.len(), |k, v, n| copy_piece(dst, k, v, n)).is_some()
+    }
+
+    /// The Internet checksum's running sum of `len` bytes at `offset`
+    /// ([`crate::checksum::add`] from 0), read in place with the same
+    /// loads as [`SharedRegion::copy_out`], and the address of the bytes
+    /// (for a vectored write of a held payload). `None` when the range is
+    /// out of bounds.
+    pub fn sum_in_place(&self, offset: usize, len: usize) -> Option<(*const u8, u64)> {
+        // The bytes outside the words (at most 7 at each end) come first
+        // and last; gathered in order, so that `with_edges` sees slices.
+        let (mut edges, mut n_edges, mut words) = ([0u8; 16], 0, 0u64);
+        let (head, _) = self.read_pieces(offset, len, |_, v, n| {
+            if n == 8 {
+                words += (v >> 32) + (v & 0xffff_ffff);
+            } else {
+                edges[n_edges] = v as u8;
+                n_edges += 1;
+            }
+        })?;
+        let sum = crate::checksum::with_edges(&edges[..head], &edges[head..n_edges], words);
         // SAFETY: `offset <= len`: within (or one past) the mapping.
         Some((unsafe { self.ptr.add(offset) }.cast_const(), sum))
     }
@@ -221,37 +241,23 @@ impl SharedRegion {
     /// so the payload is read from shared memory once and not read again
     /// for its checksum. `None` when the range is out of bounds.
     pub fn copy_out_summed(&self, offset: usize, dst: &mut [u8]) -> Option<u64> {
-        let end = offset.checked_add(dst.len())?;
-        if end > self.len {
-            return None;
-        }
-        let mut at = offset;
-        let mut out = 0;
-        let byte = |i: usize| {
-            // SAFETY: `i < end <= len`: in bounds of the mapping.
-            unsafe { AtomicU8::from_ptr(self.ptr.add(i)) }.load(Ordering::Relaxed)
-        };
-        while at % 8 != 0 && at < end {
-            dst[out] = byte(at);
-            at += 1;
-            out += 1;
-        }
-        let head = out;
         let mut words = 0u64;
-        while at + 8 <= end {
-            // SAFETY: 8-aligned and `at + 8 <= end <= len`.
-            let w = unsafe { AtomicU64::from_ptr(self.ptr.add(at).cast()) }.load(Ordering::Relaxed);
-            dst[out..out + 8].copy_from_slice(&w.to_ne_bytes());
-            words += (w >> 32) + (w & 0xffff_ffff);
-            at += 8;
-            out += 8;
-        }
-        let tail = out;
-        while at < end {
-            dst[out] = byte(at);
-            at += 1;
-            out += 1;
-        }
+        let (head, tail) = self.read_pieces(offset, dst.len(), |k, v, n| {
+            if n == 8 {
+                words += (v >> 32) + (v & 0xffff_ffff);
+            }
+            copy_piece(dst, k, v, n);
+        })?;
         Some(crate::checksum::with_words(dst, head, tail, words))
+    }
+}
+
+/// Stores a piece read by [`SharedRegion::read_pieces`] at `k` in `dst`.
+#[inline(always)]
+fn copy_piece(dst: &mut [u8], k: usize, v: u64, n: usize) {
+    if n == 8 {
+        dst[k..k + 8].copy_from_slice(&v.to_ne_bytes());
+    } else {
+        dst[k] = v as u8;
     }
 }
