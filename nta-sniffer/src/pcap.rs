@@ -232,7 +232,7 @@ impl<W: Write> PcapOut<W> {
         for (ends, transport) in steps {
             let mut head = [0u8; HEADROOM];
             let start = headers_for(&mut head, 0, &ends, &transport, 0).map_err(io::Error::other)?;
-            self.record(ts, HEADROOM - start, &[&head[start..]])?;
+            self.record(ts, HEADROOM - start, &head[start..])?;
         }
         Ok(())
     }
@@ -249,14 +249,16 @@ impl<W: Write> PcapOut<W> {
             Payload::InPlace(ptr, len, sum) => {
                 let mut head = [0u8; HEADROOM];
                 let start = headers_for(&mut head, len, ends, &transport(0), sum).map_err(io::Error::other)?;
-                self.record(ts, HEADROOM - start + len, &[&head[start..]])?;
+                // The record's bytes so far, then the payload in place: a
+                // flush may only come after both (see `record`).
+                self.queue_record(ts, HEADROOM - start + len, &head[start..])?;
                 self.parts.push(Part::InPlace { ptr, len });
-                self.packets_queued()
+                self.flush_if_full()
             }
             Payload::Copied(sum) if len <= MAX_PIECE => {
                 let start = write_headers(&mut self.buf, ends, &transport(0), sum).map_err(io::Error::other)?;
                 let packet = std::mem::take(&mut self.buf);
-                let result = self.record(ts, packet.len() - start, &[&packet[start..]]);
+                let result = self.record(ts, packet.len() - start, &packet[start..]);
                 self.buf = packet;
                 result
             }
@@ -269,7 +271,7 @@ impl<W: Write> PcapOut<W> {
                     self.piece.extend_from_slice(&self.buf[HEADROOM + at..HEADROOM + at + n]);
                     let start = write_headers(&mut self.piece, ends, &transport(at), None).map_err(io::Error::other)?;
                     let piece = std::mem::take(&mut self.piece);
-                    let result = self.record(ts, piece.len() - start, &[&piece[start..]]);
+                    let result = self.record(ts, piece.len() - start, &piece[start..]);
                     self.piece = piece;
                     result?;
                     at += n;
@@ -279,34 +281,37 @@ impl<W: Write> PcapOut<W> {
         }
     }
 
-    /// Queues a record of `len` bytes: its 16-byte pcap record header
-    /// (seconds, nanoseconds, captured and original length, in the file
-    /// header's byte order, which is native) and then `bytes`, copied
-    /// into the arena. An in-place payload, if any, is queued after it by
-    /// the caller, `len` counting it.
-    fn record(&mut self, ts: Duration, len: usize, bytes: &[&[u8]]) -> io::Result<()> {
+    /// Queues a whole record of `bytes` (see [`PcapOut::queue_record`])
+    /// and writes the queue out if it is full.
+    fn record(&mut self, ts: Duration, len: usize, bytes: &[u8]) -> io::Result<()> {
+        self.queue_record(ts, len, bytes)?;
+        self.flush_if_full()
+    }
+
+    /// Queues the start of a record of `len` bytes: its 16-byte pcap
+    /// record header (seconds, nanoseconds, captured and original length,
+    /// in the file header's byte order, which is native) and then `bytes`,
+    /// copied into the arena. An in-place payload, if any, is queued after
+    /// it by the caller, `len` counting it.
+    fn queue_record(&mut self, ts: Duration, len: usize, bytes: &[u8]) -> io::Result<()> {
         let secs = u32::try_from(ts.as_secs()).map_err(|_| io::Error::other("timestamp past 2106"))?;
         let start = self.arena.len();
         for v in [secs, ts.subsec_nanos(), len as u32, len as u32] {
             self.arena.extend_from_slice(&v.to_ne_bytes());
         }
-        for b in bytes {
-            self.arena.extend_from_slice(b);
-        }
+        self.arena.extend_from_slice(bytes);
         match self.parts.last_mut() {
             Some(Part::Arena { end, .. }) if *end == start => *end = self.arena.len(),
             _ => self.parts.push(Part::Arena { start, end: self.arena.len() }),
         }
         self.packets += 1;
-        if self.parts.len() + 2 >= MAX_PARTS || self.arena.len() >= MAX_ARENA {
-            self.flush_queue()?;
-        }
         Ok(())
     }
 
-    /// Writes the queue out if it is full (after an in-place part).
-    fn packets_queued(&mut self) -> io::Result<()> {
-        if self.parts.len() + 2 >= MAX_PARTS {
+    /// Writes the queue out if it holds `MAX_PARTS` slices (less the two a
+    /// record may add) or `MAX_ARENA` bytes.
+    fn flush_if_full(&mut self) -> io::Result<()> {
+        if self.parts.len() + 2 >= MAX_PARTS || self.arena.len() >= MAX_ARENA {
             self.flush_queue()?;
         }
         Ok(())
