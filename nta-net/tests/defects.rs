@@ -34,10 +34,16 @@ fn in_use(pool: &Pool) -> u64 {
 }
 
 /// Waits (bounded) until `done` holds.
-fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+fn wait_for(what: &str, done: impl FnMut() -> bool) {
+    wait_for_or_report(what, done, || String::new());
+}
+
+/// `wait_for`, whose timeout message adds what `report` says (the state a
+/// flaky failure needs to be understood).
+fn wait_for_or_report(what: &str, mut done: impl FnMut() -> bool, report: impl Fn() -> String) {
     let deadline = Instant::now() + IO_TIMEOUT;
     while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(Instant::now() < deadline, "timed out waiting for {what} {}", report());
         std::thread::sleep(Duration::from_millis(5));
     }
 }
@@ -120,9 +126,11 @@ fn uring_error_path_with_sends_in_flight_frees_nothing_under_the_kernel() {
             }
         }
     });
-    wait_for("echoes stuck in flight", || {
-        Counters::get(&counters.rx_bytes) > Counters::get(&counters.tx_bytes) + (64 << 10)
-    });
+    wait_for_or_report(
+        "echoes stuck in flight",
+        || Counters::get(&counters.rx_bytes) > Counters::get(&counters.tx_bytes) + (64 << 10),
+        || format!("(server finished: {}, flood finished: {}, {counters:?})", server.is_finished(), flood.is_finished()),
+    );
 
     let mut trigger = TcpStream::connect_timeout(&server.local_addr(), IO_TIMEOUT).unwrap();
     trigger.write_all(b"PANIC").unwrap();
