@@ -143,6 +143,7 @@ impl<S: BufSource, P: StreamProtocol<S::Buf>> TcpDriver<S, P> {
                 break Err(e);
             }
             let now = Instant::now();
+            crate::hook::begin_batch(|| now);
             for &Ready { token, events } in &ready {
                 if token == LISTENER {
                     self.accept_all(&poller, now);

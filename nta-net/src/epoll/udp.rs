@@ -15,7 +15,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use socket2::Socket;
@@ -68,6 +68,7 @@ impl<S: BufSource, P: DatagramProtocol<S::Buf>> UdpDriver<S, P> {
             let mut readable = false;
             poller.wait(timeout_ms, |ready| readable |= ready.events & (READABLE | HANGUP) != 0)?;
             if readable {
+                crate::hook::begin_batch(Instant::now);
                 self.drain();
             }
         }

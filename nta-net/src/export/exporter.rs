@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use nta_core::{Backing, FreeHook, Pool, SegmentExport, SegmentListener};
 use parking_lot::Mutex;
 
+use super::clock::WallClock;
 use super::proto::{self, Descriptor, Kind};
 use super::region::Region;
 use super::session::{self, Published, Session};
@@ -113,6 +114,8 @@ struct Shared {
     held_bytes: AtomicU64,
     readers: AtomicUsize,
     stop: AtomicBool,
+    /// Descriptor timestamps.
+    clock: WallClock,
 }
 
 impl Shared {
@@ -233,7 +236,7 @@ impl Subscriber for Publisher {
         let template = Descriptor {
             seq: 0,
             generation: 0,
-            timestamp_ns: sys::realtime_ns(),
+            timestamp_ns: sh.clock.stamp(),
             stream_offset: 0,
             segment: 0,
             offset: 0,
@@ -329,6 +332,7 @@ impl Exporter {
             held_bytes: AtomicU64::new(0),
             readers: AtomicUsize::new(0),
             stop: AtomicBool::new(false),
+            clock: WallClock::new(),
         });
         let now = pool.watch_segments(Some(Arc::new(Segments(shared.clone()))))?;
         {
@@ -611,6 +615,7 @@ fn request(sh: &Shared, id: u32, buf: &mut [u8]) {
 
 /// Heartbeats, consumer indexes, evictions.
 fn tick(sh: &Shared) {
+    sh.clock.resync();
     let now = Instant::now();
     let mut due = Vec::new();
     let mut invalid = Vec::new();

@@ -51,6 +51,7 @@
 //! that a reader cannot truncate it under the server's mapping. Messages a
 //! reader sends are parsed as untrusted; junk ends its session.
 
+mod clock;
 mod exporter;
 pub mod proto;
 mod region;

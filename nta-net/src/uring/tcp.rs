@@ -188,6 +188,7 @@ impl<S: BufSource, P: StreamProtocol<S::Buf>> Running<S, P> {
             }
             self.ring.wait(self.config.poll_timeout_ms)?;
             let now = Instant::now();
+            crate::hook::begin_batch(|| now);
             self.handle_completions(now)?;
             if now >= next_sweep {
                 next_sweep = now + SWEEP_INTERVAL;

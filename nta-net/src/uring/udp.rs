@@ -188,6 +188,7 @@ impl<S: BufSource, P: DatagramProtocol<S::Buf>> Running<S, P> {
         self.arm_recv()?;
         while !stop.load(Ordering::Relaxed) {
             self.ring.wait(self.config.poll_timeout_ms)?;
+            crate::hook::begin_batch(Instant::now);
             self.handle_completions()?;
         }
         self.stopping = true;
