@@ -129,7 +129,13 @@ fn uring_error_path_with_sends_in_flight_frees_nothing_under_the_kernel() {
     wait_for_or_report(
         "echoes stuck in flight",
         || Counters::get(&counters.rx_bytes) > Counters::get(&counters.tx_bytes) + (64 << 10),
-        || format!("(server finished: {}, flood finished: {}, {counters:?})", server.is_finished(), flood.is_finished()),
+        || {
+            format!(
+                "(server finished: {}, flood finished: {}, {counters:?})",
+                server.is_finished(),
+                flood.is_finished()
+            )
+        },
     );
 
     let mut trigger = TcpStream::connect_timeout(&server.local_addr(), IO_TIMEOUT).unwrap();

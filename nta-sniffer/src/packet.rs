@@ -48,6 +48,13 @@ pub struct Ends {
     pub dst_port: u16,
 }
 
+impl Ends {
+    /// The other direction.
+    pub fn reversed(&self) -> Ends {
+        Ends { src: self.dst, dst: self.src, src_port: self.dst_port, dst_port: self.src_port }
+    }
+}
+
 /// The transport header to build.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Transport {

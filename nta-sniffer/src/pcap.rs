@@ -34,10 +34,9 @@
 //! and even a killed one leaves a file complete up to its last drain.
 
 use std::io::{self, IoSlice, Write};
-use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use nta_net::export::proto::{Descriptor, FLAG_TCP, FLAG_TX};
+use nta_net::export::proto::{Descriptor, FLAG_IPV6, FLAG_TCP, FLAG_TX};
 use pcap_file::pcap::PcapHeader;
 use pcap_file::{DataLink, Endianness, TsResolution};
 use rustc_hash::FxHashMap;
@@ -48,12 +47,31 @@ use crate::packet::{headers_for, write_headers, Ends, Transport, HEADROOM, MAX_P
 /// Connections whose sequence state is kept.
 pub const MAX_FLOWS: usize = 65536;
 
+/// A connection, as five words hashed in one pass (a key of two `IpAddr`s
+/// and two ports hashed field by field was a tenth of the sniffer's time
+/// per packet): local and peer address (an IPv4 one in the low half of its
+/// first word, the rest of the descriptor's 16 bytes ignored), then the
+/// ports and the family.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
-struct FlowKey {
-    local: IpAddr,
-    peer: IpAddr,
-    local_port: u16,
-    peer_port: u16,
+struct FlowKey([u64; 5]);
+
+impl FlowKey {
+    fn of(d: &Descriptor) -> FlowKey {
+        let v6 = d.flags & FLAG_IPV6 != 0;
+        let words = |a: &[u8; 16]| {
+            let (lo, hi) = a.split_at(8);
+            let lo = u64::from_le_bytes(lo.try_into().unwrap_or_default());
+            let hi = u64::from_le_bytes(hi.try_into().unwrap_or_default());
+            if v6 {
+                (lo, hi)
+            } else {
+                (lo & 0xffff_ffff, 0)
+            }
+        };
+        let ((l0, l1), (p0, p1)) = (words(&d.local_addr), words(&d.peer_addr));
+        let ports = u64::from(d.local_port) | u64::from(d.peer_port) << 16 | u64::from(v6) << 32;
+        FlowKey([l0, l1, p0, p1, ports])
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -191,7 +209,7 @@ impl<W: Write> PcapOut<W> {
         if d.flags & FLAG_TCP == 0 {
             return self.write_pieces(&ends, ts, len, payload, |_| Transport::Udp);
         }
-        let key = FlowKey { local, peer, local_port: d.local_port, peer_port: d.peer_port };
+        let key = FlowKey::of(d);
         if self.flows.len() >= MAX_FLOWS && !self.flows.contains_key(&key) {
             self.flows.clear();
         }
@@ -209,7 +227,8 @@ impl<W: Write> PcapOut<W> {
             state.tx_end
         };
         if new_flow && d.stream_offset == 0 {
-            self.handshake(&key, ts)?;
+            let (from_local, from_peer) = if tx { (ends, ends.reversed()) } else { (ends.reversed(), ends) };
+            self.handshake(&from_local, &from_peer, ts)?;
         }
         let ack = Some(1u32.wrapping_add(ack_end as u32));
         let first_seq = 1u32.wrapping_add(d.stream_offset as u32);
@@ -221,9 +240,10 @@ impl<W: Write> PcapOut<W> {
         })
     }
 
-    fn handshake(&mut self, key: &FlowKey, ts: Duration) -> io::Result<()> {
-        let from_peer = Ends { src: key.peer, dst: key.local, src_port: key.peer_port, dst_port: key.local_port };
-        let from_local = Ends { src: key.local, dst: key.peer, src_port: key.local_port, dst_port: key.peer_port };
+    /// The handshake of a connection first seen at its start: `from_local`
+    /// and `from_peer` are its two directions.
+    fn handshake(&mut self, from_local: &Ends, from_peer: &Ends, ts: Duration) -> io::Result<()> {
+        let (from_local, from_peer) = (*from_local, *from_peer);
         let steps = [
             (from_peer, Transport::Tcp { seq: 0, ack: None, syn: true, psh: false }),
             (from_local, Transport::Tcp { seq: 0, ack: Some(1), syn: true, psh: false }),

@@ -118,6 +118,22 @@ fn a_tcp_exchange_gets_a_handshake_and_sequence_numbers_from_stream_offsets() {
 }
 
 #[test]
+fn a_connection_first_seen_sending_gets_the_handshake_the_right_way_round_once() {
+    let resp = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n".to_vec();
+    let mut later = desc(FLAG_TCP, 0, 3);
+    // Bytes past an IPv4 address are not part of it: the same connection.
+    later.local_addr[4..].fill(0xAB);
+    later.peer_addr[9] = 7;
+    let packets = write(&[(desc(FLAG_TCP | FLAG_TX, 0, resp.len() as u32), resp.clone()), (later, b"abc".to_vec())]);
+    assert_eq!(packets.len(), 5, "one handshake, then the two packets");
+    // SYN from the peer, SYN-ACK from us, ACK from the peer.
+    let ports: Vec<_> = packets[..3].iter().map(|p| (p.src_port, p.dst_port, p.syn)).collect();
+    assert_eq!(ports, [(5555, 8080, true), (8080, 5555, true), (5555, 8080, false)]);
+    assert_eq!((packets[3].src_port, packets[3].seq, &packets[3].payload), (8080, Some(1), &resp));
+    assert_eq!((packets[4].src_port, packets[4].seq, packets[4].syn), (5555, Some(1), false));
+}
+
+#[test]
 fn long_payloads_are_split_and_udp_and_ipv6_work() {
     let big: Vec<u8> = (0..150_000u32).map(|i| (i % 251) as u8).collect();
     let packets = write(&[
