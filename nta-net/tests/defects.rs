@@ -35,7 +35,7 @@ fn in_use(pool: &Pool) -> u64 {
 
 /// Waits (bounded) until `done` holds.
 fn wait_for(what: &str, done: impl FnMut() -> bool) {
-    wait_for_or_report(what, done, || String::new());
+    wait_for_or_report(what, done, String::new);
 }
 
 /// `wait_for`, whose timeout message adds what `report` says (the state a

@@ -166,18 +166,17 @@ impl Reader {
                 consumer += 1;
                 consumed += 1;
                 self.totals.descriptors += 1;
-                if let Err(fault) = checked {
-                    self.faults.count(fault);
-                    continue;
-                }
+                let segment = match checked {
+                    Ok(segment) => segment,
+                    Err(fault) => {
+                        self.faults.count(fault);
+                        continue;
+                    }
+                };
                 if !sink.wants(&d) {
                     self.totals.filtered += 1;
                     continue;
                 }
-                let Some(segment) = self.segments.get(d.segment) else {
-                    self.faults.count(Fault::UnknownSegment);
-                    continue;
-                };
                 let held = d.flags & FLAG_HELD != 0;
                 let in_place = if held && sink.in_place(&d) {
                     let Some((ptr, sum)) = segment.region.sum_in_place(d.offset as usize, d.len as usize) else {

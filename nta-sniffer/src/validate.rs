@@ -18,7 +18,7 @@
 
 use nta_net::export::proto::Descriptor;
 
-use crate::segments::SegmentTable;
+use crate::segments::{Segment, SegmentTable};
 
 /// Why a descriptor was skipped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,8 +77,14 @@ impl Faults {
     }
 }
 
-/// Accepts descriptor `d` read from ring index `index`, or says why not.
-pub fn check(d: &Descriptor, index: u64, segments: &SegmentTable, segment_bytes: u64) -> Result<(), Fault> {
+/// Accepts descriptor `d` read from ring index `index` and gives the
+/// segment its bytes lie in, or says why not.
+pub fn check<'a>(
+    d: &Descriptor,
+    index: u64,
+    segments: &'a SegmentTable,
+    segment_bytes: u64,
+) -> Result<&'a Segment, Fault> {
     if d.seq == 0 {
         return Err(Fault::Invalidated);
     }
@@ -95,5 +101,5 @@ pub fn check(d: &Descriptor, index: u64, segments: &SegmentTable, segment_bytes:
     if u64::from(d.offset) + u64::from(d.len) > segment.region.len() as u64 {
         return Err(Fault::OutsideSegment);
     }
-    Ok(())
+    Ok(segment)
 }
