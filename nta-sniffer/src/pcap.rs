@@ -228,7 +228,7 @@ impl<W: Write> PcapOut<W> {
         };
         if new_flow && d.stream_offset == 0 {
             let (from_local, from_peer) = if tx { (ends, ends.reversed()) } else { (ends.reversed(), ends) };
-            self.handshake(&from_local, &from_peer, ts)?;
+            self.handshake(from_local, from_peer, ts)?;
         }
         let ack = Some(1u32.wrapping_add(ack_end as u32));
         let first_seq = 1u32.wrapping_add(d.stream_offset as u32);
@@ -242,8 +242,7 @@ impl<W: Write> PcapOut<W> {
 
     /// The handshake of a connection first seen at its start: `from_local`
     /// and `from_peer` are its two directions.
-    fn handshake(&mut self, from_local: &Ends, from_peer: &Ends, ts: Duration) -> io::Result<()> {
-        let (from_local, from_peer) = (*from_local, *from_peer);
+    fn handshake(&mut self, from_local: Ends, from_peer: Ends, ts: Duration) -> io::Result<()> {
         let steps = [
             (from_peer, Transport::Tcp { seq: 0, ack: None, syn: true, psh: false }),
             (from_local, Transport::Tcp { seq: 0, ack: Some(1), syn: true, psh: false }),
