@@ -201,6 +201,34 @@ impl ThreadSlot {
         true
     }
 
+    /// Checks the invariants of the module notes on the stacks' counts and
+    /// byte total (the chunks themselves are checked against the bitmaps by
+    /// `validate`). The caller has exclusive use of the stacks.
+    pub fn check(&self) -> Result<(), String> {
+        let mut bytes = 0;
+        for g in 0..=TC_MAX_GRANULES {
+            let mut len = 0usize;
+            let mut c = self.heads[g].load(Relaxed);
+            while !c.is_null() && len <= TC_PER_CLASS as usize {
+                len += 1;
+                // SAFETY: as in `pop`.
+                c = unsafe { c.cast::<*mut u8>().read() };
+            }
+            let count = self.counts[g].load(Relaxed);
+            if count as usize != len || count > TC_PER_CLASS {
+                return Err(format!(
+                    "the {g}-granule stack holds {len} chunks, counted {count} (at most {TC_PER_CLASS})"
+                ));
+            }
+            bytes += len * g * GRANULE;
+        }
+        let counted = self.bytes.load(Relaxed);
+        if bytes != counted || bytes > TC_MAX_BYTES {
+            return Err(format!("the stacks hold {bytes} bytes, counted {counted} (at most {TC_MAX_BYTES})"));
+        }
+        Ok(())
+    }
+
     /// Room for more chunks of `g` granules (1..=TC_MAX_GRANULES).
     pub fn room(&self, g: usize) -> usize {
         let by_count = (TC_PER_CLASS - self.counts[g].load(Relaxed)) as usize;
@@ -285,5 +313,33 @@ fn backoff(spins: &mut u32) {
         std::hint::spin_loop();
     } else {
         std::thread::yield_now();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn check_agrees_with_the_stacks_and_catches_a_wrong_count() {
+        let slot = ThreadSlot::default();
+        // Four fake chunks of one granule each (32 bytes, 32-aligned).
+        #[repr(align(32))]
+        struct Granule([u8; 32]);
+        let mut mem: Vec<Granule> = (0..4).map(|_| Granule([0; 32])).collect();
+        assert!(slot.enter());
+        for c in mem.iter_mut() {
+            // SAFETY: our own 32-byte blocks, standing in for 1-granule chunks.
+            assert!(unsafe { slot.push(c.0.as_mut_ptr(), 1) });
+        }
+        slot.leave();
+        assert_eq!(slot.check(), Ok(()));
+        slot.counts[1].store(3, Relaxed);
+        assert!(slot.check().unwrap_err().contains("holds 4 chunks, counted 3"));
+        slot.counts[1].store(4, Relaxed);
+        slot.bytes.store(96, Relaxed);
+        assert!(slot.check().unwrap_err().contains("hold 128 bytes, counted 96"));
+        slot.bytes.store(128, Relaxed);
+        assert_eq!(slot.check(), Ok(()));
     }
 }

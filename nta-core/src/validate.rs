@@ -19,7 +19,9 @@
 //!    sums of `in_use_granules` over shards and thread slots equal the
 //!    walk's. Chunks parked in
 //!    quick caches and thread caches are used in the bitmaps but free in
-//!    the counters, and each must be a real chunk of the right size.
+//!    the counters, and each must be a real chunk of the right size; each
+//!    thread slot's per-size counts and byte total must match its stacks
+//!    (`ThreadSlot::check`).
 //!
 //! 5. Runs: a run head records its length; its segments are in state Run,
 //!    owned by no shard, with all-free bitmaps; the run counters equal the
@@ -94,7 +96,8 @@ fn walk(inner: &PoolInner, guards: &mut [crate::shard::ShardGuard<'_>]) -> Resul
         }
     }
     // Chunks in thread caches may belong to any shard (ANY_SHARD).
-    for slot in inner.thread_slots() {
+    for (i, slot) in inner.thread_slots().iter().enumerate() {
+        slot.check().map_err(|why| format!("thread slot {i}: {why}"))?;
         let mut dup = None;
         slot.for_each(|p, n| {
             if cached.insert(p as usize, (n, ANY_SHARD)).is_some() {
