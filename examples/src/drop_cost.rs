@@ -3,7 +3,10 @@
 //! a push onto the owner shard's lock-free queue), then `collect()` drains
 //! the queue on the owner. Then the receive-buffer cycle of the echo servers
 //! without any socket: take a 64 KiB buffer, fill `n` bytes, trim, drop,
-//! with NTA buffers and with `Vec` (`shrink_to_fit` as the trim). Prints
+//! with NTA buffers and with `Vec` (`shrink_to_fit` as the trim). Last,
+//! the plain pair: an IMIX-sized `PacketBuf` made and dropped (and frozen
+//! into `Bytes`), from a pool whose handles are counted and from a leaked
+//! one (`Pool::leak`), against the bare `alloc` + `free_sized`. Prints
 //! nanoseconds per buffer as markdown tables.
 
 use std::time::{Duration, Instant};
@@ -79,7 +82,8 @@ pub fn drop_cost_main(args: impl IntoIterator<Item = String>) -> Result<(), Stri
         let heap = rx_cycle(&HeapSource, fill_bytes, cycles);
         println!("| {fill_bytes} B | {nta:.1} | {raw:.1} | {heap:.1} | {:.3} |", nta / heap);
     }
-    Ok(())
+    println!();
+    pair_table(buffers)
 }
 
 /// Nanoseconds per receive-buffer cycle with buffers from `source`. Keeps a
@@ -127,6 +131,90 @@ fn raw_cycle(pool: &nta_core::Pool, fill_bytes: usize, cycles: usize) -> f64 {
         unsafe { pool.free_sized(ptr, fill_bytes) };
     }
     per_buffer(start.elapsed(), cycles)
+}
+
+/// IMIX sizes (64, 594 and 1518 B at 7:4:1), in a fixed order.
+const IMIX: [usize; 12] = [64, 594, 64, 1518, 64, 594, 64, 64, 594, 64, 594, 64];
+
+/// Rounds of the pair table; each cell is the median round.
+const PAIR_ROUNDS: usize = 5;
+
+/// The pair table: each round measures every variant once, in turn.
+fn pair_table(buffers: usize) -> Result<(), String> {
+    let counted = build_pool(64)?;
+    let leaked = build_pool(64)?.leak();
+    let cycles = buffers.max(1000) * 10;
+    let mut cells: [Vec<f64>; 6] = Default::default();
+    for _ in 0..PAIR_ROUNDS {
+        cells[0].push(raw_pair(&counted, cycles));
+        cells[1].push(buf_pair(&counted, false, cycles));
+        cells[2].push(buf_pair(&counted, true, cycles));
+        cells[3].push(raw_pair(leaked, cycles));
+        cells[4].push(buf_pair(leaked, false, cycles));
+        cells[5].push(buf_pair(leaked, true, cycles));
+    }
+    let [raw_c, buf_c, frozen_c, raw_l, buf_l, frozen_l] = cells.map(|mut v| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    });
+    println!("IMIX pair (alloc, write a byte, drop; 32 buffers live), median of {PAIR_ROUNDS} rounds of {cycles}");
+    println!();
+    println!("| pool | raw alloc + free_sized ns | PacketBuf ns | / raw | PacketBuf + freeze ns | / raw |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for (name, raw, buf, frozen) in [("handles counted", raw_c, buf_c, frozen_c), ("leaked", raw_l, buf_l, frozen_l)] {
+        println!("| {name} | {raw:.1} | {buf:.1} | {:.2} | {frozen:.1} | {:.2} |", buf / raw, frozen / raw);
+    }
+    Ok(())
+}
+
+/// Nanoseconds per buffer that `make(i)` makes (and writes), kept in a
+/// window of 32 alive and dropped when it leaves the window.
+fn pair<T>(cycles: usize, mut make: impl FnMut(usize) -> T) -> f64 {
+    let mut window: std::collections::VecDeque<T> = std::collections::VecDeque::with_capacity(32);
+    let start = Instant::now();
+    for i in 0..cycles {
+        let buf = make(i);
+        if window.len() == 32 {
+            window.pop_front();
+        }
+        window.push_back(std::hint::black_box(buf));
+    }
+    drop(window);
+    per_buffer(start.elapsed(), cycles)
+}
+
+/// An IMIX `PacketBuf` made, written and dropped (frozen into `Bytes`
+/// first with `freeze`).
+fn buf_pair(pool: &nta_core::Pool, freeze: bool, cycles: usize) -> f64 {
+    use bytes::BufMut;
+    let make = |i: usize| {
+        let mut buf = PacketBuf::with_capacity(pool, IMIX[i % IMIX.len()]);
+        buf.put_u8(1);
+        buf
+    };
+    if freeze {
+        pair(cycles, |i| make(i).freeze())
+    } else {
+        pair(cycles, make)
+    }
+}
+
+/// [`buf_pair`] on the bare pool API: `alloc`, and `free_sized` on drop.
+fn raw_pair(pool: &nta_core::Pool, cycles: usize) -> f64 {
+    struct Chunk<'a>(&'a nta_core::Pool, std::ptr::NonNull<u8>, usize);
+    impl Drop for Chunk<'_> {
+        fn drop(&mut self) {
+            // SAFETY: a live chunk of the pool allocated with this length, freed once.
+            unsafe { self.0.free_sized(self.1, self.2) }
+        }
+    }
+    pair(cycles, |i| {
+        let len = IMIX[i % IMIX.len()];
+        let ptr = pool.alloc(len).expect("room for a buffer");
+        // SAFETY: a live chunk of at least one byte.
+        unsafe { ptr.as_ptr().write(1) };
+        Chunk(pool, ptr, len)
+    })
 }
 
 fn as_uninit(bytes: &[u8]) -> &[std::mem::MaybeUninit<u8>] {

@@ -41,6 +41,7 @@ use crate::lock::FutexLock;
 use crate::mark::{self, Key, Parked};
 use crate::meta_array::MetaArray;
 use crate::node::NO_OWNER;
+use crate::pool::Pool;
 use crate::remote::{Chain, RemoteQueue};
 use crate::segment::{SegmentState, Segments};
 use crate::shard::{Shard, ShardGuard};
@@ -52,6 +53,7 @@ use crate::HugePages;
 use std::cell::Cell;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicPtr, AtomicU8, Ordering::*};
+use std::sync::OnceLock;
 
 thread_local! {
     /// Shard the thread was bound to with `bind_current_thread`.
@@ -109,6 +111,11 @@ impl Config {
 #[derive(Debug)]
 pub(crate) struct PoolInner {
     mode: AtomicU8,
+    /// The handle `Pool::leak` keeps, set once: a reference cycle that
+    /// keeps the pool alive for the rest of the process (see `handle`). It
+    /// lives here, not in a leaked box, so that the pool stays reachable
+    /// (through the fork registry) and leak checkers do not report it.
+    leaked: Kept,
     key: Key,
     exportable: bool,
     segs: Segments,
@@ -119,6 +126,16 @@ pub(crate) struct PoolInner {
     /// Links in the registry of live pools (see `fork`).
     pub(crate) registry_prev: AtomicPtr<PoolInner>,
     pub(crate) registry_next: AtomicPtr<PoolInner>,
+}
+
+/// The handle a leaked pool keeps of itself. Its `Debug` says only whether
+/// it is set (printing the handle would print the pool again, forever).
+struct Kept(OnceLock<Pool>);
+
+impl std::fmt::Debug for Kept {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", if self.0.get().is_some() { "leaked" } else { "not leaked" })
+    }
 }
 
 /// A located chunk pointer.
@@ -158,6 +175,7 @@ impl PoolInner {
         }
         let inner = PoolInner {
             mode: AtomicU8::new(mode),
+            leaked: Kept(OnceLock::new()),
             key: Key::random(),
             exportable: cfg.exportable,
             segs,
@@ -214,6 +232,19 @@ impl PoolInner {
     #[inline]
     pub fn key(&self) -> Key {
         self.key
+    }
+
+    /// Whether a handle of this pool has been leaked (see `handle`).
+    #[inline]
+    pub fn is_leaked(&self) -> bool {
+        self.leaked.0.get().is_some()
+    }
+
+    /// Keeps `pool` (a handle of this pool) for good and returns it, or the
+    /// handle kept before.
+    pub fn keep_forever(&self, pool: Pool) -> &Pool {
+        let _ = self.leaked.0.set(pool);
+        self.leaked.0.get().expect("set just now or before")
     }
 
     /// Whether checked mode is on.

@@ -22,7 +22,7 @@
 //! | `mark` | the parked mark that catches double frees of cached chunks |
 //! | `quick_cache`, `thread_slot`, `thread_cache` | bounded caches of freed small chunks: per shard, and per thread (no atomics), with a take-over protocol |
 //! | `inner`, `large`, `reclaim` | routing among shards; buffers above 2 MiB; what an allocation gathers before it fails |
-//! | `fork`, `pool` | fork handlers; the [`Pool`] handle and its builder |
+//! | `fork`, `pool`, `handle` | fork handlers; the [`Pool`] handle and its builder; [`PoolHandle`], a buffer's handle (uncounted for a leaked pool) |
 //! | [`export`] | sealed read-only segment memfds, generations, segment listeners, postponed frees |
 //! | `stats`, `validate`, `occupancy` | counters, the invariant walk, the bitmap view |
 //! | `global` | `GlobalAlloc` ([`NtaGlobal`]) and `allocator_api2::Allocator` for [`Pool`] |
@@ -74,6 +74,7 @@ mod fork;
 mod free_list;
 mod global;
 pub mod granule;
+mod handle;
 mod heap;
 mod inner;
 mod large;
@@ -101,6 +102,7 @@ pub use error::Error;
 pub use export::{ChunkLocation, FreeHook, SegmentExport, SegmentListener};
 pub use global::NtaGlobal;
 pub use granule::{GRANULE, HUGE_NODE_BYTES, MAX_ALIGN, MAX_ALLOC_BYTES, PAGE_NODE_BYTES, SMALL_MAX_BYTES};
+pub use handle::PoolHandle;
 pub use occupancy::{GranuleState, NodeOccupancy};
 pub use pool::{HugePages, Pool, PoolBuilder};
 pub use segment::Backing;

@@ -13,6 +13,7 @@
 use crate::error::Error;
 use crate::export::{ChunkLocation, FreeHook, SegmentExport, SegmentListener};
 use crate::granule::*;
+use crate::handle::PoolHandle;
 use crate::heap::Loc;
 use crate::inner::{Config, PoolInner, BOUND_SHARD};
 use crate::node::NO_OWNER;
@@ -153,6 +154,34 @@ impl Pool {
     /// A builder with the machine defaults.
     pub fn builder() -> PoolBuilder {
         PoolBuilder { cfg: Config::default_for_machine() }
+    }
+
+    /// Makes the pool live for the rest of the process and returns a
+    /// `'static` handle to it: its memory is never unmapped, even when every
+    /// other handle drops. In exchange, [`Pool::handle`] then costs no
+    /// atomic read-modify-write (see [`PoolHandle`]): the choice for a
+    /// server's packet pool, made once at start-up.
+    pub fn leak(self) -> &'static Pool {
+        // SAFETY: once `keep_forever` has stored a counted handle inside the
+        // pool's own state, the reference count can no longer reach zero
+        // (that handle is dropped only when the state is, which needs a
+        // count of zero first), so the state lives for the rest of the
+        // process and a `'static` borrow of it is valid.
+        let inner: &'static PoolInner = unsafe { &*Arc::as_ptr(&self.inner) };
+        inner.keep_forever(self)
+    }
+
+    /// Whether [`Pool::leak`] was called on a handle of this pool.
+    pub fn is_leaked(&self) -> bool {
+        self.inner.is_leaked()
+    }
+
+    /// A handle that keeps the pool alive, for a buffer that frees its
+    /// chunk later: a counted clone, or for a leaked pool an uncounted one
+    /// (no atomic when it is made or dropped).
+    #[inline]
+    pub fn handle(&self) -> PoolHandle {
+        PoolHandle::of(self)
     }
 
     /// Allocates `len` bytes (granule aligned), or `None` when the pool is

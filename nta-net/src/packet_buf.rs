@@ -32,6 +32,14 @@
 //! reuses the same memory. Buffers the application holds are exactly as
 //! large as their packets (rounded to the 32-byte granule).
 //!
+//! # The pool handle
+//!
+//! A buffer keeps its pool alive with a [`PoolHandle`]: a counted clone (an
+//! atomic increment when the buffer is made, a decrement when it drops),
+//! or, for a pool made `'static` with [`Pool::leak`], an uncounted one that
+//! costs neither. A server's pool that lives as long as the process should
+//! be leaked once at start-up.
+//!
 //! # Threads
 //!
 //! A `PacketBuf` (and the `Bytes` from [`PacketBuf::freeze`]) may be dropped
@@ -47,13 +55,13 @@ use std::ptr::NonNull;
 
 use bytes::buf::UninitSlice;
 use bytes::{BufMut, Bytes};
-use nta_core::Pool;
+use nta_core::{Pool, PoolHandle};
 
 use crate::{BufSource, PoolExhausted, RxBuf};
 
 /// An owned buffer in an NTA pool. See the module notes.
 pub struct PacketBuf {
-    pool: Pool,
+    pool: PoolHandle,
     ptr: NonNull<u8>,
     alloc_bytes: usize,
     head: usize,
@@ -91,6 +99,7 @@ impl PacketBuf {
     /// # Panics
     ///
     /// If the pool is exhausted.
+    #[inline]
     pub fn with_headroom(pool: &Pool, headroom_bytes: usize, capacity_bytes: usize) -> PacketBuf {
         match Self::try_with_headroom(pool, headroom_bytes, capacity_bytes) {
             Ok(buf) => buf,
@@ -108,7 +117,7 @@ impl PacketBuf {
         let alloc_bytes =
             headroom_bytes.checked_add(capacity_bytes).ok_or(PoolExhausted { requested_bytes: usize::MAX })?.max(1);
         let ptr = pool.alloc(alloc_bytes).ok_or(PoolExhausted { requested_bytes: alloc_bytes })?;
-        Ok(PacketBuf { pool: pool.clone(), ptr, alloc_bytes, head: headroom_bytes, len: 0 })
+        Ok(PacketBuf { pool: pool.handle(), ptr, alloc_bytes, head: headroom_bytes, len: 0 })
     }
 
     /// A trimmed copy of `data` in the pool.

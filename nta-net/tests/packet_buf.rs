@@ -167,3 +167,29 @@ fn exhaustion_is_an_error_not_an_abort() {
     held.pop();
     assert!(PacketBuf::try_with_capacity(&pool, 64 << 10).is_ok(), "a freed chunk is reused");
 }
+
+#[test]
+fn buffers_of_a_leaked_pool_work_the_same_and_return_every_chunk() {
+    let pool: &'static Pool = pool().leak();
+    let mut kept = Vec::new();
+    for i in 0..1000usize {
+        let mut buf = PacketBuf::with_capacity(pool, 64 + i);
+        buf.put_slice(&vec![i as u8; 64 + i]);
+        assert!(buf.pool().is_leaked());
+        if i % 3 == 0 {
+            kept.push(buf.freeze());
+        } else if i % 3 == 1 {
+            buf.trim();
+        }
+    }
+    assert!(in_use(pool) > 0);
+    // Dropped on another thread: remote frees through uncounted handles.
+    std::thread::spawn(move || {
+        assert!(kept.iter().enumerate().all(|(k, b)| b.iter().all(|&x| x == (3 * k) as u8)));
+        drop(kept)
+    })
+    .join()
+    .unwrap();
+    assert_eq!(in_use(pool), 0);
+    pool.validate().unwrap();
+}

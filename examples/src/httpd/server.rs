@@ -46,6 +46,17 @@ pub struct Httpd {
 impl Httpd {
     /// Starts the server `args` describe.
     pub fn start(args: &HttpdArgs) -> Result<Httpd, String> {
+        Self::start_inner(args, false)
+    }
+
+    /// [`Httpd::start`] for a server that lives as long as its process (the
+    /// `nta-httpd` binary): its pool is leaked (`Pool::leak`), so the payload
+    /// and receive buffers hold uncounted pool handles (no atomic per buffer).
+    pub fn start_for_process(args: &HttpdArgs) -> Result<Httpd, String> {
+        Self::start_inner(args, true)
+    }
+
+    fn start_inner(args: &HttpdArgs, leak_pool: bool) -> Result<Httpd, String> {
         if args.threads == 0 {
             return Err("--threads must be at least 1".to_string());
         }
@@ -56,7 +67,10 @@ impl Httpd {
                 if args.decay_secs > 0 {
                     builder = builder.decay(std::time::Duration::from_secs(args.decay_secs));
                 }
-                let pool = builder.build().map_err(|e| format!("pool: {e:?}"))?;
+                let mut pool = builder.build().map_err(|e| format!("pool: {e:?}"))?;
+                if leak_pool {
+                    pool = pool.leak().clone();
+                }
                 let export = match args.export_path() {
                     Some(path) => Some(Arc::new(
                         Exporter::bind(&path, &pool).map_err(|e| format!("--export {}: {e}", path.display()))?,
@@ -183,7 +197,7 @@ fn start_with<S: PayloadSource>(
 /// `nta-httpd`'s main: start, print the banner, serve until SIGINT or
 /// SIGTERM, stop gracefully.
 pub fn httpd_main(args: HttpdArgs) -> Result<(), String> {
-    let httpd = Httpd::start(&args)?;
+    let httpd = Httpd::start_for_process(&args)?;
     let stop = httpd.stop_flag();
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         // A second signal while stopping exits at once (status 130).
