@@ -15,7 +15,8 @@
 //! `stats()` can sum its counters, `validate()` can account for the chunks
 //! it holds, and an allocation about to fail can reclaim it (`reclaim`).
 //! The thread-local side is a tiny most-recently-used table of
-//! (pool, slot) entries. An entry holds a *weak* reference: dropping the
+//! (pool, slot) entries, whose first entry is mirrored in a destructor-free
+//! thread-local (`MRU`) that the fast paths read in one load. An entry holds a *weak* reference: dropping the
 //! last `Pool` handle unmaps the pool even while threads that cached for it
 //! live on. Such a stale entry is never matched again (its `Weak` keeps
 //! the pool's `Arc` allocation, so no new pool can reuse the address), and
@@ -48,7 +49,7 @@ use crate::granule::{granules_for, GRANULE};
 use crate::inner::PoolInner;
 use crate::stats::bump;
 pub use crate::thread_slot::{ThreadSlot, TC_MAX_GRANULES, TC_PER_CLASS};
-use std::cell::UnsafeCell;
+use std::cell::{Cell, UnsafeCell};
 use std::ptr::{self, NonNull};
 use std::sync::{Arc, Weak};
 
@@ -118,6 +119,7 @@ struct Caches {
 
 impl Drop for Caches {
     fn drop(&mut self) {
+        set_mru(ptr::null(), ptr::null());
         for e in self.entries.iter_mut().filter_map(Option::take) {
             e.retire();
         }
@@ -126,26 +128,37 @@ impl Drop for Caches {
 
 thread_local! {
     static CACHES: UnsafeCell<Caches> = const { UnsafeCell::new(Caches { entries: [None, None, None, None] }) };
+    /// A copy of `(key, slot)` of `CACHES.entries[0]`, or nulls: the fast
+    /// paths' lookup. It has no destructor, so reaching it is one load at a
+    /// fixed offset from the thread pointer, with none of the registration
+    /// check that `CACHES` (which has one) costs on every access; and it
+    /// stays readable while the thread's other thread-locals are destroyed.
+    /// Invariant: it equals `entries[0]`'s key and slot whenever that entry
+    /// exists, and is null otherwise (so its key, like the entry's, is kept
+    /// from reuse by the entry's reference to the pool).
+    static MRU: Cell<(*const PoolInner, *const ThreadSlot)> = const { Cell::new((ptr::null(), ptr::null())) };
+}
+
+fn set_mru(key: *const PoolInner, slot: *const ThreadSlot) {
+    let _ = MRU.try_with(|m| m.set((key, slot)));
+}
+
+/// Copies `entries[0]` into `MRU` (after the table changed).
+fn sync_mru(c: &Caches) {
+    match &c.entries[0] {
+        Some(e) => set_mru(e.key, e.slot),
+        None => set_mru(ptr::null(), ptr::null()),
+    }
 }
 
 /// The calling thread's slot for `pool` if it is the most recently used.
 #[inline]
 fn mru_slot(pool: *const PoolInner) -> Option<&'static ThreadSlot> {
-    CACHES
-        .try_with(|c| {
-            // SAFETY: only this thread touches its table, and no call out of
-            // this module happens while the reference is live.
-            let c = unsafe { &*c.get() };
-            match &c.entries[0] {
-                // SAFETY: a matching key means the caller holds the pool
-                // alive, and with it the slot; callers use the slot only
-                // within the current call.
-                Some(e) if e.key == pool => Some(unsafe { &*e.slot }),
-                _ => None,
-            }
-        })
-        .ok()
-        .flatten()
+    let (key, slot) = MRU.with(Cell::get);
+    // SAFETY: a matching key is `entries[0]`'s (invariant of `MRU`), and the
+    // caller holds that pool alive, and with it the slot; callers use the
+    // slot only within the current call.
+    (key == pool && !pool.is_null()).then(|| unsafe { &*slot })
 }
 
 /// Allocation fast path: a cached chunk of exactly the right size.
@@ -447,12 +460,14 @@ fn register(pool: PoolRef) -> Option<&'static ThreadSlot> {
             let c = unsafe { &mut *c.get() };
             if let Some(i) = c.entries.iter().position(|e| e.as_ref().is_some_and(|e| e.key == key)) {
                 c.entries[..=i].rotate_right(1);
+                sync_mru(c);
                 return Ok::<_, ()>(None);
             }
             let slot = ThreadSlot::claim(alive.inner().thread_slots(), alive.inner().key()).ok_or(())?;
             let old = c.entries[TC_POOLS - 1].take();
             c.entries.rotate_right(1);
             c.entries[0] = Some(Entry { key, slot, pool });
+            sync_mru(c);
             Ok(old)
         })
         .ok()?
@@ -492,5 +507,6 @@ pub fn forget_entries(frozen: impl Fn(*const PoolInner) -> bool) {
                 std::mem::forget(e.take());
             }
         }
+        sync_mru(c);
     });
 }

@@ -99,3 +99,40 @@ fn unsized_free_and_large_chunks_bypass_the_cache() {
     assert!(st.cached_bytes <= 128, "only the shard's quick cache may hold the 100-byte chunk");
     p.validate().unwrap();
 }
+
+/// A chunk freed by a thread-local's destructor, at thread exit.
+struct FreeAtExit(Pool, usize, usize);
+
+impl Drop for FreeAtExit {
+    fn drop(&mut self) {
+        // SAFETY: a live chunk of the pool with this length, freed once.
+        unsafe { self.0.free_sized(std::ptr::NonNull::new(self.1 as *mut u8).unwrap(), self.2) }
+    }
+}
+
+thread_local! {
+    static LATE: std::cell::RefCell<Option<FreeAtExit>> = const { std::cell::RefCell::new(None) };
+}
+
+#[test]
+fn a_free_from_a_thread_local_destructor_after_the_cache_is_gone_is_safe() {
+    let p = pool();
+    let q = p.clone();
+    std::thread::spawn(move || {
+        // Touched before the pool is used, so its destructor is registered
+        // before the thread cache's and (destructors run in reverse) runs
+        // after the cache has been flushed and dropped.
+        LATE.with(|l| assert!(l.borrow().is_none()));
+        let a = q.alloc(100).unwrap();
+        // SAFETY: live chunk, freed once: the thread now caches for `q`.
+        unsafe { q.free_sized(a, 100) };
+        let late = q.alloc(594).unwrap();
+        LATE.with(|l| *l.borrow_mut() = Some(FreeAtExit(q.clone(), late.as_ptr() as usize, 594)));
+    })
+    .join()
+    .unwrap();
+    p.collect();
+    let st = p.stats();
+    assert_eq!((st.in_use_bytes, st.thread_cached_bytes), (0, 0), "the late free reached the pool");
+    p.validate().unwrap();
+}
