@@ -165,7 +165,11 @@ impl PoolInner {
         let segs = Segments::new(count, cfg.hugepages, cfg.exportable, retain, cfg.release_delay_ms)?;
         let checked = cfg.checked || cfg!(feature = "checked");
         let shards = MetaArray::new(cfg.shards, |i| Shard::new(i, checked))?;
-        let slots = MetaArray::new(SLOTS, |_| ThreadSlot::default())?;
+        // SAFETY: an all-zero ThreadSlot is `ThreadSlot::default()` (flags
+        // false, mark 0, null heads, zero counts and counters), so the table
+        // is mapped without writing it: a slot's pages are touched only once
+        // a thread claims it (256 slots are about 190 KiB).
+        let slots = unsafe { MetaArray::<ThreadSlot>::zeroed(SLOTS) }?;
         let mut mode = 0;
         if checked {
             mode |= CHECKED;
@@ -245,6 +249,14 @@ impl PoolInner {
     pub fn keep_forever(&self, pool: Pool) -> &Pool {
         let _ = self.leaked.0.set(pool);
         self.leaked.0.get().expect("set just now or before")
+    }
+
+    /// Bytes of the thread-slot table in pages that have been written: up
+    /// to the last slot ever claimed (slots are claimed lowest first, and the
+    /// table is mapped untouched). The rest costs address space, not memory.
+    fn slot_table_touched_bytes(&self) -> usize {
+        let last = self.slots.iter().rposition(ThreadSlot::was_claimed);
+        last.map_or(0, |i| ((i + 1) * std::mem::size_of::<ThreadSlot>()).next_multiple_of(4096))
     }
 
     /// Whether checked mode is on.
@@ -1120,7 +1132,7 @@ impl PoolInner {
         st.free_bytes = st.mapped_bytes.saturating_sub(st.in_use_bytes);
         st.largest_free_bytes = largest as u64;
         st.metadata_bytes =
-            (self.segs.metadata_bytes() + self.shards.mapped_bytes() + self.slots.mapped_bytes()) as u64;
+            (self.segs.metadata_bytes() + self.shards.mapped_bytes() + self.slot_table_touched_bytes()) as u64;
         let (h, t, s) = self.segs.backing_counts();
         st.segments_hugetlb = h as u64;
         st.segments_thp = t as u64;

@@ -143,7 +143,9 @@ pub struct Segments {
     metas: MetaArray<NodeMeta>,
     /// Memfd segments (exportable pools) or private anonymous memory.
     exportable: bool,
-    /// Per slot: the segment's memfd, or -1 (written under the lock).
+    /// Per slot: the segment's memfd plus one, or 0 for none (written under
+    /// the lock). Offset by one so that the table starts all zero and its
+    /// pages stay untouched until a segment is mapped.
     fds: MetaArray<AtomicI32>,
     /// Last generation handed out.
     generations: AtomicU64,
@@ -197,7 +199,8 @@ impl Segments {
         };
         // SAFETY: all-zero NodeMeta is valid: atomics at zero, Unmapped, no owner.
         let metas = unsafe { MetaArray::<NodeMeta>::zeroed(count) }.map_err(cleanup)?;
-        let fds = MetaArray::new(count, |_| AtomicI32::new(-1)).map_err(cleanup)?;
+        // SAFETY: an all-zero AtomicI32 is valid (0: no descriptor).
+        let fds = unsafe { MetaArray::<AtomicI32>::zeroed(count) }.map_err(cleanup)?;
         if exportable {
             // One descriptor per mapped segment, plus room for the program.
             sys::raise_fd_limit(count + 1024);
@@ -408,7 +411,7 @@ impl Segments {
             }
             (if thp { Backing::Thp } else { Backing::Small }, fd)
         };
-        self.fds[seg].store(fd.map_or(-1, IntoRawFd::into_raw_fd), Relaxed);
+        self.fds[seg].store(fd.map_or(-1, IntoRawFd::into_raw_fd) + 1, Relaxed);
         m.generation.store(self.generations.fetch_add(1, Relaxed) + 1, Release);
         Some(backing)
     }
@@ -417,7 +420,7 @@ impl Segments {
     /// descriptor (lock held).
     fn export_of(&self, seg: usize) -> std::io::Result<SegmentExport> {
         let m = self.meta(seg);
-        let fd = self.fds[seg].load(Relaxed);
+        let fd = self.fds[seg].load(Relaxed) - 1;
         if fd < 0 {
             return Err(std::io::Error::other("the pool is not exportable (private memory)"));
         }
@@ -743,7 +746,7 @@ impl Segments {
         if unsafe { sys::release_segment(self.addr_nn(seg), HUGE_NODE_BYTES) }.is_err() {
             return false;
         }
-        let fd = self.fds[seg].swap(-1, Relaxed);
+        let fd = self.fds[seg].swap(0, Relaxed) - 1;
         if fd >= 0 {
             // SAFETY: the table owned this descriptor; nothing else uses it.
             drop(unsafe { OwnedFd::from_raw_fd(fd) });
@@ -765,7 +768,8 @@ impl Drop for Segments {
         // SAFETY: the pool is gone, so no chunk is live any more.
         unsafe { sys::unmap(self.base, self.count * HUGE_NODE_BYTES) };
         for fd in self.fds.iter() {
-            let fd = fd.swap(-1, Relaxed);
+            // A load, not a swap: slots never mapped stay untouched pages.
+            let fd = fd.load(Relaxed) - 1;
             if fd >= 0 {
                 // SAFETY: the table owned this descriptor.
                 drop(unsafe { OwnedFd::from_raw_fd(fd) });

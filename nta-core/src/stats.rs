@@ -34,8 +34,9 @@ pub struct Stats {
     /// The largest single free extent, in bytes.
     pub largest_free_bytes: u64,
     /// Metadata outside the pool memory: node bitmaps and fields of the
-    /// mapped segments (about 0.8% of `mapped_bytes`), plus the shard and
-    /// thread-slot tables.
+    /// mapped segments (about 0.8% of `mapped_bytes`), the shard table, and
+    /// the pages of the thread-slot table that threads have used (up to the
+    /// last slot ever claimed; the rest is mapped but never touched).
     pub metadata_bytes: u64,
     /// Huge nodes (= mapped segments).
     pub huge_nodes: u64,

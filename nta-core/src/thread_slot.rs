@@ -132,6 +132,12 @@ impl ThreadSlot {
         Some(slot)
     }
 
+    /// Whether a thread has ever claimed the slot (its mark is set at the
+    /// first claim and kept).
+    pub fn was_claimed(&self) -> bool {
+        self.mark.load(Relaxed) != 0
+    }
+
     /// Gives the slot up (its stacks must be empty).
     pub fn unclaim(&self) {
         debug_assert_eq!(self.bytes.load(Relaxed), 0);
