@@ -44,10 +44,10 @@ impl PoolHandle {
     #[inline]
     pub(crate) fn of(pool: &Pool) -> PoolHandle {
         if pool.inner().is_leaked() {
-            // SAFETY: the pool is leaked: a counted handle of it was moved
-            // into a leaked box and is never dropped, so its reference
-            // count stays above zero for the rest of the process and an
-            // uncounted bitwise copy of the `Arc` stays valid. The copy is
+            // SAFETY: the pool is leaked: it keeps a counted handle of
+            // itself that is never dropped (`PoolInner::keep_forever`), so
+            // its reference count stays above zero for the rest of the
+            // process and an uncounted bitwise copy of the `Arc` stays valid. The copy is
             // never dropped (`Drop` sees the pool leaked), so it never
             // decrements.
             PoolHandle { pool: ManuallyDrop::new(unsafe { std::ptr::read(pool) }) }

@@ -16,9 +16,9 @@
 //! it holds, and an allocation about to fail can reclaim it (`reclaim`).
 //! The thread-local side is a tiny most-recently-used table of
 //! (pool, slot) entries, whose first entry is mirrored in a destructor-free
-//! thread-local (`MRU`) that the fast paths read in one load. An entry holds a *weak* reference: dropping the
-//! last `Pool` handle unmaps the pool even while threads that cached for it
-//! live on. Such a stale entry is never matched again (its `Weak` keeps
+//! thread-local (`MRU`) that the fast paths read in one load. An entry
+//! holds a *weak* reference: dropping the last `Pool` handle unmaps the
+//! pool even while threads that cached for it live on. Such a stale entry is never matched again (its `Weak` keeps
 //! the pool's `Arc` allocation, so no new pool can reuse the address), and
 //! on eviction or thread exit `Weak::upgrade` fails and nothing is touched.
 //!
