@@ -90,46 +90,54 @@ pub fn drop_cost_main(args: impl IntoIterator<Item = String>) -> Result<(), Stri
 /// window of 32 buffers alive, as an echo server with packets in flight does.
 fn rx_cycle<S: BufSource>(source: &S, fill_bytes: usize, cycles: usize) -> f64 {
     let payload = vec![0xa5u8; fill_bytes];
-    let mut window: std::collections::VecDeque<S::Buf> = std::collections::VecDeque::with_capacity(32);
-    let start = Instant::now();
-    for _ in 0..cycles {
+    windowed(cycles, |_| {
         let mut buf = source.try_alloc(nta_net::socket::MAX_UDP_PAYLOAD_BYTES).expect("room for a buffer");
         buf.spare_mut()[..fill_bytes].copy_from_slice(as_uninit(&payload));
         // SAFETY: `fill_bytes` bytes of the spare room were just written.
         unsafe { buf.set_len(fill_bytes) };
         buf.trim();
-        if window.len() == 32 {
-            window.pop_front();
-        }
-        window.push_back(std::hint::black_box(buf));
-    }
-    drop(window);
-    per_buffer(start.elapsed(), cycles)
+        buf
+    })
 }
 
 /// The same cycle on the bare pool API, without `PacketBuf` (no handle
 /// clone): what nta-core itself costs.
 fn raw_cycle(pool: &nta_core::Pool, fill_bytes: usize, cycles: usize) -> f64 {
     let alloc_bytes = nta_net::socket::MAX_UDP_PAYLOAD_BYTES;
-    let mut window: std::collections::VecDeque<std::ptr::NonNull<u8>> = std::collections::VecDeque::with_capacity(32);
-    let start = Instant::now();
-    for _ in 0..cycles {
+    windowed(cycles, |_| {
         let ptr = pool.alloc(alloc_bytes).expect("room for a buffer");
         // SAFETY: `ptr` is a live chunk of at least `alloc_bytes >= fill_bytes`.
         unsafe { std::ptr::write_bytes(ptr.as_ptr(), 0xa5, fill_bytes) };
         // SAFETY: live chunk allocated with `alloc_bytes`, shrunk once.
         unsafe { pool.shrink(ptr, fill_bytes) };
+        Chunk(pool, ptr, fill_bytes)
+    })
+}
+
+/// A chunk of the bare pool API, freed with its length when dropped.
+struct Chunk<'a>(&'a nta_core::Pool, std::ptr::NonNull<u8>, usize);
+
+impl Drop for Chunk<'_> {
+    fn drop(&mut self) {
+        // SAFETY: a live chunk of the pool, allocated or last resized with
+        // this length, freed once.
+        unsafe { self.0.free_sized(self.1, self.2) }
+    }
+}
+
+/// Nanoseconds per buffer that `make(i)` makes (and writes), kept in a
+/// window of 32 alive and dropped when it leaves the window.
+fn windowed<T>(cycles: usize, mut make: impl FnMut(usize) -> T) -> f64 {
+    let mut window: std::collections::VecDeque<T> = std::collections::VecDeque::with_capacity(32);
+    let start = Instant::now();
+    for i in 0..cycles {
+        let buf = make(i);
         if window.len() == 32 {
-            let old = window.pop_front().expect("a full window");
-            // SAFETY: a live chunk of `pool`, last resized to `fill_bytes`.
-            unsafe { pool.free_sized(old, fill_bytes) };
+            window.pop_front();
         }
-        window.push_back(std::hint::black_box(ptr));
+        window.push_back(std::hint::black_box(buf));
     }
-    for ptr in window {
-        // SAFETY: as above.
-        unsafe { pool.free_sized(ptr, fill_bytes) };
-    }
+    drop(window);
     per_buffer(start.elapsed(), cycles)
 }
 
@@ -167,22 +175,6 @@ fn pair_table(buffers: usize) -> Result<(), String> {
     Ok(())
 }
 
-/// Nanoseconds per buffer that `make(i)` makes (and writes), kept in a
-/// window of 32 alive and dropped when it leaves the window.
-fn pair<T>(cycles: usize, mut make: impl FnMut(usize) -> T) -> f64 {
-    let mut window: std::collections::VecDeque<T> = std::collections::VecDeque::with_capacity(32);
-    let start = Instant::now();
-    for i in 0..cycles {
-        let buf = make(i);
-        if window.len() == 32 {
-            window.pop_front();
-        }
-        window.push_back(std::hint::black_box(buf));
-    }
-    drop(window);
-    per_buffer(start.elapsed(), cycles)
-}
-
 /// An IMIX `PacketBuf` made, written and dropped (frozen into `Bytes`
 /// first with `freeze`).
 fn buf_pair(pool: &nta_core::Pool, freeze: bool, cycles: usize) -> f64 {
@@ -193,22 +185,15 @@ fn buf_pair(pool: &nta_core::Pool, freeze: bool, cycles: usize) -> f64 {
         buf
     };
     if freeze {
-        pair(cycles, |i| make(i).freeze())
+        windowed(cycles, |i| make(i).freeze())
     } else {
-        pair(cycles, make)
+        windowed(cycles, make)
     }
 }
 
 /// [`buf_pair`] on the bare pool API: `alloc`, and `free_sized` on drop.
 fn raw_pair(pool: &nta_core::Pool, cycles: usize) -> f64 {
-    struct Chunk<'a>(&'a nta_core::Pool, std::ptr::NonNull<u8>, usize);
-    impl Drop for Chunk<'_> {
-        fn drop(&mut self) {
-            // SAFETY: a live chunk of the pool allocated with this length, freed once.
-            unsafe { self.0.free_sized(self.1, self.2) }
-        }
-    }
-    pair(cycles, |i| {
+    windowed(cycles, |i| {
         let len = IMIX[i % IMIX.len()];
         let ptr = pool.alloc(len).expect("room for a buffer");
         // SAFETY: a live chunk of at least one byte.

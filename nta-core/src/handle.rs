@@ -55,9 +55,7 @@ impl PoolHandle {
             PoolHandle { pool: ManuallyDrop::new(pool.clone()) }
         }
     }
-}
 
-impl PoolHandle {
     /// Whether dropping this handle decrements the pool's reference count
     /// (false once the pool is leaked).
     pub fn is_counted(&self) -> bool {

@@ -155,10 +155,11 @@ fn sync_mru(c: &Caches) {
 #[inline]
 fn mru_slot(pool: *const PoolInner) -> Option<&'static ThreadSlot> {
     let (key, slot) = MRU.with(Cell::get);
-    // SAFETY: a matching key is `entries[0]`'s (invariant of `MRU`), and the
-    // caller holds that pool alive, and with it the slot; callers use the
-    // slot only within the current call.
-    (key == pool && !pool.is_null()).then(|| unsafe { &*slot })
+    // SAFETY: `pool` is a live pool, never null, so a matching key is
+    // `entries[0]`'s (invariant of `MRU`); the caller holds that pool
+    // alive, and with it the slot; callers use the slot only within the
+    // current call.
+    (key == pool).then(|| unsafe { &*slot })
 }
 
 /// Allocation fast path: a cached chunk of exactly the right size.
