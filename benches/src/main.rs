@@ -172,6 +172,9 @@ struct NtaArgs {
     /// Diagnostic: NTA shard count (default: one per CPU; P3 always uses 1).
     #[arg(long)]
     nta_shards: Option<usize>,
+    /// Diagnostic: NTA frees without the length (`Pool::free`), as C's `free` does.
+    #[arg(long)]
+    nta_unsized_frees: bool,
 }
 
 impl NtaArgs {
@@ -186,6 +189,7 @@ impl NtaArgs {
             exportable: self.nta_private.then_some(false),
             retain_bytes: self.nta_retain_bytes,
             shards: self.nta_shards,
+            unsized_frees: self.nta_unsized_frees,
         }
     }
 }

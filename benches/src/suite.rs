@@ -188,6 +188,9 @@ fn run_child<T: DeserializeOwned>(
     if let Some(shards) = options.nta_tuning.shards {
         command.args(["--nta-shards", &shards.to_string()]);
     }
+    if options.nta_tuning.unsized_frees {
+        command.arg("--nta-unsized-frees");
+    }
     command.args(["--nta-hugepages", hugepages_name(options.nta_tuning.hugepages)]);
     if mem_stats::thp_disabled() != Some(true) {
         command.arg("--hugepages");
@@ -418,10 +421,11 @@ fn scale_note(options: &SuiteOptions) -> String {
         return format!("{scale} {footing}");
     }
     format!(
-        "{scale} {footing} NTA **not at its defaults**: exportable {}, retain_bytes {}, shards {}.",
+        "{scale} {footing} NTA **not at its defaults**: exportable {}, retain_bytes {}, shards {}, frees {}.",
         tuning.exportable.map_or("default".to_string(), |e| e.to_string()),
         tuning.retain_bytes.map_or("default".to_string(), |r| r.to_string()),
-        tuning.shards.map_or("default".to_string(), |s| s.to_string())
+        tuning.shards.map_or("default".to_string(), |s| s.to_string()),
+        if tuning.unsized_frees { "unsized (`Pool::free`)" } else { "sized" }
     )
 }
 

@@ -17,6 +17,18 @@
 //! after `s` that is free or starts another chunk (or at its level's end):
 //! this is how `free(ptr)` finds the size without being told.
 //!
+//! # Reading a chunk's length without the owner's lock
+//!
+//! Only the shard that owns a node writes its bitmaps, under its lock. An
+//! unsized free on another thread reads a live chunk's length without that
+//! lock ([`NodeMeta::chunk_granules_unlocked`]). The chunk's own granules
+//! do not change while it is live, but the granule after it may go from a
+//! chunk start to free and back (its chunk freed, a new one carved there),
+//! each change being two stores a reader can see half of. So the owner
+//! brackets every change of `start` or `free` bits at a chunk's edge with
+//! `bits_seq` (a sequence lock: odd while a change is under way), and the
+//! reader retries until it read the bits between two equal, even values.
+//!
 //! # Invariants (checked by `Pool::validate`)
 //!
 //! - `free[g] => !start[g]`.
@@ -25,7 +37,9 @@
 //! - No page node is wholly free (it would have gone back to its huge node).
 
 use crate::granule::{HUGE_GRANULES, PAGES_PER_HUGE, PAGE_GRANULES};
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8};
+use std::sync::atomic::{
+    fence, AtomicU32, AtomicU64, AtomicU8, Ordering::Acquire, Ordering::Relaxed, Ordering::Release,
+};
 
 /// `owner` value of a node that no shard owns. Shard `i` is stored as `i + 1`
 /// so that zeroed metadata (a segment never mapped) reads as unowned.
@@ -41,6 +55,8 @@ pub struct NodeMeta {
     pub pages: [AtomicU64; PAGES_PER_HUGE / 64],
     /// Shard that owns the node plus one, or [`NO_OWNER`].
     pub owner: AtomicU32,
+    /// The sequence lock over `start` and `free` (see the module notes).
+    pub bits_seq: AtomicU32,
     /// `SegmentState` as u8.
     pub state: AtomicU8,
     /// `Backing` as u8.
@@ -88,5 +104,114 @@ impl NodeMeta {
     pub fn chunk_granules(&self, s: usize) -> usize {
         let (_, hi, _) = self.level_bounds(s);
         crate::bitmap::next_set_either(&self.start, &self.free, s + 1, hi) - s
+    }
+
+    /// Opens a change of `start` or `free` bits: owner only, under its
+    /// shard. Returns the token for [`NodeMeta::end_bits`].
+    #[inline]
+    pub fn begin_bits(&self) -> u32 {
+        let odd = self.bits_seq.load(Relaxed).wrapping_add(1);
+        self.bits_seq.store(odd, Relaxed);
+        // The odd value is visible before any bit store that follows.
+        fence(Release);
+        odd
+    }
+
+    /// Closes the change opened by [`NodeMeta::begin_bits`].
+    #[inline]
+    pub fn end_bits(&self, odd: u32) {
+        self.bits_seq.store(odd.wrapping_add(1), Release);
+    }
+
+    /// Length in granules of the live chunk that starts at `s`, read without
+    /// the owner's lock (see the module notes); `None` if `s` does not start
+    /// a chunk, if the chunk is longer than `limit`, or if the owner kept
+    /// changing the node's bits meanwhile (the caller then takes the locked
+    /// way).
+    ///
+    /// A chunk that starts at `s` must stay live during the call.
+    #[inline]
+    pub fn chunk_granules_unlocked(&self, s: usize, limit: usize) -> Option<usize> {
+        // No level bounds needed (one cache line fewer): the granule after a
+        // page node's last granule is a boundary too, a chunk start or free
+        // at its own level, as is the one after any chunk.
+        let stop = HUGE_GRANULES.min(s + limit + 1);
+        let w = s >> 6;
+        for _ in 0..4 {
+            let before = self.bits_seq.load(Acquire);
+            // The common case: the chunk ends in the word it starts in.
+            let start = self.start[w].load(Relaxed);
+            if start >> (s & 63) & 1 == 0 {
+                // The chunk's own start bit does not change while it is live.
+                return None;
+            }
+            let word = (start | self.free[w].load(Relaxed)) & (!1u64 << (s & 63));
+            let end = if word != 0 {
+                ((w << 6) + word.trailing_zeros() as usize).min(stop)
+            } else {
+                crate::bitmap::next_set_either(&self.start, &self.free, (w + 1) << 6, stop)
+            };
+            // The bit loads above happen before the second read.
+            fence(Acquire);
+            if before & 1 == 0 && self.bits_seq.load(Relaxed) == before {
+                return (end - s <= limit).then_some(end - s);
+            }
+            std::hint::spin_loop();
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bitmap;
+    use std::sync::atomic::AtomicBool;
+
+    /// The owner frees and re-carves the chunk after a live one, over and
+    /// over, in the heap's order (start bit cleared before the free bits
+    /// are set: a reader without the sequence lock can see neither); a
+    /// reader on another thread must only ever get the live chunk's exact
+    /// length, or `None`.
+    #[test]
+    fn an_unlocked_length_is_exact_while_the_neighbour_changes() {
+        // SAFETY: all-zero metadata is valid (atomics), as for a fresh map.
+        let m: Box<NodeMeta> = unsafe { Box::new_zeroed().assume_init() };
+        let (s, g, d) = (130, 5, 7); // live chunk s..s+g; its neighbour d granules
+        let e = s + g;
+        bitmap::assign(&m.start, s, true);
+        bitmap::assign(&m.start, e, true);
+        bitmap::set_range(&m.free, e + d, HUGE_GRANULES);
+        let stop = AtomicBool::new(false);
+        let (exact, busy) = std::thread::scope(|scope| {
+            let reader = scope.spawn(|| {
+                let (mut exact, mut busy) = (0u64, 0u64);
+                while !stop.load(Relaxed) {
+                    match m.chunk_granules_unlocked(s, 64) {
+                        Some(n) => {
+                            assert_eq!(n, g, "a live chunk's length read while its neighbour changed");
+                            exact += 1;
+                        }
+                        None => busy += 1,
+                    }
+                }
+                (exact, busy)
+            });
+            for _ in 0..2_000_000 {
+                let bits = m.begin_bits();
+                bitmap::assign(&m.start, e, false);
+                bitmap::set_range(&m.free, e, e + d);
+                m.end_bits(bits);
+                let bits = m.begin_bits();
+                bitmap::clear_range(&m.free, e, e + d);
+                bitmap::assign(&m.start, e, true);
+                m.end_bits(bits);
+            }
+            stop.store(true, Relaxed);
+            reader.join().unwrap()
+        });
+        assert!(exact > 0, "the reader got through ({busy} busy)");
+        assert_eq!(m.chunk_granules_unlocked(s, 4), None, "longer than the limit");
+        assert_eq!(m.chunk_granules_unlocked(s, 5), Some(5));
     }
 }

@@ -216,6 +216,20 @@ impl Pool {
     #[inline]
     pub unsafe fn free(&self, ptr: NonNull<u8>) {
         // SAFETY: forwarded.
+        unsafe {
+            if !thread_cache::free_unsized(&self.inner, || PoolRef::Shared(Arc::downgrade(&self.inner)), ptr) {
+                self.free_slow(ptr)
+            }
+        }
+    }
+
+    /// The shard way of `free` (out of line, as for `free_sized`).
+    ///
+    /// # Safety
+    /// As for [`Pool::free`].
+    #[inline(never)]
+    unsafe fn free_slow(&self, ptr: NonNull<u8>) {
+        // SAFETY: forwarded.
         unsafe { self.inner.free(ptr, None) }
     }
 

@@ -276,6 +276,25 @@ impl Segments {
         Some(word.load(Relaxed) >> (g & 63) & 1 == 1)
     }
 
+    /// For an address in the range that starts a chunk: its length in
+    /// granules if at most `limit`, read without the owner's lock (see
+    /// [`NodeMeta::chunk_granules_unlocked`]). `None` for anything else (not
+    /// a chunk start, longer, or the owner busy), which the caller takes
+    /// the locked way.
+    ///
+    /// A chunk that starts at `addr` must stay live during the call.
+    #[inline]
+    pub fn live_chunk_granules(&self, addr: usize, limit: usize) -> Option<usize> {
+        let off = addr.wrapping_sub(self.base.as_ptr() as usize);
+        let seg = off >> HUGE_NODE_SHIFT;
+        if seg >= self.count {
+            return None;
+        }
+        let g = (off >> crate::granule::GRANULE_SHIFT) & (HUGE_GRANULES - 1);
+        // SAFETY: `seg < count == metas.len()` (checked above).
+        unsafe { self.metas.get_unchecked(seg) }.chunk_granules_unlocked(g, limit)
+    }
+
     /// Address of granule `g` of segment `seg`.
     #[inline]
     pub fn addr(&self, seg: usize, g: usize) -> *mut u8 {

@@ -37,8 +37,10 @@
 //!   owner shards) by `Pool::collect` on that thread, when the thread uses
 //!   more than [`TC_POOLS`] pools (least recently used first), when the
 //!   thread exits, and by any thread whose allocation would otherwise fail;
-//! - frees without a size, checked mode, alignment above 32, and pools in
-//!   a forked child bypass it.
+//! - a free without a size parks too, its length read from the node's
+//!   bitmaps without the owner's lock (see `node`);
+//! - checked mode, alignment above 32 and pools in a forked child bypass
+//!   it, and so does a free without a size while a free hook is installed.
 //!
 //! A parked chunk stays marked used in its node's bitmaps; the slot's
 //! counters already count it as free. The counters are deltas (a thread may
@@ -254,12 +256,37 @@ pub unsafe fn free_sized(inner: &PoolInner, pool: impl FnOnce() -> PoolRef, ptr:
     match inner.cache_mode() {
         // SAFETY: forwarded from the caller.
         Some(false) if g <= TC_MAX_GRANULES && p as usize & (GRANULE - 1) == 0 => unsafe {
-            park_sized(inner, pool, p, g, len, false)
+            park_sized(inner, pool, p, g, len, false, false)
         },
         // SAFETY: forwarded from the caller.
         Some(true) => unsafe { free_sized_hooked(inner, pool, p, g, len) },
         _ => false,
     }
+}
+
+/// Free fast path for a chunk of unknown length ([`crate::Pool::free`]):
+/// the length is read from the node's bitmaps without the owner's lock
+/// (`NodeMeta::chunk_granules_unlocked`), then the chunk is checked and
+/// parked as a sized free's is. Returns false when the chunk must go the
+/// shard way: too big, owner busy, hook installed, or not a chunk start
+/// (which the shard way diagnoses).
+///
+/// # Safety
+/// `ptr` must be a live chunk of `pool`, not used afterwards.
+#[inline]
+pub unsafe fn free_unsized(inner: &PoolInner, pool: impl FnOnce() -> PoolRef, ptr: NonNull<u8>) -> bool {
+    let p = ptr.as_ptr();
+    crate::sync::prefetch(p);
+    if inner.cache_mode() != Some(false) || p as usize & (GRANULE - 1) != 0 {
+        return false;
+    }
+    let Some(g) = inner.segments().live_chunk_granules(p as usize, TC_MAX_GRANULES) else {
+        return false;
+    };
+    // SAFETY: forwarded from the caller; `g` is the chunk's granule count,
+    // at most `TC_MAX_GRANULES`, `p` is granule aligned, and its start bit
+    // was just seen set.
+    unsafe { park_sized(inner, pool, p, g, g * GRANULE, false, true) }
 }
 
 /// [`free_sized`] without the free hook, whether one is installed or not:
@@ -278,7 +305,7 @@ pub unsafe fn free_sized_unhooked(
         return false;
     }
     // SAFETY: forwarded from the caller.
-    unsafe { park_sized(inner, pool, p, g, len, false) }
+    unsafe { park_sized(inner, pool, p, g, len, false, false) }
 }
 
 /// [`free_sized`] while a free hook is installed: the hook sees the free
@@ -299,19 +326,22 @@ unsafe fn free_sized_hooked(
         return false;
     }
     // SAFETY: forwarded from the caller.
-    unsafe { park_sized(inner, pool, p, g, len, true) }
+    unsafe { park_sized(inner, pool, p, g, len, true, false) }
 }
 
 /// Checks a sized free and parks it in this thread's cache. With `hooked`
 /// (a constant at both call sites), the free hook sees the free once its
 /// checks passed, before the chunk can be reused; if it postpones the
 /// free, the chunk stays allocated. A declined free must not be shown
-/// twice, so from there on a miss takes the shard way itself.
+/// twice, so from there on a miss takes the shard way itself. With
+/// `start_seen` (a constant too), the caller has already seen the start bit
+/// set, and it is not read again.
 ///
 /// # Safety
 /// As for [`free_sized`]; `g` is `len`'s granules, at most
 /// `TC_MAX_GRANULES`, and `p` is granule aligned.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 unsafe fn park_sized(
     inner: &PoolInner,
     pool: impl FnOnce() -> PoolRef,
@@ -319,6 +349,7 @@ unsafe fn park_sized(
     g: usize,
     len: usize,
     hooked: bool,
+    start_seen: bool,
 ) -> bool {
     let slot = match mru_slot(inner) {
         Some(s) => s,
@@ -332,7 +363,7 @@ unsafe fn park_sized(
     // starts, and neither is anything in a segment that is not mapped (its
     // metadata reads as all-free). The shard way sorts them out (and panics
     // for the invalid ones) without touching the chunk's memory.
-    if inner.segments().starts_chunk(p as usize) != Some(true) {
+    if !start_seen && inner.segments().starts_chunk(p as usize) != Some(true) {
         return false;
     }
     // The mark: a parked chunk freed again.

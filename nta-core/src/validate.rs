@@ -5,7 +5,8 @@
 //! way meanwhile, and wait for the shards we hold), it checks:
 //!
 //! 1. Segment states: `mapped == |Owned| + |Free|`; a Free segment is wholly
-//!    free with no page nodes; an Owned segment's owner is a real shard.
+//!    free with no page nodes; an Owned segment's owner is a real shard, and
+//!    no change of its bitmaps is open (`bits_seq` even, see `node`).
 //! 2. Per level region (each page node, and the huge-level spans between
 //!    them): every maximal run of free granules is exactly one free extent
 //!    whose header and footer give the run's length — so no two free
@@ -165,6 +166,10 @@ fn walk(inner: &PoolInner, guards: &mut [crate::shard::ShardGuard<'_>]) -> Resul
                 if owner == NO_OWNER || shard > nshards {
                     return Err(format!("segment {seg}: owned but owner field is {owner}"));
                 }
+                let bits_seq = m.bits_seq.load(Relaxed);
+                if bits_seq & 1 != 0 {
+                    return Err(format!("segment {seg}: a change of its bitmaps is still open (bits_seq {bits_seq})"));
+                }
                 let shard = shard - 1;
                 let mut i = 0;
                 while i < HUGE_GRANULES {
@@ -321,4 +326,26 @@ fn walk_span(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{HugePages, Pool};
+    use std::sync::atomic::Ordering::Relaxed;
+
+    #[test]
+    fn an_open_bitmap_change_is_reported() {
+        let pool = Pool::builder().capacity(8 << 20).shards(1).hugepages(HugePages::Off).build().unwrap();
+        let p = pool.alloc(100).unwrap();
+        let segs = pool.inner().segments();
+        let m = segs.meta(segs.segment_of(p.as_ptr() as usize).unwrap());
+        assert_eq!(pool.validate(), Ok(()));
+        let open = m.begin_bits();
+        assert!(pool.validate().unwrap_err().contains("a change of its bitmaps is still open"));
+        m.end_bits(open);
+        assert_eq!(m.bits_seq.load(Relaxed) & 1, 0);
+        assert_eq!(pool.validate(), Ok(()));
+        // SAFETY: a live chunk, freed once.
+        unsafe { pool.free(p) };
+    }
 }

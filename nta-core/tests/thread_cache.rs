@@ -85,18 +85,34 @@ fn dropping_the_pool_while_a_thread_caches_for_it_is_safe() {
 }
 
 #[test]
-fn unsized_free_and_large_chunks_bypass_the_cache() {
+fn unsized_frees_park_too_and_large_chunks_bypass_the_cache() {
     let p = pool();
     let a = p.alloc(100).unwrap();
     let big = p.alloc(5000).unwrap();
-    // SAFETY: live chunks.
+    let unsized_big = p.alloc(3000).unwrap();
+    // SAFETY: live chunks, each freed once.
     unsafe {
         p.free(a);
         p.free_sized(big, 5000);
+        p.free(unsized_big);
     }
     let st = p.stats();
-    assert_eq!(st.thread_cached_bytes, 0);
-    assert!(st.cached_bytes <= 128, "only the shard's quick cache may hold the 100-byte chunk");
+    assert_eq!(st.thread_cached_bytes, 128, "the 100-byte chunk (4 granules), its length read from the bitmaps");
+    assert_eq!(st.in_use_bytes, 0);
+    p.validate().unwrap();
+    let b = p.alloc(128).unwrap();
+    assert_eq!(a, b, "parked under its exact granule count");
+    // SAFETY: a live chunk, freed once.
+    unsafe { p.free(b) };
+    let again = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        // SAFETY: not sound, on purpose: a double free of a parked chunk,
+        // which the free's mark check catches before touching anything.
+        unsafe { p.free(b) }
+    }));
+    assert!(again.is_err(), "an unsized double free of a parked chunk panics");
+    p.collect();
+    let st = p.stats();
+    assert_eq!((st.in_use_bytes, st.thread_cached_bytes), (0, 0));
     p.validate().unwrap();
 }
 

@@ -166,7 +166,7 @@ pub struct PeerConfig {
 /// no allocator gets 2 MiB pages the others do not (`--hugepages` gives
 /// every allocator its huge pages instead; reports say which).
 /// The others are diagnostics (`--nta-private`, `--nta-retain-bytes`,
-/// `--nta-shards`), to find out where NTA's time goes.
+/// `--nta-shards`, `--nta-unsized-frees`), to find out where NTA's time goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NtaTuning {
     /// Hugepage policy of the pool (default here: `Off`, see above).
@@ -177,11 +177,13 @@ pub struct NtaTuning {
     pub retain_bytes: Option<usize>,
     /// Shard count for every workload but P3 (which always uses one).
     pub shards: Option<usize>,
+    /// Frees without the length (`Pool::free`) instead of `free_sized`.
+    pub unsized_frees: bool,
 }
 
 impl Default for NtaTuning {
     fn default() -> Self {
-        Self { hugepages: HugePages::Off, exportable: None, retain_bytes: None, shards: None }
+        Self { hugepages: HugePages::Off, exportable: None, retain_bytes: None, shards: None, unsized_frees: false }
     }
 }
 
@@ -189,7 +191,7 @@ impl NtaTuning {
     /// Whether any diagnostic setting (everything but the hugepage policy)
     /// moves NTA away from nta-core's defaults.
     pub fn has_diagnostics(&self) -> bool {
-        self.exportable.is_some() || self.retain_bytes.is_some() || self.shards.is_some()
+        self.exportable.is_some() || self.retain_bytes.is_some() || self.shards.is_some() || self.unsized_frees
     }
 }
 

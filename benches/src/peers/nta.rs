@@ -1,7 +1,8 @@
 //! NTA (nta-core's `Pool`) as a peer.
 //!
 //! Frees use `free_sized`, since every workload knows the length (as the
-//! network stack does, seed 002). Shrinks are in place; grows try the right
+//! network stack does, seed 002); `--nta-unsized-frees` makes them
+//! `Pool::free`, as a C program's `free` would be. Shrinks are in place; grows try the right
 //! neighbour first (`try_grow`) and fall back to `realloc`.
 //!
 //! Held bytes are `mapped_bytes + metadata_bytes`: node bitmaps and slack
@@ -20,6 +21,7 @@ use super::{BuildError, Peer, PeerConfig};
 pub struct NtaPeer {
     pool: Pool,
     hugepages: HugePages,
+    unsized_frees: bool,
 }
 
 impl std::fmt::Debug for NtaPeer {
@@ -47,7 +49,7 @@ impl NtaPeer {
             builder = builder.retain_bytes(retain_bytes);
         }
         let pool = builder.build().map_err(|error| BuildError(format!("nta-core Pool::build failed: {error:?}")))?;
-        Ok(Self { pool, hugepages: config.nta_tuning.hugepages })
+        Ok(Self { pool, hugepages: config.nta_tuning.hugepages, unsized_frees: config.nta_tuning.unsized_frees })
     }
 
     /// The underlying pool.
@@ -69,8 +71,14 @@ impl Peer for NtaPeer {
     #[inline]
     unsafe fn free(&self, ptr: NonNull<u8>, len: usize) {
         // SAFETY: Peer::free's contract is free_sized's: ptr is live from this
-        // pool and len is its last length.
-        unsafe { self.pool.free_sized(ptr, len) }
+        // pool and len is its last length (which `free` does not need).
+        unsafe {
+            if self.unsized_frees {
+                self.pool.free(ptr)
+            } else {
+                self.pool.free_sized(ptr, len)
+            }
+        }
     }
 
     unsafe fn resize(&self, ptr: NonNull<u8>, old_len: usize, new_len: usize) -> Option<NonNull<u8>> {
