@@ -35,6 +35,8 @@
 //! - Every maximal run of free granules within one level region is exactly
 //!   one free extent: no two adjacent free extents (immediate coalescing).
 //! - No page node is wholly free (it would have gone back to its huge node).
+//! - `bits_seq` is even while no one holds the owner shard's lock (every
+//!   change of the bits is closed before the lock is released).
 
 use crate::granule::{HUGE_GRANULES, PAGES_PER_HUGE, PAGE_GRANULES};
 use std::sync::atomic::{
