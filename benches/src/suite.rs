@@ -179,19 +179,7 @@ fn run_child<T: DeserializeOwned>(
     if let Some(dir) = &options.map_dir {
         command.arg("--map-dir").arg(dir);
     }
-    if options.nta_tuning.exportable == Some(false) {
-        command.arg("--nta-private");
-    }
-    if let Some(bytes) = options.nta_tuning.retain_bytes {
-        command.args(["--nta-retain-bytes", &bytes.to_string()]);
-    }
-    if let Some(shards) = options.nta_tuning.shards {
-        command.args(["--nta-shards", &shards.to_string()]);
-    }
-    if options.nta_tuning.unsized_frees {
-        command.arg("--nta-unsized-frees");
-    }
-    command.args(["--nta-hugepages", hugepages_name(options.nta_tuning.hugepages)]);
+    command.args(options.nta_tuning.args());
     if mem_stats::thp_disabled() != Some(true) {
         command.arg("--hugepages");
     }
@@ -415,18 +403,25 @@ fn scale_note(options: &SuiteOptions) -> String {
         Scale::Quick => "Scale: **--quick** (operation counts scaled down, see each title).".to_string(),
         Scale::Tiny => "Scale: tiny (test configuration; figures are meaningless).".to_string(),
     };
-    let tuning = options.nta_tuning;
-    let footing = footing_note(&tuning);
-    if !tuning.has_diagnostics() {
-        return format!("{scale} {footing}");
+    let footing = footing_note(&options.nta_tuning);
+    match diagnostics_note(&options.nta_tuning) {
+        Some(diagnostics) => format!("{scale} {footing} {diagnostics}"),
+        None => format!("{scale} {footing}"),
     }
-    format!(
-        "{scale} {footing} NTA **not at its defaults**: exportable {}, retain_bytes {}, shards {}, frees {}.",
-        tuning.exportable.map_or("default".to_string(), |e| e.to_string()),
-        tuning.retain_bytes.map_or("default".to_string(), |r| r.to_string()),
-        tuning.shards.map_or("default".to_string(), |s| s.to_string()),
-        if tuning.unsized_frees { "unsized (`Pool::free`)" } else { "sized" }
-    )
+}
+
+/// What the diagnostic settings changed in NTA, if any (`None` at nta-core's
+/// defaults).
+pub fn diagnostics_note(tuning: &NtaTuning) -> Option<String> {
+    tuning.has_diagnostics().then(|| {
+        format!(
+            "NTA **not at its defaults**: exportable {}, retain_bytes {}, shards {}, frees {}.",
+            tuning.exportable.map_or("default".to_string(), |e| e.to_string()),
+            tuning.retain_bytes.map_or("default".to_string(), |r| r.to_string()),
+            tuning.shards.map_or("default".to_string(), |s| s.to_string()),
+            if tuning.unsized_frees { "unsized (`Pool::free`)" } else { "sized" }
+        )
+    })
 }
 
 fn packet_mix_params(options: &SuiteOptions) -> PacketMixParams {

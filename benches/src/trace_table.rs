@@ -19,9 +19,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::goals::{leanest, Goal};
-use crate::peers::{hugepages_name, NtaTuning, PeerKind};
+use crate::peers::{NtaTuning, PeerKind};
 use crate::report::{fmt_mib, fmt_ratio, ratio, Json, Table};
-use crate::suite::footing_note;
+use crate::suite::{diagnostics_note, footing_note};
 
 /// The allocators in the replay table, NTA first.
 pub const TRACE_PEERS: [PeerKind; 4] = [PeerKind::Nta, PeerKind::System, PeerKind::Jemalloc, PeerKind::Mimalloc];
@@ -102,7 +102,8 @@ impl TraceRow {
 fn replay_once(exe: &Path, trace: &Path, kind: PeerKind, tuning: &NtaTuning) -> Result<ReplayLine, String> {
     let mut command = Command::new(exe);
     command.arg("replay").arg(trace).args(["--alloc", kind.name()]);
-    command.args(["--nta-hugepages", hugepages_name(tuning.hugepages)]);
+    // The same NTA settings as the workload tables (diagnostics included).
+    command.args(tuning.args());
     if crate::mem_stats::thp_disabled() != Some(true) {
         command.arg("--hugepages");
     }
@@ -174,6 +175,7 @@ pub fn report(traces: &[(PathBuf, Vec<TraceRow>)], runs: usize, tuning: &NtaTuni
         ],
     );
     table.notes.push(footing_note(tuning));
+    table.notes.extend(diagnostics_note(tuning));
     table.notes.push(
         "Each replay runs in a fresh process (`nta-bench replay FILE --alloc X`), the runs of the four allocators \
          interleaved. Time: wall time of the replay, its trace threads running concurrently (a block freed on \

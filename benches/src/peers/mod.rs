@@ -193,6 +193,26 @@ impl NtaTuning {
     pub fn has_diagnostics(&self) -> bool {
         self.exportable.is_some() || self.retain_bytes.is_some() || self.shards.is_some() || self.unsized_frees
     }
+
+    /// The command-line arguments that give a child process (`worker`,
+    /// `replay`) these settings.
+    pub fn args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        if self.exportable == Some(false) {
+            args.push("--nta-private".to_string());
+        }
+        if let Some(bytes) = self.retain_bytes {
+            args.extend(["--nta-retain-bytes".to_string(), bytes.to_string()]);
+        }
+        if let Some(shards) = self.shards {
+            args.extend(["--nta-shards".to_string(), shards.to_string()]);
+        }
+        if self.unsized_frees {
+            args.push("--nta-unsized-frees".to_string());
+        }
+        args.extend(["--nta-hugepages".to_string(), hugepages_name(self.hugepages).to_string()]);
+        args
+    }
 }
 
 /// Parses `--nta-hugepages`: `off`, `try` or `require`.
@@ -332,5 +352,35 @@ pub unsafe fn touch(ptr: NonNull<u8>, len: usize) {
     unsafe {
         ptr.as_ptr().write_volatile(len as u8);
         ptr.as_ptr().add(len.max(1) - 1).write_volatile(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tuning_args_carry_every_setting_to_a_child() {
+        assert_eq!(NtaTuning::default().args(), ["--nta-hugepages", "off"]);
+        let all = NtaTuning {
+            hugepages: HugePages::Try,
+            exportable: Some(false),
+            retain_bytes: Some(4096),
+            shards: Some(3),
+            unsized_frees: true,
+        };
+        assert_eq!(
+            all.args(),
+            [
+                "--nta-private",
+                "--nta-retain-bytes",
+                "4096",
+                "--nta-shards",
+                "3",
+                "--nta-unsized-frees",
+                "--nta-hugepages",
+                "try"
+            ]
+        );
     }
 }
