@@ -273,12 +273,12 @@ impl Heap {
             let first = unsafe { self.carve(segs, c, hdr, e, k * g, GRANULE, small) };
             let Loc { seg, granule: s } = Loc::of(segs, first.as_ptr() as usize).expect("carved in a segment");
             let m = segs.meta(seg);
-            let bits = m.begin_bits();
-            for i in 0..k {
-                bitmap::assign(&m.start, s + i * g, true);
-                out[n + i] = segs.addr(seg, s + i * g);
-            }
-            m.end_bits(bits);
+            m.change_bits(|| {
+                for i in 0..k {
+                    bitmap::assign(&m.start, s + i * g, true);
+                    out[n + i] = segs.addr(seg, s + i * g);
+                }
+            });
             bump(&c.allocs, k as i64 - 1);
             n += k;
         }
@@ -296,10 +296,10 @@ impl Heap {
             unsafe {
                 let loc = Loc::of(segs, p as usize).unwrap_unchecked();
                 let m = segs.meta(loc.seg);
-                let bits = m.begin_bits();
-                bitmap::assign(&m.start, loc.granule, false);
-                bitmap::set_range(&m.free, loc.granule, loc.granule + g);
-                m.end_bits(bits);
+                m.change_bits(|| {
+                    bitmap::assign(&m.start, loc.granule, false);
+                    bitmap::set_range(&m.free, loc.granule, loc.granule + g);
+                });
                 if self.release_range(segs, c, loc.seg, loc.granule, g) {
                     segs.release(loc.seg, true);
                 }
@@ -422,10 +422,10 @@ impl Heap {
             }
         }
         let m = segs.meta(seg);
-        let bits = m.begin_bits();
-        bitmap::clear_range(&m.free, at, at + g);
-        bitmap::assign(&m.start, at, true);
-        m.end_bits(bits);
+        m.change_bits(|| {
+            bitmap::clear_range(&m.free, at, at + g);
+            bitmap::assign(&m.start, at, true);
+        });
         bump(&c.in_use_granules, g as i64);
         bump(&c.allocs, 1);
         // SAFETY: inside the mapped segment, hence not null.
@@ -453,10 +453,10 @@ impl Heap {
                 return false;
             }
         }
-        let bits = m.begin_bits();
-        bitmap::assign(&m.start, s, false);
-        bitmap::set_range(&m.free, s, s + g);
-        m.end_bits(bits);
+        m.change_bits(|| {
+            bitmap::assign(&m.start, s, false);
+            bitmap::set_range(&m.free, s, s + g);
+        });
         // SAFETY: the range was just made free; the caller holds the shard.
         unsafe { self.release_range(segs, c, loc.seg, s, g) }
     }
@@ -493,10 +493,10 @@ impl Heap {
         let m = segs.meta(loc.seg);
         let (s, e) = (loc.granule, loc.granule + k * g);
         // The only chunk starts in s..e are the k chunks' own.
-        let bits = m.begin_bits();
-        bitmap::clear_range(&m.start, s, e);
-        bitmap::set_range(&m.free, s, e);
-        m.end_bits(bits);
+        m.change_bits(|| {
+            bitmap::clear_range(&m.start, s, e);
+            bitmap::set_range(&m.free, s, e);
+        });
         // SAFETY: the range was just made free, in one level region; the
         // caller holds the shard.
         unsafe { self.release_range(segs, c, loc.seg, s, k * g) }
@@ -559,9 +559,9 @@ impl Heap {
         let keep = granules_for(new_len);
         debug_assert!(keep <= g);
         if keep < g {
-            let bits = m.begin_bits();
-            bitmap::set_range(&m.free, s + keep, s + g);
-            m.end_bits(bits);
+            m.change_bits(|| {
+                bitmap::set_range(&m.free, s + keep, s + g);
+            });
             bump(&c.in_use_granules, -((g - keep) as i64));
             // SAFETY: the tail is free now; the chunk itself borders it on the
             // left, so the node cannot become wholly free.
@@ -600,9 +600,9 @@ impl Heap {
                     self.insert(segs, loc.seg, r + more, rn - more, page);
                 }
             }
-            let bits = m.begin_bits();
-            bitmap::clear_range(&m.free, r, r + more);
-            m.end_bits(bits);
+            m.change_bits(|| {
+                bitmap::clear_range(&m.free, r, r + more);
+            });
             bump(&c.in_use_granules, more as i64);
         }
         true

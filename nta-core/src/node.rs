@@ -125,6 +125,15 @@ impl NodeMeta {
         self.bits_seq.store(odd.wrapping_add(1), Release);
     }
 
+    /// Runs `change` (stores to `start` or `free`) as one change under the
+    /// sequence lock: owner only, under its shard.
+    #[inline]
+    pub fn change_bits(&self, change: impl FnOnce()) {
+        let open = self.begin_bits();
+        change();
+        self.end_bits(open);
+    }
+
     /// Length in granules of the live chunk that starts at `s`, read without
     /// the owner's lock (see the module notes); `None` if `s` does not start
     /// a chunk, if the chunk is longer than `limit`, or if the owner kept
@@ -225,14 +234,14 @@ mod tests {
                 (exact, busy)
             });
             for _ in 0..2_000_000 {
-                let bits = m.begin_bits();
-                bitmap::assign(&m.start, e, false);
-                bitmap::set_range(&m.free, e, e + d);
-                m.end_bits(bits);
-                let bits = m.begin_bits();
-                bitmap::clear_range(&m.free, e, e + d);
-                bitmap::assign(&m.start, e, true);
-                m.end_bits(bits);
+                m.change_bits(|| {
+                    bitmap::assign(&m.start, e, false);
+                    bitmap::set_range(&m.free, e, e + d);
+                });
+                m.change_bits(|| {
+                    bitmap::clear_range(&m.free, e, e + d);
+                    bitmap::assign(&m.start, e, true);
+                });
             }
             stop.store(true, Relaxed);
             reader.join().unwrap()

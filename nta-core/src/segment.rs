@@ -259,20 +259,29 @@ impl Segments {
         (seg < self.count).then_some(seg)
     }
 
-    /// For an address in the range: whether its granule starts a chunk (a
-    /// live or parked one). The free fast path's check: a subtraction, a
-    /// shift and a bit test, with the bounds proved once.
+    /// For an address in the range: its node's metadata and its granule
+    /// there (masked, so below `HUGE_GRANULES`). The free fast paths'
+    /// lookup: a subtraction, a shift and one bounds check.
     #[inline]
-    pub fn starts_chunk(&self, addr: usize) -> Option<bool> {
+    fn node_granule(&self, addr: usize) -> Option<(&NodeMeta, usize)> {
         let off = addr.wrapping_sub(self.base.as_ptr() as usize);
         let seg = off >> HUGE_NODE_SHIFT;
         if seg >= self.count {
             return None;
         }
         let g = (off >> crate::granule::GRANULE_SHIFT) & (HUGE_GRANULES - 1);
-        // SAFETY: `seg < count == metas.len()`, and `g >> 6 < HUGE_GRANULES / 64`
-        // (masked above), the length of the bitmap.
-        let word = unsafe { self.metas.get_unchecked(seg).start.get_unchecked(g >> 6) };
+        // SAFETY: `seg < count == metas.len()` (checked above).
+        Some((unsafe { self.metas.get_unchecked(seg) }, g))
+    }
+
+    /// For an address in the range: whether its granule starts a chunk (a
+    /// live or parked one). The sized free fast path's check.
+    #[inline]
+    pub fn starts_chunk(&self, addr: usize) -> Option<bool> {
+        let (m, g) = self.node_granule(addr)?;
+        // SAFETY: `g >> 6 < HUGE_GRANULES / 64` (`g` is masked), the length
+        // of the bitmap.
+        let word = unsafe { m.start.get_unchecked(g >> 6) };
         Some(word.load(Relaxed) >> (g & 63) & 1 == 1)
     }
 
@@ -285,14 +294,8 @@ impl Segments {
     /// A chunk that starts at `addr` must stay live during the call.
     #[inline]
     pub fn live_chunk_granules(&self, addr: usize, limit: usize) -> Option<usize> {
-        let off = addr.wrapping_sub(self.base.as_ptr() as usize);
-        let seg = off >> HUGE_NODE_SHIFT;
-        if seg >= self.count {
-            return None;
-        }
-        let g = (off >> crate::granule::GRANULE_SHIFT) & (HUGE_GRANULES - 1);
-        // SAFETY: `seg < count == metas.len()` (checked above).
-        unsafe { self.metas.get_unchecked(seg) }.chunk_granules_unlocked(g, limit)
+        let (m, g) = self.node_granule(addr)?;
+        m.chunk_granules_unlocked(g, limit)
     }
 
     /// Address of granule `g` of segment `seg`.
