@@ -35,6 +35,9 @@ fn a_new_pool_and_its_first_thread_touch_little_memory() {
             let q = pool.clone();
             std::thread::spawn(move || {
                 if use_pool {
+                    // All on one shard, so one segment whichever CPU the
+                    // thread runs on (two were mapped once, under load).
+                    q.bind_current_thread(0);
                     let a = q.alloc(64).unwrap();
                     // SAFETY: a live chunk, freed once: parked in this thread's slot.
                     unsafe { q.free_sized(a, 64) };
