@@ -23,16 +23,26 @@
 //! 2. drains every shard's remote queue and quick cache and hands wholly
 //!    free nodes to the segment table (reclaim step 2);
 //! 3. gives every parked segment back to the OS, the retained ones too
-//!    (a premapped pool keeps its mapping).
+//!    (a premapped pool keeps its mapping);
+//! 4. gives back the pages inside every free extent of at least 3 pages
+//!    in the segments that stay (`Heap::discard_free`): the extent keeps
+//!    the page of its header and the page of its footer, and the rest is
+//!    punched out of the memfd (`MADV_REMOVE`) or dropped (`MADV_DONTNEED`,
+//!    private pools). Only 4 KiB-page segments that are not sealed qualify:
+//!    a hugetlb or THP page would have to be split, and a pool that has
+//!    been exported seals its segments (see `export`).
 //!
 //! It then waits for new activity before it decays again. The thread exits
 //! at its next wake-up after the last `Pool` handle is dropped.
 //!
 //! **The bound.** After decay, the pool maps only segments that hold live
 //! chunks: mapped − in use is the free space inside those segments (at
-//! most 2 MiB each, less the live bytes). Free extents inside a segment
-//! with live chunks stay resident: an exportable pool's segments are
-//! sealed memfds, and a sealed file's pages cannot be punched out.
+//! most 2 MiB each, less the live bytes). Of that, what stays resident in
+//! a pool never exported, on 4 KiB pages, is at most two pages per free
+//! extent plus the free extents shorter than 3 pages (page nodes' holes and
+//! small gaps between live chunks): resident − in use ≤ 8 KiB per free
+//! extent. An exported pool's segments are sealed memfds, whose pages
+//! cannot be punched out; there the bound is the free space itself.
 //!
 //! A forked child does not inherit the thread (threads do not survive
 //! `fork`); an exportable pool's child is frozen anyway.
@@ -81,4 +91,9 @@ pub(crate) fn decay_now(pool: &PoolInner) {
     reclaim::steal_thread_caches(pool);
     reclaim::drain_shards(pool);
     pool.segments().purge_idle();
+    pool.discard_free(DISCARD_MIN_BYTES);
 }
+
+/// Free extents shorter than this keep their pages at decay: below three
+/// pages no page lies clear of both boundary tags anyway.
+pub(crate) const DISCARD_MIN_BYTES: usize = 3 * crate::granule::PAGE_NODE_BYTES;

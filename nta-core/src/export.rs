@@ -6,21 +6,30 @@
 //!
 //! An exportable pool maps each 2 MiB segment from a memfd of its own,
 //! named `nta-seg-<slot>` (so `/proc/PID/maps` shows what each mapping
-//! is). The pool maps it read-write first, then seals it with
-//! `F_SEAL_FUTURE_WRITE | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL`: the
-//! pool's own mapping keeps writing, but no new writable mapping of the
-//! file can ever be made, not even through a read-write re-open, and the
-//! file cannot be resized. What an exporter hands a reader is a *read-only*
-//! open file description of it ([`SegmentExport::fd`]), so that even
-//! `mprotect(PROT_WRITE)` on the reader's mapping fails.
+//! is). The pool maps it read-write. The first [`Pool::watch_segments`]
+//! (an exporter attaching) seals every segment mapped so far with
+//! `F_SEAL_FUTURE_WRITE | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL`, and
+//! from then on every new segment is sealed as soon as it is mapped,
+//! before any reader hears of it: the pool's own mapping keeps writing,
+//! but no new writable mapping of the file can ever be made, not even
+//! through a read-write re-open, and the file cannot be resized. What an
+//! exporter hands a reader is a *read-only* open file description of it
+//! ([`SegmentExport::fd`]), so that even `mprotect(PROT_WRITE)` on the
+//! reader's mapping fails. A reader therefore only ever sees sealed files.
+//!
+//! Why seal at the first export and not at the first mapping: a sealed
+//! file cannot have holes punched in it. Until it is sealed, the pages of
+//! a large free extent inside a live segment can go back to the OS
+//! (`Pool::trim`, decay); once sealed, a segment gives memory back only
+//! whole, when it is released. Sealing is for good: a pool that was
+//! exported once keeps sealing its segments after the exporter detaches.
 //!
 //! Why one memfd per segment (and not one per pool, premapped and sealed
-//! once): a sealed file cannot have holes punched in it, so a single sealed
-//! memfd could never give memory back to the OS. Per segment, releasing
-//! means dropping the pool's mapping and closing its descriptor; the pages
-//! are freed once readers unmap too. A reader that still maps a released
-//! segment keeps reading its old bytes, never another segment's: a slot
-//! mapped again gets a new file and a new generation.
+//! once): per segment, releasing means dropping the pool's mapping and
+//! closing its descriptor; the pages are freed once readers unmap too. A
+//! reader that still maps a released segment keeps reading its old bytes,
+//! never another segment's: a slot mapped again gets a new file and a new
+//! generation.
 //!
 //! # Generations
 //!

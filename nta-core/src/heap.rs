@@ -696,6 +696,43 @@ impl Heap {
         bump(&to_c.page_nodes, pages);
     }
 
+    /// Gives back the whole pages inside this heap's free extents of at
+    /// least `min_bytes` (see [`Segments::discard`] for which segments
+    /// qualify). An extent keeps the pages that hold its boundary tags: the
+    /// header's page and the footer's. Returns the bytes given back (pages
+    /// that were already gone count again: the heap does not remember
+    /// which ones it gave back).
+    ///
+    /// # Safety
+    /// The caller holds the shard.
+    pub unsafe fn discard_free(&mut self, segs: &Segments, min_bytes: usize) -> usize {
+        let mut bytes = 0;
+        // An extent shorter than 3 pages has no page clear of both tags.
+        let first = tlsf_insert_index(granules_for(min_bytes.max(3 * PAGE_NODE_BYTES)));
+        for idx in first..TLSF_LISTS {
+            let mut hdr = self.large.head(idx);
+            while !hdr.is_null() {
+                // SAFETY: list members are free extents owned by this heap.
+                let (n, next) = unsafe { (header_size(hdr.cast()), (*hdr).next) };
+                let at = hdr as usize;
+                if let Some(loc) = Loc::of(segs, at) {
+                    let node = at - (loc.granule << GRANULE_SHIFT);
+                    // The header's granule and the footer's last 4 bytes stay.
+                    let from = (at + GRANULE - node).next_multiple_of(PAGE_NODE_BYTES);
+                    let to = (at + n * GRANULE - 4 - node) & !(PAGE_NODE_BYTES - 1);
+                    // SAFETY: `from..to` lies inside the extent, past its
+                    // header and before its footer; the rest of a free
+                    // extent is never read until it is carved again.
+                    if n * GRANULE >= min_bytes && from < to && unsafe { segs.discard(loc.seg, from, to) } {
+                        bytes += to - from;
+                    }
+                }
+                hdr = next;
+            }
+        }
+        bytes
+    }
+
     /// The largest free extent, in granules.
     pub fn largest_free(&self) -> usize {
         let small = self.small.last_nonempty().map_or(0, |i| i + 1);

@@ -1073,6 +1073,23 @@ impl PoolInner {
         }
     }
 
+    /// Gives back the pages of every free extent of at least `min_bytes`
+    /// in every shard (decay, `Pool::trim`; see
+    /// [`crate::heap::Heap::discard_free`]).
+    /// Returns the bytes given back.
+    pub(crate) fn discard_free(&self, min_bytes: usize) -> usize {
+        if self.is_frozen() {
+            return 0;
+        }
+        let mut bytes = 0;
+        for shard in self.shards.iter() {
+            let mut g = self.drain_or_panic(shard.lock());
+            // SAFETY: we hold the shard.
+            bytes += unsafe { g.heap().discard_free(&self.segs, min_bytes) };
+        }
+        bytes
+    }
+
     /// Locks every shard, in index order (cold: stats and validation).
     pub(crate) fn lock_all(&self) -> Vec<ShardGuard<'_>> {
         self.shards.iter().map(Shard::lock).collect()
@@ -1129,6 +1146,7 @@ impl PoolInner {
             largest = largest.max(HUGE_NODE_BYTES);
         }
         st.mapped_bytes = self.segs.mapped_bytes() as u64;
+        st.discarded_bytes = self.segs.discarded_bytes();
         st.free_bytes = st.mapped_bytes.saturating_sub(st.in_use_bytes);
         st.largest_free_bytes = largest as u64;
         st.metadata_bytes =

@@ -322,10 +322,14 @@ impl Pool {
 
     /// [`Pool::collect`], then gives every wholly free segment beyond the
     /// retain watermark back to the OS now, without waiting for the release
-    /// delay (like `mi_collect(true)`).
+    /// delay (like `mi_collect(true)`), and the pages inside free extents
+    /// of at least 3 pages in the segments that stay, unless they are
+    /// sealed (the pool was exported) or on huge pages (see `decay`).
+    /// [`Stats::discarded_bytes`] counts those pages.
     pub fn trim(&self) {
         self.inner.collect();
         self.inner.segments().purge_now();
+        self.inner.discard_free(crate::decay::DISCARD_MIN_BYTES);
     }
 
     /// Pins the calling thread to `shard` (modulo the shard count) for this

@@ -5,7 +5,7 @@
 //! The pool reserves `capacity` bytes of 2 MiB aligned address space once.
 //! Segment `i` occupies `base + i * 2 MiB` and, when the pool is exportable,
 //! is a `MAP_SHARED` view of a memfd of its own, `nta-seg-<i>`, sealed
-//! against new writers once mapped (see `export`). A reader process maps
+//! against new writers once the pool is first exported (see `export`). A reader process maps
 //! the same file read-only and finds a chunk at the same offset in it.
 //! Segment metadata (`NodeMeta`) lives in a separate private array indexed
 //! by `i`.
@@ -57,7 +57,7 @@
 
 use crate::bitmap;
 use crate::export::{SegmentExport, SegmentListener};
-use crate::granule::{HUGE_GRANULES, HUGE_NODE_BYTES, HUGE_NODE_SHIFT, PAGES_PER_HUGE};
+use crate::granule::{HUGE_GRANULES, HUGE_NODE_BYTES, HUGE_NODE_SHIFT, PAGES_PER_HUGE, PAGE_NODE_BYTES};
 use crate::lock::{FutexGuard, FutexLock};
 use crate::meta_array::MetaArray;
 use crate::node::{NodeMeta, NO_OWNER, NO_SEGMENT};
@@ -65,7 +65,7 @@ use crate::sys::{self, MapSource};
 use crate::HugePages;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering::*};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering::*};
 use std::sync::Arc;
 
 /// What memory a segment is made of.
@@ -143,6 +143,11 @@ pub struct Segments {
     metas: MetaArray<NodeMeta>,
     /// Memfd segments (exportable pools) or private anonymous memory.
     exportable: bool,
+    /// Set (under the table lock, never cleared) when the segments are
+    /// first exported: from then on every segment is sealed (see `export`).
+    exported: AtomicBool,
+    /// Bytes of free pages given back to the OS so far ([`Segments::discard`]).
+    discarded: AtomicU64,
     /// Per slot: the segment's memfd plus one, or 0 for none (written under
     /// the lock). Offset by one so that the table starts all zero and its
     /// pages stay untouched until a segment is mapped.
@@ -217,6 +222,8 @@ impl Segments {
             count,
             metas,
             exportable,
+            exported: AtomicBool::new(false),
+            discarded: AtomicU64::new(0),
             fds,
             generations: AtomicU64::new(0),
             listener: FutexLock::new(None),
@@ -394,8 +401,9 @@ impl Segments {
     }
 
     /// Maps slot `seg` with the best backing available: for an exportable
-    /// pool a new memfd (hugetlb first), mapped and then sealed; else
-    /// private anonymous memory. Records the descriptor (lock held).
+    /// pool a new memfd (hugetlb first), mapped and, once the pool has been
+    /// exported, sealed; else private anonymous memory. Records the
+    /// descriptor (lock held).
     fn map(&self, seg: usize) -> Option<Backing> {
         let addr = self.addr_nn(seg);
         let mut name_buf = [0u8; 48];
@@ -412,8 +420,10 @@ impl Segments {
             let source = MapSource::Memfd { fd: fd.as_raw_fd(), offset: 0 };
             // SAFETY: as above; a failure leaves the range reserved.
             unsafe { sys::map_segment(addr, HUGE_NODE_BYTES, source, hugetlb) }.ok()?;
-            let sealed = sys::seal_read_only(fd.as_raw_fd()).is_ok();
-            m.sealed.store(sealed as u8, Relaxed);
+            m.sealed.store(0, Relaxed);
+            if self.exported.load(Relaxed) {
+                self.seal(seg, fd.as_raw_fd());
+            }
             Some(Some(fd))
         };
         let (backing, fd) = 'mapped: {
@@ -438,6 +448,47 @@ impl Segments {
         Some(backing)
     }
 
+    /// Seals the memfd `fd` of mapped slot `seg` against new writers (lock
+    /// held, our writable mapping made). A kernel without
+    /// `F_SEAL_FUTURE_WRITE` leaves it unsealed, and the export says so.
+    fn seal(&self, seg: usize, fd: i32) {
+        let sealed = sys::seal_read_only(fd).is_ok();
+        self.meta(seg).sealed.store(sealed as u8, Relaxed);
+    }
+
+    /// Gives back the pages of `seg`'s bytes `from..to` (page aligned, in
+    /// a free extent of the segment's owner, who calls this under its
+    /// shard's lock). Only segments on 4 KiB pages that are not sealed
+    /// qualify: a hugetlb or THP page would be split or cannot be punched,
+    /// and a sealed memfd refuses. Returns whether the pages went.
+    ///
+    /// # Safety
+    /// `from..to` must lie in a free extent that nothing reads or writes
+    /// beyond its boundary tags (which must lie outside the range) until it
+    /// is allocated again.
+    pub unsafe fn discard(&self, seg: usize, from: usize, to: usize) -> bool {
+        debug_assert!(from % PAGE_NODE_BYTES == 0 && to % PAGE_NODE_BYTES == 0 && from < to && to <= HUGE_NODE_BYTES);
+        let m = self.meta(seg);
+        if self.backing(seg) != Some(Backing::Small) || m.sealed.load(Relaxed) != 0 {
+            return false;
+        }
+        // SAFETY: inside the mapped segment (`to <= 2 MiB`).
+        let addr = unsafe { NonNull::new_unchecked(self.addr(seg, 0).add(from)) };
+        // SAFETY: per the caller, the range holds no data anyone needs. A
+        // seal racing with us (an exporter attaching) makes the call fail
+        // with EPERM, which leaves the pages as they were.
+        let ok = unsafe { sys::discard(addr, to - from, self.exportable) }.is_ok();
+        if ok {
+            self.discarded.fetch_add((to - from) as u64, Relaxed);
+        }
+        ok
+    }
+
+    /// Bytes of free pages given back so far ([`Segments::discard`]).
+    pub fn discarded_bytes(&self) -> u64 {
+        self.discarded.load(Relaxed)
+    }
+
     /// The export record of mapped slot `seg`, with a fresh read-only
     /// descriptor (lock held).
     fn export_of(&self, seg: usize) -> std::io::Result<SegmentExport> {
@@ -457,12 +508,19 @@ impl Segments {
     }
 
     /// Installs (or removes) the segment listener and returns every mapped
-    /// segment at that instant, atomically with respect to changes.
+    /// segment at that instant, atomically with respect to changes. The
+    /// first listener seals every segment mapped so far, and every later
+    /// one as it is mapped (see `export`).
     pub fn watch(&self, listener: Option<Arc<dyn SegmentListener>>) -> std::io::Result<Vec<SegmentExport>> {
         let _st = self.stacks();
         let mut now = Vec::new();
         if listener.is_some() {
+            self.exported.store(true, Relaxed);
             for seg in (0..self.count).filter(|&s| !self.is_unmapped(s)) {
+                let fd = self.fds[seg].load(Relaxed) - 1;
+                if fd >= 0 && self.meta(seg).sealed.load(Relaxed) == 0 {
+                    self.seal(seg, fd);
+                }
                 now.push(self.export_of(seg)?);
             }
         }

@@ -60,6 +60,10 @@ pub struct Stats {
     pub runs: u64,
     /// Frees merged (local and drained remote).
     pub frees: u64,
+    /// Bytes of free pages inside live segments given back to the OS so
+    /// far (cumulative; by decay and `Pool::trim`). They stay mapped and
+    /// count in `free_bytes`; they are simply not resident.
+    pub discarded_bytes: u64,
 }
 
 /// Counters one shard keeps.

@@ -261,6 +261,20 @@ pub unsafe fn release_segment(addr: NonNull<u8>, len: usize) -> io::Result<()> {
     Ok(())
 }
 
+/// Gives the pages of `addr..addr+len` (page aligned, inside one segment)
+/// back to the OS while the mapping stays: the next access finds zeros.
+/// A memfd segment (`shared`) has the file's pages punched out
+/// (`MADV_REMOVE`, which fails with EPERM once the file is sealed); private
+/// anonymous memory is dropped (`MADV_DONTNEED`).
+///
+/// # Safety
+/// Nothing may rely on the contents of the range afterwards.
+pub unsafe fn discard(addr: NonNull<u8>, len: usize, shared: bool) -> io::Result<()> {
+    let advice = if shared { libc::MADV_REMOVE } else { libc::MADV_DONTNEED };
+    // SAFETY: per the caller, the contents may go; the mapping stays valid.
+    cvt(unsafe { libc::madvise(addr.as_ptr().cast(), len, advice) }).map(drop)
+}
+
 /// Allocates every page of a fresh writable mapping at once
 /// (`MADV_POPULATE_WRITE`, Linux 5.14): one call instead of a fault per
 /// page. Advisory: on failure (an older kernel) the pages fault in later,
