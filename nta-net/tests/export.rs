@@ -482,3 +482,45 @@ fn a_silent_connection_delays_nobody_and_is_refused_after_a_second() {
     drop(r);
     wait_until("the reader is gone", || ex.readers() == 0);
 }
+
+#[test]
+fn binding_seals_nothing_and_the_first_reader_gets_sealed_segments() {
+    let _g = SERIAL.lock();
+    let pool = Pool::builder().capacity(64 << 20).shards(1).hugepages(nta_core::HugePages::Off).build().unwrap();
+    pool.bind_current_thread(0);
+    let path = sock_path("lazy-seal");
+    let exporter = Exporter::bind(&path, &pool).unwrap();
+    // Before anyone attaches, the pool is not sealed: the pages of a free
+    // extent between two live chunks go back to the OS.
+    let left = pool.alloc(8192).unwrap();
+    let big = pool.alloc(1 << 20).unwrap();
+    let right = pool.alloc(8192).unwrap();
+    // SAFETY: fresh chunks; the big one is freed once, with its length.
+    unsafe {
+        big.as_ptr().write_bytes(0x22, 1 << 20);
+        pool.free_sized(big, 1 << 20);
+    }
+    pool.trim();
+    assert!(pool.stats().discarded_bytes > 0, "an exporter nobody attached to must not seal the pool");
+    let mut r = attach(&path, proto::MODE_HOLD);
+    r.segments();
+    assert!(!r.segments.is_empty(), "the reader is told of the segments mapped before it attached");
+    for (msg, fd) in &r.segments {
+        // SAFETY: fcntl on a descriptor we were handed.
+        let seals = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) };
+        assert_ne!(seals & libc::F_SEAL_FUTURE_WRITE, 0, "segment {} is sealed before a reader gets it", msg.segment);
+        assert!(Map::new(fd, nta_core::HUGE_NODE_BYTES, true).is_err(), "no writable mapping");
+    }
+    // Sealed now: a trim gives back nothing more.
+    let before = pool.stats().discarded_bytes;
+    pool.trim();
+    assert_eq!(pool.stats().discarded_bytes, before);
+    drop(r);
+    drop(exporter);
+    // SAFETY: live chunks, freed once.
+    unsafe {
+        pool.free_sized(left, 8192);
+        pool.free_sized(right, 8192);
+    }
+    pool.validate().unwrap();
+}

@@ -114,6 +114,9 @@ struct Shared {
     held_bytes: AtomicU64,
     readers: AtomicUsize,
     stop: AtomicBool,
+    /// Whether the segment listener is installed (from the first attach on;
+    /// only the exporter thread sets it).
+    watching: AtomicBool,
     /// Descriptor timestamps.
     clock: WallClock,
 }
@@ -332,23 +335,11 @@ impl Exporter {
             held_bytes: AtomicU64::new(0),
             readers: AtomicUsize::new(0),
             stop: AtomicBool::new(false),
+            watching: AtomicBool::new(false),
             clock: WallClock::new(),
         });
-        let now = pool.watch_segments(Some(Arc::new(Segments(shared.clone()))))?;
-        {
-            let mut st = shared.state.lock();
-            for seg in now {
-                let entry = SegmentEntry { generation: seg.generation, backing: backing_code(seg.backing), fd: seg.fd };
-                st.segments.insert(seg.segment, entry);
-            }
-        }
         let sh = shared.clone();
-        let thread = std::thread::Builder::new()
-            .name("nta-export".into())
-            .spawn(move || serve(&sh, &listener))
-            .inspect_err(|_| {
-                let _ = pool.watch_segments(None);
-            })?;
+        let thread = std::thread::Builder::new().name("nta-export".into()).spawn(move || serve(&sh, &listener))?;
         Ok(Exporter { shared, path, thread: Some(thread) })
     }
 
@@ -501,7 +492,28 @@ const MAX_WAITING: usize = 16;
 
 /// A new connection whose Attach message arrived (it is readable): the
 /// message, the peer's credentials, then Hello and the segments.
-fn attach(sh: &Shared, conn: OwnedFd, buf: &mut [u8]) {
+/// Installs the segment listener and records every segment mapped now,
+/// once: at the first attach, not at bind, because watching seals the
+/// pool's segments (see `nta_core::export`), and a pool nobody has read
+/// yet can still give the pages of its free extents back to the OS.
+fn watch(sh: &Arc<Shared>) -> io::Result<()> {
+    if sh.watching.load(Relaxed) {
+        return Ok(());
+    }
+    // Not under the state lock: the listener takes it under the pool's
+    // segment table lock.
+    let now = sh.pool.watch_segments(Some(Arc::new(Segments(sh.clone()))))?;
+    sh.watching.store(true, Relaxed);
+    let mut st = sh.state.lock();
+    for seg in now {
+        let entry = SegmentEntry { generation: seg.generation, backing: backing_code(seg.backing), fd: seg.fd };
+        // A segment the listener announced since is newer than the snapshot.
+        st.segments.entry(seg.segment).or_insert(entry);
+    }
+    Ok(())
+}
+
+fn attach(sh: &Arc<Shared>, conn: OwnedFd, buf: &mut [u8]) {
     let n = match sys::recv_packet(conn.as_fd(), buf) {
         Ok(n) => n,
         Err(e) => return refuse(sh, &conn, proto::ERR_MALFORMED, format!("no attach message: {e}")),
@@ -530,6 +542,9 @@ fn attach(sh: &Shared, conn: OwnedFd, buf: &mut [u8]) {
     }
     if sh.readers.load(Relaxed) >= sh.config.max_readers {
         return refuse(sh, &conn, proto::ERR_BUSY, format!("{} readers are attached already", sh.config.max_readers));
+    }
+    if let Err(e) = watch(sh) {
+        return refuse(sh, &conn, proto::ERR_BUSY, format!("cannot export the pool's segments: {e}"));
     }
     let mode = if attach.mode == proto::MODE_HOLD { proto::MODE_HOLD } else { proto::MODE_SNAPSHOT };
     let rings = sh.pool.shard_count().clamp(1, proto::MAX_RINGS);

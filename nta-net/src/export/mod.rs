@@ -7,7 +7,9 @@
 //!
 //! - **Segments** are nta-core's sealed memfds (`nta-seg-N`, see
 //!   [`nta_core::export`]): a reader gets a read-only descriptor of each,
-//!   so it can neither write the pool nor map it writable. The exporter
+//!   so it can neither write the pool nor map it writable. From the first
+//!   reader's attach on (not at bind: watching seals the segments, and an
+//!   unsealed pool can still give free pages back to the OS), the exporter
 //!   learns of every segment mapped or released through a
 //!   [`nta_core::SegmentListener`] and announces it on each reader's
 //!   socket, before any chunk in a new segment is published.
