@@ -24,10 +24,10 @@
 //!    free nodes to the segment table (reclaim step 2);
 //! 3. gives every parked segment back to the OS, the retained ones too
 //!    (a premapped pool keeps its mapping);
-//! 4. gives back the pages inside every free extent of at least 3 pages
-//!    in the segments that stay (`Heap::discard_free`): the extent keeps
-//!    the page of its header and the page of its footer, and the rest is
-//!    punched out of the memfd (`MADV_REMOVE`) or dropped (`MADV_DONTNEED`,
+//! 4. gives back every page that lies wholly inside a free extent, clear
+//!    of its boundary tags, in the segments that stay
+//!    (`Heap::discard_free`): the extent keeps the page of its header and
+//!    the page of its footer, and the rest is punched out of the memfd (`MADV_REMOVE`) or dropped (`MADV_DONTNEED`,
 //!    private pools). Only 4 KiB-page segments that are not sealed qualify:
 //!    a hugetlb or THP page would have to be split, and a pool that has
 //!    been exported seals its segments (see `export`).
@@ -39,9 +39,8 @@
 //! chunks: mapped − in use is the free space inside those segments (at
 //! most 2 MiB each, less the live bytes). Of that, what stays resident in
 //! a pool never exported, on 4 KiB pages, is at most two pages per free
-//! extent plus the free extents shorter than 3 pages (page nodes' holes and
-//! small gaps between live chunks): resident − in use ≤ 8 KiB per free
-//! extent. An exported pool's segments are sealed memfds, whose pages
+//! extent (the pages of its header and footer, which it often shares with
+//! live chunks): resident − in use ≤ 8 KiB per free extent. An exported pool's segments are sealed memfds, whose pages
 //! cannot be punched out; there the bound is the free space itself.
 //!
 //! A forked child does not inherit the thread (threads do not survive
@@ -94,6 +93,6 @@ pub(crate) fn decay_now(pool: &PoolInner) {
     pool.discard_free(DISCARD_MIN_BYTES);
 }
 
-/// Free extents shorter than this keep their pages at decay: below three
-/// pages no page lies clear of both boundary tags anyway.
-pub(crate) const DISCARD_MIN_BYTES: usize = 3 * crate::granule::PAGE_NODE_BYTES;
+/// Free extents of this or less keep their pages at decay: no page of
+/// theirs lies clear of both boundary tags.
+pub(crate) const DISCARD_MIN_BYTES: usize = crate::granule::PAGE_NODE_BYTES;

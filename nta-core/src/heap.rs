@@ -707,8 +707,8 @@ impl Heap {
     /// The caller holds the shard.
     pub unsafe fn discard_free(&mut self, segs: &Segments, min_bytes: usize) -> usize {
         let mut bytes = 0;
-        // An extent shorter than 3 pages has no page clear of both tags.
-        let first = tlsf_insert_index(granules_for(min_bytes.max(3 * PAGE_NODE_BYTES)));
+        // An extent of a page or less has no page clear of both tags.
+        let first = tlsf_insert_index(granules_for(min_bytes.max(PAGE_NODE_BYTES)));
         for idx in first..TLSF_LISTS {
             let mut hdr = self.large.head(idx);
             while !hdr.is_null() {

@@ -162,7 +162,7 @@ impl PoolInner {
         }
         crate::fork::install_handlers();
         let retain = if cfg.premap { count * HUGE_NODE_BYTES } else { cfg.retain_bytes };
-        let segs = Segments::new(count, cfg.hugepages, cfg.exportable, retain, cfg.release_delay_ms)?;
+        let segs = Segments::new(count, cfg.hugepages, cfg.exportable, cfg.premap, retain, cfg.release_delay_ms)?;
         let checked = cfg.checked || cfg!(feature = "checked");
         let shards = MetaArray::new(cfg.shards, |i| Shard::new(i, checked))?;
         // SAFETY: an all-zero ThreadSlot is `ThreadSlot::default()` (flags
@@ -1073,15 +1073,15 @@ impl PoolInner {
         }
     }
 
-    /// Gives back the pages of every free extent of at least `min_bytes`
-    /// in every shard (decay, `Pool::trim`; see
-    /// [`crate::heap::Heap::discard_free`]).
+    /// Gives back the pages of every parked segment that stays mapped and
+    /// of every free extent of at least `min_bytes` in every shard (decay,
+    /// `Pool::trim`; see [`crate::heap::Heap::discard_free`]).
     /// Returns the bytes given back.
     pub(crate) fn discard_free(&self, min_bytes: usize) -> usize {
         if self.is_frozen() {
             return 0;
         }
-        let mut bytes = 0;
+        let mut bytes = self.segs.discard_parked();
         for shard in self.shards.iter() {
             let mut g = self.drain_or_panic(shard.lock());
             // SAFETY: we hold the shard.

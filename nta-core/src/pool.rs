@@ -322,9 +322,11 @@ impl Pool {
 
     /// [`Pool::collect`], then gives every wholly free segment beyond the
     /// retain watermark back to the OS now, without waiting for the release
-    /// delay (like `mi_collect(true)`), and the pages inside free extents
-    /// of at least 3 pages in the segments that stay, unless they are
-    /// sealed (the pool was exported) or on huge pages (see `decay`).
+    /// delay (like `mi_collect(true)`). The retained segments stay mapped
+    /// but give their pages back, and so do the pages inside free extents
+    /// (clear of their boundary tags) in the segments with live chunks:
+    /// except in a pool that is premapped (its pages may be pinned by
+    /// io_uring), on huge pages, or exported (sealed; see `export`).
     /// [`Stats::discarded_bytes`] counts those pages.
     pub fn trim(&self) {
         self.inner.collect();

@@ -158,6 +158,8 @@ pub struct Segments {
     listener: FutexLock<Option<Arc<dyn SegmentListener>>>,
     hugepages: HugePages,
     thp: bool,
+    /// The whole capacity is mapped for good (`PoolBuilder::premap`).
+    premapped: bool,
     retain_segments: usize,
     release_delay_ms: u64,
     epoch: std::time::Instant,
@@ -192,6 +194,7 @@ impl Segments {
         count: usize,
         hugepages: HugePages,
         exportable: bool,
+        premapped: bool,
         retain_bytes: usize,
         release_delay_ms: u64,
     ) -> std::io::Result<Segments> {
@@ -229,6 +232,7 @@ impl Segments {
             listener: FutexLock::new(None),
             hugepages,
             thp,
+            premapped,
             retain_segments: retain_bytes / HUGE_NODE_BYTES,
             release_delay_ms,
             epoch: std::time::Instant::now(),
@@ -456,11 +460,21 @@ impl Segments {
         self.meta(seg).sealed.store(sealed as u8, Relaxed);
     }
 
-    /// Gives back the pages of `seg`'s bytes `from..to` (page aligned, in
-    /// a free extent of the segment's owner, who calls this under its
-    /// shard's lock). Only segments on 4 KiB pages that are not sealed
-    /// qualify: a hugetlb or THP page would be split or cannot be punched,
-    /// and a sealed memfd refuses. Returns whether the pages went.
+    /// Whether the pool is premapped: its range may be registered with
+    /// io_uring or a device, which pins the pages, and a page dropped under
+    /// a pin would part the device's view from ours. Such a pool never
+    /// gives a page back.
+    fn keeps_everything(&self) -> bool {
+        self.premapped
+    }
+
+    /// Gives back the pages of `seg`'s bytes `from..to` (page aligned,
+    /// free memory nobody reads: inside a free extent of the segment's
+    /// owner, who calls this under its shard's lock, or a parked segment).
+    /// Only segments on 4 KiB pages that are not sealed qualify, in a pool
+    /// that does not keep everything mapped: a hugetlb or THP page would be
+    /// split or cannot be punched, a sealed memfd refuses, and pinned pages
+    /// must stay. Returns whether the pages went.
     ///
     /// # Safety
     /// `from..to` must lie in a free extent that nothing reads or writes
@@ -469,7 +483,7 @@ impl Segments {
     pub unsafe fn discard(&self, seg: usize, from: usize, to: usize) -> bool {
         debug_assert!(from % PAGE_NODE_BYTES == 0 && to % PAGE_NODE_BYTES == 0 && from < to && to <= HUGE_NODE_BYTES);
         let m = self.meta(seg);
-        if self.backing(seg) != Some(Backing::Small) || m.sealed.load(Relaxed) != 0 {
+        if self.keeps_everything() || self.backing(seg) != Some(Backing::Small) || m.sealed.load(Relaxed) != 0 {
             return false;
         }
         // SAFETY: inside the mapped segment (`to <= 2 MiB`).
@@ -775,6 +789,25 @@ impl Segments {
         }
         let mut st = self.stacks();
         self.purge_keeping(&mut st, true, 0);
+    }
+
+    /// Gives back the pages of every parked segment that stays mapped (the
+    /// retained ones; see [`Segments::discard`] for which qualify): parked
+    /// memory holds nothing, not even boundary tags, until a shard takes
+    /// the segment. Returns the bytes given back.
+    #[cold]
+    pub fn discard_parked(&self) -> usize {
+        let st = self.stacks();
+        let (mut bytes, mut cur) = (0, st.free_top);
+        while cur != NO_SEGMENT {
+            // SAFETY: a parked segment is wholly free and owned by nobody,
+            // and it stays so while we hold the table.
+            if unsafe { self.discard(cur as usize, 0, HUGE_NODE_BYTES) } {
+                bytes += HUGE_NODE_BYTES;
+            }
+            cur = self.meta(cur as usize).next.load(Relaxed);
+        }
+        bytes
     }
 
     fn now_ms(&self) -> u64 {

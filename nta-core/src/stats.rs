@@ -60,9 +60,11 @@ pub struct Stats {
     pub runs: u64,
     /// Frees merged (local and drained remote).
     pub frees: u64,
-    /// Bytes of free pages inside live segments given back to the OS so
-    /// far (cumulative; by decay and `Pool::trim`). They stay mapped and
-    /// count in `free_bytes`; they are simply not resident.
+    /// Bytes of free pages given back to the OS while their segments stay
+    /// mapped (inside segments with live chunks, and retained wholly free
+    /// segments), summed over every decay and `Pool::trim` so far; a page
+    /// given back twice counts twice. They count in `free_bytes`; they are
+    /// simply not resident.
     pub discarded_bytes: u64,
 }
 

@@ -149,3 +149,59 @@ fn decay_gives_back_free_pages_with_no_call_into_the_pool() {
     assert!(p.stats().discarded_bytes >= len as u64);
     check_neighbours_and_reuse(&p, left, right);
 }
+
+#[test]
+fn retained_free_segments_stay_mapped_but_give_back_their_pages() {
+    let p = Pool::builder()
+        .capacity(32 << 20)
+        .shards(1)
+        .hugepages(HugePages::Off)
+        .retain_bytes(16 << 20)
+        .release_delay(Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    p.bind_current_thread(0);
+    // Six buffers of 1.5 MiB: six segments, then all free. The shard keeps
+    // one wholly free node and the table retains the others, mapped.
+    let bufs: Vec<_> = (0..6).map(|_| p.alloc(3 << 19).unwrap()).collect();
+    for &b in &bufs {
+        // SAFETY: fresh chunks of 1.5 MiB.
+        unsafe { b.as_ptr().write_bytes(0x55, 3 << 19) };
+    }
+    for &b in &bufs {
+        // SAFETY: live chunks, freed once.
+        unsafe { p.free_sized(b, 3 << 19) };
+    }
+    let (base, _) = p.memory_range();
+    let mapped = p.stats().mapped_bytes as usize;
+    assert_eq!(mapped, 6 << 21);
+    assert!(resident_pages(base.as_ptr(), mapped) >= 6 * 384, "each buffer wrote 384 pages");
+    p.trim();
+    assert_eq!(p.stats().mapped_bytes as usize, mapped, "the retained segments stay mapped");
+    // What stays: the two tag pages of the node the shard keeps.
+    assert!(resident_pages(base.as_ptr(), mapped) <= 2, "{} pages resident", resident_pages(base.as_ptr(), mapped));
+    assert!(p.stats().discarded_bytes >= (mapped - 2 * PAGE) as u64 - (6 * 128 * PAGE) as u64);
+    // And they serve again.
+    let again: Vec<_> = (0..6).map(|_| p.alloc(3 << 19).unwrap()).collect();
+    for &b in &again {
+        // SAFETY: fresh chunks of 1.5 MiB, freed once.
+        unsafe {
+            b.as_ptr().write_bytes(0x66, 3 << 19);
+            assert!(std::slice::from_raw_parts(b.as_ptr(), 3 << 19).iter().all(|&x| x == 0x66));
+            p.free_sized(b, 3 << 19);
+        }
+    }
+    p.validate().unwrap();
+}
+
+#[test]
+fn a_premapped_pool_never_gives_a_page_back() {
+    // Its range may be registered with io_uring, which pins the pages.
+    let p = Pool::builder().capacity(8 << 20).shards(1).hugepages(HugePages::Off).premap(true).build().unwrap();
+    let (left, right, big) = live_hole(&p);
+    let (at, len) = inner(big);
+    p.trim();
+    assert_eq!(resident_pages(at, len), len / PAGE, "every page stays");
+    assert_eq!(p.stats().discarded_bytes, 0);
+    check_neighbours_and_reuse(&p, left, right);
+}
