@@ -327,7 +327,8 @@ impl Pool {
     /// (clear of their boundary tags) in the segments with live chunks:
     /// except in a pool that is premapped (its pages may be pinned by
     /// io_uring), on huge pages, or exported (sealed; see `export`).
-    /// [`Stats::discarded_bytes`] counts those pages.
+    /// [`Stats::discarded_bytes`] counts those pages. Cold: each shard is
+    /// held while its pages go (milliseconds for a pool of tens of MiB).
     pub fn trim(&self) {
         self.inner.collect();
         self.inner.segments().purge_now();
