@@ -82,6 +82,19 @@ impl Httpd {
         }
     }
 
+    /// Waits (bounded) until `metric` reads more than `value`.
+    fn wait_metric_above(&self, name: &str, value: u64) {
+        let deadline = Instant::now() + IO_TIMEOUT;
+        loop {
+            let now = self.metric(name);
+            if now > value {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{name} stays {now}, expected above {value}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// SIGTERM, then the exit status.
     fn terminate(mut self) -> std::process::ExitStatus {
         let pid = self.child.id() as libc::pid_t;
@@ -391,5 +404,70 @@ fn pool_exhaustion_is_a_503_not_a_crash() {
     server.wait_metric("nta_pool_in_use_bytes", idle_in_use);
     let ok = server.get("GET /64k HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_eq!((ok.status, ok.body.len()), (200, 65536));
+    assert!(server.terminate().success());
+}
+
+/// The server's shared (memfd) resident memory, from /proc.
+fn rss_shmem_bytes(server: &Httpd) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.child.id())).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("RssShmem:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("RssShmem in /proc/PID/status");
+    kib << 10
+}
+
+/// Decay gives back the pages of a request buffer freed between two live
+/// ones: the pool's segment stays mapped (it holds live chunks), but its
+/// free pages leave the server's resident memory with no call from it,
+/// although its export socket is bound (nobody attached: not sealed).
+#[test]
+fn decay_gives_back_a_freed_buffer_between_live_ones() {
+    let server = Httpd::start(&["--backend", "epoll", "--hugepages", "off", "--decay-secs", "1"]);
+    const BODY: usize = 400_000;
+    let head = format!("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: {BODY}\r\n\r\n");
+    let pending = |server: &Httpd| {
+        // A request whose buffer the server sized for the whole body.
+        let mut s = server.connect();
+        s.write_all(head.as_bytes()).unwrap();
+        s.write_all(&[b'a'; 1000]).unwrap();
+        s
+    };
+    let before_a = server.metric("nta_pool_in_use_bytes");
+    let a = pending(&server);
+    server.wait_metric_above("nta_pool_in_use_bytes", before_a + BODY as u64 / 2);
+    let mut b = server.connect();
+    b.write_all(head.as_bytes()).unwrap();
+    b.write_all(&[b'b'; 1000]).unwrap();
+    server.wait_metric_above("nta_pool_in_use_bytes", before_a + BODY as u64);
+    let c = pending(&server);
+    server.wait_metric_above("nta_pool_in_use_bytes", before_a + 3 * BODY as u64 / 2);
+    // B's body arrives whole (every page of its buffer written) and is
+    // echoed; then B leaves, and its buffer is free between A's and C's.
+    b.write_all(&vec![b'b'; BODY - 1000]).unwrap();
+    let echoed = read_response(&mut b, false);
+    assert_eq!((echoed.status, echoed.body.len()), (200, BODY));
+    drop(b);
+    std::thread::sleep(Duration::from_millis(100));
+    let resident = rss_shmem_bytes(&server);
+    // Quiet for the decay time: no request, not even /stats.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut now = resident;
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        now = rss_shmem_bytes(&server);
+        if now + (BODY as u64) / 2 <= resident {
+            break;
+        }
+    }
+    assert!(
+        now + (BODY as u64) / 2 <= resident,
+        "resident shared memory {resident} -> {now}: the freed buffer's pages are still there"
+    );
+    assert!(server.metric("nta_pool_discarded_bytes") >= BODY as u64 / 2);
+    assert_eq!(server.metric("nta_pool_segments{backing=\"small\"}"), server.metric("nta_pool_mapped_bytes") >> 21);
+    drop((a, c));
     assert!(server.terminate().success());
 }

@@ -29,6 +29,15 @@ impl FromStr for Alloc {
     }
 }
 
+fn parse_hugepages(s: &str) -> Result<nta_core::HugePages, String> {
+    match s {
+        "try" => Ok(nta_core::HugePages::Try),
+        "off" => Ok(nta_core::HugePages::Off),
+        "require" => Ok(nta_core::HugePages::Require),
+        _ => Err(format!("unknown hugepage policy {s:?} (expected try, off or require)")),
+    }
+}
+
 /// `nta-httpd`: a static-file and demo web server whose payload buffers come
 /// from the NTA pool.
 #[derive(Clone, Debug, Parser)]
@@ -74,6 +83,12 @@ pub struct HttpdArgs {
     /// its free memory back to the OS (nta-core's decay thread); 0: never.
     #[arg(long, default_value_t = 10)]
     pub decay_secs: u64,
+    /// Huge pages for the pool's segments: try (hugetlb pages where
+    /// reserved, else THP or 4 KiB pages), off (4 KiB pages) or require.
+    /// Segments on huge pages give memory back only whole; on 4 KiB pages,
+    /// decay also gives back the free pages inside them.
+    #[arg(long, default_value = "try", value_parser = parse_hugepages)]
+    pub hugepages: nta_core::HugePages,
     /// Largest file kept in the cache, in bytes; a larger file gets 500.
     #[arg(long, default_value_t = 16 << 20)]
     pub max_file_bytes: usize,

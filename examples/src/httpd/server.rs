@@ -63,7 +63,8 @@ impl Httpd {
         let backend = args.backend.unwrap_or_else(Backend::preferred);
         match args.alloc {
             Alloc::Nta => {
-                let mut builder = Pool::builder().capacity(args.pool_mib << 20).shards(args.threads);
+                let mut builder =
+                    Pool::builder().capacity(args.pool_mib << 20).shards(args.threads).hugepages(args.hugepages);
                 if args.decay_secs > 0 {
                     builder = builder.decay(std::time::Duration::from_secs(args.decay_secs));
                 }

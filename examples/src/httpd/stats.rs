@@ -67,7 +67,7 @@ impl HttpStats {
         let export = self.export.get();
         let held = export.map_or(0, |e| e.held_bytes());
         let readers = export.map_or(0, |e| e.readers() as u64);
-        let gauges: [(&str, &str, u64); 8] = [
+        let gauges: [(&str, &str, u64); 9] = [
             ("nta_pool_in_use_bytes", "Bytes of pool chunks in use.", pool.in_use_bytes),
             ("nta_pool_free_bytes", "Bytes of mapped pool memory not in use.", pool.free_bytes),
             ("nta_pool_mapped_bytes", "Bytes of pool segments mapped.", pool.mapped_bytes),
@@ -76,6 +76,11 @@ impl HttpStats {
             ("nta_export_readers", "Sniffers attached to the export socket.", readers),
             ("nta_pool_remote_frees_queued", "Frees queued to another shard, in total.", pool.remote_frees_queued),
             ("nta_pool_failed_allocs", "Allocations the pool refused, in total.", pool.failed_allocs),
+            (
+                "nta_pool_discarded_bytes",
+                "Free pages given back to the OS by decay while their segments stay mapped, in total.",
+                pool.discarded_bytes,
+            ),
         ];
         for (name, help, value) in gauges {
             metric(&mut out, name, help, "gauge", &[("", value)]);
