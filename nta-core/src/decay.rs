@@ -27,10 +27,12 @@
 //! 4. gives back every page that lies wholly inside a free extent, clear
 //!    of its boundary tags, in the segments that stay
 //!    (`Heap::discard_free`): the extent keeps the page of its header and
-//!    the page of its footer, and the rest is punched out of the memfd (`MADV_REMOVE`) or dropped (`MADV_DONTNEED`,
-//!    private pools). Only 4 KiB-page segments that are not sealed qualify:
-//!    a hugetlb or THP page would have to be split, and a pool that has
-//!    been exported seals its segments (see `export`).
+//!    the page of its footer, and the rest is punched out of the memfd
+//!    (`MADV_REMOVE`) or dropped (`MADV_DONTNEED`, private pools). Only
+//!    4 KiB-page segments that are not sealed qualify, in a pool that is not
+//!    premapped: a hugetlb or THP page would have to be split, a pool that
+//!    has been exported seals its segments (see `export`), and a premapped
+//!    pool's pages may be pinned by io_uring.
 //!
 //! It then waits for new activity before it decays again. The thread exits
 //! at its next wake-up after the last `Pool` handle is dropped.
@@ -40,8 +42,9 @@
 //! most 2 MiB each, less the live bytes). Of that, what stays resident in
 //! a pool never exported, on 4 KiB pages, is at most two pages per free
 //! extent (the pages of its header and footer, which it often shares with
-//! live chunks): resident − in use ≤ 8 KiB per free extent. An exported pool's segments are sealed memfds, whose pages
-//! cannot be punched out; there the bound is the free space itself.
+//! live chunks): resident − in use ≤ 8 KiB per free extent. An exported
+//! pool's segments are sealed memfds, whose pages cannot be punched out;
+//! there the bound is the free space itself.
 //!
 //! A forked child does not inherit the thread (threads do not survive
 //! `fork`); an exportable pool's child is frozen anyway.
@@ -90,9 +93,5 @@ pub(crate) fn decay_now(pool: &PoolInner) {
     reclaim::steal_thread_caches(pool);
     reclaim::drain_shards(pool);
     pool.segments().purge_idle();
-    pool.discard_free(DISCARD_MIN_BYTES);
+    pool.discard_free();
 }
-
-/// Free extents of this or less keep their pages at decay: no page of
-/// theirs lies clear of both boundary tags.
-pub(crate) const DISCARD_MIN_BYTES: usize = crate::granule::PAGE_NODE_BYTES;

@@ -696,19 +696,19 @@ impl Heap {
         bump(&to_c.page_nodes, pages);
     }
 
-    /// Gives back the whole pages inside this heap's free extents of at
-    /// least `min_bytes` (see [`Segments::discard`] for which segments
-    /// qualify). An extent keeps the pages that hold its boundary tags: the
+    /// Gives back the whole pages inside this heap's free extents (see
+    /// [`Segments::discard`] for which segments qualify). An extent keeps
+    /// the pages that hold its boundary tags: the
     /// header's page and the footer's. Returns the bytes given back (pages
     /// that were already gone count again: the heap does not remember
     /// which ones it gave back).
     ///
     /// # Safety
     /// The caller holds the shard.
-    pub unsafe fn discard_free(&mut self, segs: &Segments, min_bytes: usize) -> usize {
+    pub unsafe fn discard_free(&mut self, segs: &Segments) -> usize {
         let mut bytes = 0;
         // An extent of a page or less has no page clear of both tags.
-        let first = tlsf_insert_index(granules_for(min_bytes.max(PAGE_NODE_BYTES)));
+        let first = tlsf_insert_index(PAGE_GRANULES);
         for idx in first..TLSF_LISTS {
             let mut hdr = self.large.head(idx);
             while !hdr.is_null() {
@@ -723,7 +723,7 @@ impl Heap {
                     // SAFETY: `from..to` lies inside the extent, past its
                     // header and before its footer; the rest of a free
                     // extent is never read until it is carved again.
-                    if n * GRANULE >= min_bytes && from < to && unsafe { segs.discard(loc.seg, from, to) } {
+                    if from < to && unsafe { segs.discard(loc.seg, from, to) } {
                         bytes += to - from;
                     }
                 }

@@ -1074,10 +1074,9 @@ impl PoolInner {
     }
 
     /// Gives back the pages of every parked segment that stays mapped and
-    /// of every free extent of at least `min_bytes` in every shard (decay,
-    /// `Pool::trim`; see [`crate::heap::Heap::discard_free`]).
-    /// Returns the bytes given back.
-    pub(crate) fn discard_free(&self, min_bytes: usize) -> usize {
+    /// inside every free extent of every shard (decay, `Pool::trim`; see
+    /// [`crate::heap::Heap::discard_free`]). Returns the bytes given back.
+    pub(crate) fn discard_free(&self) -> usize {
         if self.is_frozen() {
             return 0;
         }
@@ -1085,7 +1084,7 @@ impl PoolInner {
         for shard in self.shards.iter() {
             let mut g = self.drain_or_panic(shard.lock());
             // SAFETY: we hold the shard.
-            bytes += unsafe { g.heap().discard_free(&self.segs, min_bytes) };
+            bytes += unsafe { g.heap().discard_free(&self.segs) };
         }
         bytes
     }

@@ -332,7 +332,7 @@ impl Pool {
     pub fn trim(&self) {
         self.inner.collect();
         self.inner.segments().purge_now();
-        self.inner.discard_free(crate::decay::DISCARD_MIN_BYTES);
+        self.inner.discard_free();
     }
 
     /// Pins the calling thread to `shard` (modulo the shard count) for this
@@ -427,6 +427,9 @@ impl Pool {
     /// Installs (or, with `None`, removes) the segment listener and returns
     /// every segment mapped now, each with a read-only descriptor,
     /// atomically with respect to later changes (see [`crate::export`]).
+    /// The first call with a listener seals every segment against new
+    /// writers, and every later segment is sealed as it is mapped: from
+    /// then on, the pool gives memory back only in whole segments.
     /// Fails for a pool built with `exportable(false)`.
     pub fn watch_segments(&self, listener: Option<Arc<dyn SegmentListener>>) -> std::io::Result<Vec<SegmentExport>> {
         if !self.inner.is_exportable() {

@@ -5,8 +5,9 @@
 //! The pool reserves `capacity` bytes of 2 MiB aligned address space once.
 //! Segment `i` occupies `base + i * 2 MiB` and, when the pool is exportable,
 //! is a `MAP_SHARED` view of a memfd of its own, `nta-seg-<i>`, sealed
-//! against new writers once the pool is first exported (see `export`). A reader process maps
-//! the same file read-only and finds a chunk at the same offset in it.
+//! against new writers once the pool is first exported (see `export`). A
+//! reader process maps the same file read-only and finds a chunk at the
+//! same offset in it.
 //! Segment metadata (`NodeMeta`) lives in a separate private array indexed
 //! by `i`.
 //!
@@ -158,7 +159,10 @@ pub struct Segments {
     listener: FutexLock<Option<Arc<dyn SegmentListener>>>,
     hugepages: HugePages,
     thp: bool,
-    /// The whole capacity is mapped for good (`PoolBuilder::premap`).
+    /// The whole capacity is mapped for good (`PoolBuilder::premap`). Its
+    /// range may be registered with io_uring or a device, which pins the
+    /// pages, and a page dropped under a pin would part the device's view
+    /// from ours: such a pool never gives a page back.
     premapped: bool,
     retain_segments: usize,
     release_delay_ms: u64,
@@ -460,30 +464,22 @@ impl Segments {
         self.meta(seg).sealed.store(sealed as u8, Relaxed);
     }
 
-    /// Whether the pool is premapped: its range may be registered with
-    /// io_uring or a device, which pins the pages, and a page dropped under
-    /// a pin would part the device's view from ours. Such a pool never
-    /// gives a page back.
-    fn keeps_everything(&self) -> bool {
-        self.premapped
-    }
-
     /// Gives back the pages of `seg`'s bytes `from..to` (page aligned,
     /// free memory nobody reads: inside a free extent of the segment's
     /// owner, who calls this under its shard's lock, or a parked segment).
     /// Only segments on 4 KiB pages that are not sealed qualify, in a pool
-    /// that does not keep everything mapped: a hugetlb or THP page would be
-    /// split or cannot be punched, a sealed memfd refuses, and pinned pages
-    /// must stay. Returns whether the pages went.
+    /// that is not premapped: a hugetlb or THP page would be split or
+    /// cannot be punched, a sealed memfd refuses, and pinned pages must
+    /// stay. Returns whether the pages went.
     ///
     /// # Safety
-    /// `from..to` must lie in a free extent that nothing reads or writes
-    /// beyond its boundary tags (which must lie outside the range) until it
-    /// is allocated again.
+    /// Nothing may read or write `from..to` until it is allocated again: it
+    /// lies in a free extent, clear of its boundary tags, or in a parked
+    /// segment.
     pub unsafe fn discard(&self, seg: usize, from: usize, to: usize) -> bool {
         debug_assert!(from % PAGE_NODE_BYTES == 0 && to % PAGE_NODE_BYTES == 0 && from < to && to <= HUGE_NODE_BYTES);
         let m = self.meta(seg);
-        if self.keeps_everything() || self.backing(seg) != Some(Backing::Small) || m.sealed.load(Relaxed) != 0 {
+        if self.premapped || self.backing(seg) != Some(Backing::Small) || m.sealed.load(Relaxed) != 0 {
             return false;
         }
         // SAFETY: inside the mapped segment (`to <= 2 MiB`).
