@@ -88,6 +88,10 @@ struct State {
     counts: ExportCounters,
     sessions: Vec<Session>,
     segments: BTreeMap<u32, SegmentEntry>,
+    /// While the first `watch` is between installing the listener and
+    /// recording its snapshot: the segments released meanwhile (slot,
+    /// generation), which the snapshot must not bring back.
+    released_during_watch: Option<Vec<(u32, u64)>>,
     next_reader: u32,
 }
 
@@ -195,6 +199,9 @@ impl SegmentListener for Segments {
     fn released(&self, segment: u32, generation: u64) {
         let mut st = self.0.state.lock();
         st.segments.remove(&segment);
+        if let Some(list) = &mut st.released_during_watch {
+            list.push((segment, generation));
+        }
         let msg = proto::message(Kind::Released, &proto::Released { segment, generation }.encode());
         for s in &mut st.sessions {
             s.send(&msg, &[]);
@@ -502,14 +509,21 @@ fn watch(sh: &Arc<Shared>) -> io::Result<()> {
     }
     // Not under the state lock: the listener takes it under the pool's
     // segment table lock.
-    let now = sh.pool.watch_segments(Some(Arc::new(Segments(sh.clone()))))?;
-    sh.watching.store(true, Relaxed);
+    sh.state.lock().released_during_watch = Some(Vec::new());
+    let now = sh.pool.watch_segments(Some(Arc::new(Segments(sh.clone()))));
     let mut st = sh.state.lock();
-    for seg in now {
+    let released = st.released_during_watch.take().unwrap_or_default();
+    for seg in now? {
+        // The listener may have run between the snapshot and this lock: a
+        // segment it announced since is newer than the snapshot's, and one
+        // it released must not come back.
+        if released.contains(&(seg.segment, seg.generation)) {
+            continue;
+        }
         let entry = SegmentEntry { generation: seg.generation, backing: backing_code(seg.backing), fd: seg.fd };
-        // A segment the listener announced since is newer than the snapshot.
         st.segments.entry(seg.segment).or_insert(entry);
     }
+    sh.watching.store(true, Relaxed);
     Ok(())
 }
 
