@@ -518,7 +518,44 @@ pub fn packet_mix_report(options: &SuiteOptions) -> WorkloadReport {
         ratio(nta, faster.map(|(_, ns)| ns)),
         1.0,
     );
-    WorkloadReport::new(WorkloadId::P1, table, json, vec![goal])
+    let mut goals = vec![goal];
+    // Issue 10: an unsized free (`Pool::free`) costs at most 1.1x a sized
+    // one. The same workload once more on NTA alone, its frees unsized.
+    if nta.is_some() && !options.nta_tuning.unsized_frees {
+        let mut unsized_options = options.clone();
+        unsized_options.peers = vec![PeerKind::Nta];
+        unsized_options.nta_tuning.unsized_frees = true;
+        let (unsized_outcomes, _) = run_on_peers(
+            &unsized_options,
+            WorkloadId::P1,
+            PacketMixVisitor(&params),
+            "ns per pair",
+            PacketMixResult::ns_per_pair,
+        );
+        let unsized_nta = nta_value(&unsized_outcomes, metric);
+        let r = ratio(unsized_nta, nta);
+        let ns = unsized_nta.map_or_else(|| "failed".to_string(), |ns| format!("{ns:.1}"));
+        table.row(vec!["nta, unsized frees (`Pool::free`)".into(), ns, String::new(), String::new()]);
+        table.notes.push(
+            "The last row runs NTA again with every free unsized (`Pool::free`, the length read from the bitmaps), \
+             after the other rows (its rounds are not interleaved with them)."
+                .into(),
+        );
+        json.push(Json::obj(vec![
+            ("workload", Json::str("P1")),
+            ("alloc", Json::str("nta-unsized-frees")),
+            ("ns_per_pair", Json::opt_num(unsized_nta)),
+            ("unsized_over_sized", Json::opt_num(r)),
+        ]));
+        goals.push(Goal::at_most(
+            "P1",
+            "NTA with unsized frees ≤ 1.1× NTA with sized frees (ns per pair, issue 10)",
+            "unsized/sized",
+            r,
+            1.1,
+        ));
+    }
+    WorkloadReport::new(WorkloadId::P1, table, json, goals)
 }
 
 /// P2 report.
