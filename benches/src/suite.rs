@@ -212,15 +212,38 @@ where
     V: PeerVisitor + Clone,
     V::Output: DeserializeOwned,
 {
-    let runs = options.runs_of(id);
+    let jobs: Vec<Job<'_>> = options.peers.iter().map(|&kind| (kind.name().to_string(), kind, options)).collect();
+    let (outcomes, note) = run_rounds(options.runs_of(id), id, visitor, metric_name, metric, &jobs);
+    (outcomes.into_iter().map(|(_, kind, outcome)| (kind, outcome)).collect(), note)
+}
+
+/// One column of [`run_rounds`]: its label, the peer, and the options it
+/// runs with (an NTA variant has its own `nta_tuning`).
+type Job<'a> = (String, PeerKind, &'a SuiteOptions);
+
+/// Each job's label, peer and median outcome.
+type LabelledOutcomes<R> = Vec<(String, PeerKind, Result<R, String>)>;
+
+/// [`run_on_peers`] over any jobs, `runs` rounds: labelled outcomes.
+fn run_rounds<V>(
+    runs: usize,
+    id: WorkloadId,
+    visitor: V,
+    metric_name: &str,
+    metric: impl Fn(&V::Output) -> f64,
+    jobs: &[Job<'_>],
+) -> (LabelledOutcomes<V::Output>, Option<String>)
+where
+    V: PeerVisitor + Clone,
+    V::Output: DeserializeOwned,
+{
     let mut spreads = Vec::new();
     // Rounds outermost (every allocator once per round, in turn), so that
     // a machine whose speed drifts over minutes (a shared host) slows
     // every allocator alike rather than whichever ran during the slow spell.
-    let mut per_peer: Vec<(PeerKind, Vec<V::Output>, Option<String>)> =
-        options.peers.iter().map(|&kind| (kind, Vec::new(), None)).collect();
+    let mut per_job: Vec<(Vec<V::Output>, Option<String>)> = jobs.iter().map(|_| (Vec::new(), None)).collect();
     for _ in 0..runs {
-        for (kind, results, failure) in per_peer.iter_mut() {
+        for ((label, kind, options), (results, failure)) in jobs.iter().zip(per_job.iter_mut()) {
             if failure.is_some() {
                 continue;
             }
@@ -233,7 +256,7 @@ where
                 Isolation::ChildProcess(exe) => run_child(exe, id, kind, options),
             };
             if options.progress {
-                eprintln!("[nta-bench] {} {:<8} {:>7.2} s", id.name(), kind.name(), start.elapsed().as_secs_f64());
+                eprintln!("[nta-bench] {} {:<8} {:>7.2} s", id.name(), label, start.elapsed().as_secs_f64());
             }
             match outcome {
                 Ok(result) => results.push(result),
@@ -241,19 +264,20 @@ where
             }
         }
     }
-    let outcomes = per_peer
-        .into_iter()
-        .map(|(kind, mut results, failure)| {
+    let outcomes = jobs
+        .iter()
+        .zip(per_job)
+        .map(|((label, kind, _), (mut results, failure))| {
             if let Some(error) = failure {
-                return (kind, Err(error));
+                return (label.clone(), *kind, Err(error));
             }
             results.sort_by(|a, b| metric(a).total_cmp(&metric(b)));
             if runs > 1 {
                 let figures: Vec<String> = results.iter().map(|r| fmt_figure(metric(r))).collect();
-                spreads.push(format!("{} {}", kind.name(), figures.join(" / ")));
+                spreads.push(format!("{label} {}", figures.join(" / ")));
             }
             let median = results.swap_remove((results.len() - 1) / 2);
-            (kind, Ok(median))
+            (label.clone(), *kind, Ok(median))
         })
         .collect();
     let note = (runs > 1).then(|| {
@@ -466,11 +490,38 @@ pub fn worker(id: WorkloadId, kind: PeerKind, options: &SuiteOptions) -> String 
     }
 }
 
+/// The label of P1's NTA run with unsized frees.
+const UNSIZED_LABEL: &str = "nta-unsized";
+
 /// P1 report.
 pub fn packet_mix_report(options: &SuiteOptions) -> WorkloadReport {
     let params = packet_mix_params(options);
-    let (outcomes, runs_note) =
-        run_on_peers(options, WorkloadId::P1, PacketMixVisitor(&params), "ns per pair", PacketMixResult::ns_per_pair);
+    // Issue 10: an unsized free (`Pool::free`) costs at most 1.1x a sized
+    // one. NTA runs once more in every round with its frees unsized.
+    let mut unsized_options = options.clone();
+    unsized_options.nta_tuning.unsized_frees = true;
+    let mut jobs: Vec<Job<'_>> = options.peers.iter().map(|&kind| (kind.name().to_string(), kind, options)).collect();
+    let with_unsized = options.peers.contains(&PeerKind::Nta) && !options.nta_tuning.unsized_frees;
+    if with_unsized {
+        jobs.push((UNSIZED_LABEL.to_string(), PeerKind::Nta, &unsized_options));
+    }
+    let (all, runs_note) = run_rounds(
+        options.runs_of(WorkloadId::P1),
+        WorkloadId::P1,
+        PacketMixVisitor(&params),
+        "ns per pair",
+        PacketMixResult::ns_per_pair,
+        &jobs,
+    );
+    let mut outcomes: PeerOutcomes<PacketMixResult> = Vec::new();
+    let mut unsized_outcome = None;
+    for (label, kind, outcome) in all {
+        if label == UNSIZED_LABEL {
+            unsized_outcome = Some(outcome);
+        } else {
+            outcomes.push((kind, outcome));
+        }
+    }
     let metric = |r: &PacketMixResult| Some(r.ns_per_pair());
     let nta = nta_value(&outcomes, metric);
     let mut table = Table::new(
@@ -519,31 +570,27 @@ pub fn packet_mix_report(options: &SuiteOptions) -> WorkloadReport {
         1.0,
     );
     let mut goals = vec![goal];
-    // Issue 10: an unsized free (`Pool::free`) costs at most 1.1x a sized
-    // one. The same workload once more on NTA alone, its frees unsized.
-    if nta.is_some() && !options.nta_tuning.unsized_frees {
-        let mut unsized_options = options.clone();
-        unsized_options.peers = vec![PeerKind::Nta];
-        unsized_options.nta_tuning.unsized_frees = true;
-        let (unsized_outcomes, _) = run_on_peers(
-            &unsized_options,
-            WorkloadId::P1,
-            PacketMixVisitor(&params),
-            "ns per pair",
-            PacketMixResult::ns_per_pair,
-        );
-        let unsized_nta = nta_value(&unsized_outcomes, metric);
+    if let Some(outcome) = unsized_outcome {
+        let unsized_nta = outcome.as_ref().ok().and_then(metric);
         let r = ratio(unsized_nta, nta);
-        let ns = unsized_nta.map_or_else(|| "failed".to_string(), |ns| format!("{ns:.1}"));
-        table.row(vec!["nta, unsized frees (`Pool::free`)".into(), ns, String::new(), String::new()]);
+        let ns = match &outcome {
+            Ok(result) => format!("{:.1}", result.ns_per_pair()),
+            Err(error) => format!("failed: {error}"),
+        };
+        table.row(vec![
+            format!("nta, unsized frees (`Pool::free`; `{UNSIZED_LABEL}` above)"),
+            ns,
+            String::new(),
+            String::new(),
+        ]);
         table.notes.push(
-            "The last row runs NTA again with every free unsized (`Pool::free`, the length read from the bitmaps), \
-             after the other rows (its rounds are not interleaved with them)."
+            "The last row is NTA again with every free unsized (`Pool::free`, the length read from the bitmaps), \
+             run in the same rounds as the others."
                 .into(),
         );
         json.push(Json::obj(vec![
             ("workload", Json::str("P1")),
-            ("alloc", Json::str("nta-unsized-frees")),
+            ("alloc", Json::str(UNSIZED_LABEL)),
             ("ns_per_pair", Json::opt_num(unsized_nta)),
             ("unsized_over_sized", Json::opt_num(r)),
         ]));
