@@ -497,8 +497,6 @@ const ATTACH_WAIT: Duration = Duration::from_secs(1);
 /// Connections waiting to send their Attach message at once.
 const MAX_WAITING: usize = 16;
 
-/// A new connection whose Attach message arrived (it is readable): the
-/// message, the peer's credentials, then Hello and the segments.
 /// Installs the segment listener and records every segment mapped now,
 /// once: at the first attach, not at bind, because watching seals the
 /// pool's segments (see `nta_core::export`), and a pool nobody has read
@@ -527,6 +525,8 @@ fn watch(sh: &Arc<Shared>) -> io::Result<()> {
     Ok(())
 }
 
+/// A new connection whose Attach message arrived (it is readable): the
+/// message, the peer's credentials, then Hello and the segments.
 fn attach(sh: &Arc<Shared>, conn: OwnedFd, buf: &mut [u8]) {
     let n = match sys::recv_packet(conn.as_fd(), buf) {
         Ok(n) => n,
