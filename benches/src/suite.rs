@@ -573,21 +573,15 @@ pub fn packet_mix_report(options: &SuiteOptions) -> WorkloadReport {
     if let Some(outcome) = unsized_outcome {
         let unsized_nta = outcome.as_ref().ok().and_then(metric);
         let r = ratio(unsized_nta, nta);
-        let ns = match &outcome {
-            Ok(result) => format!("{:.1}", result.ns_per_pair()),
-            Err(error) => format!("failed: {error}"),
+        let (ns, failed) = match &outcome {
+            Ok(result) => (format!("{:.1}", result.ns_per_pair()), result.failed_allocs.to_string()),
+            Err(error) => (format!("failed: {error}"), String::new()),
         };
-        table.row(vec![
-            format!("nta, unsized frees (`Pool::free`; `{UNSIZED_LABEL}` above)"),
-            ns,
-            String::new(),
-            String::new(),
-        ]);
-        table.notes.push(
+        table.row(vec!["nta, unsized frees (`Pool::free`)".into(), ns, failed, String::new()]);
+        table.notes.push(format!(
             "The last row is NTA again with every free unsized (`Pool::free`, the length read from the bitmaps), \
-             run in the same rounds as the others."
-                .into(),
-        );
+             run in the same rounds as the others (`{UNSIZED_LABEL}` among the runs)."
+        ));
         json.push(Json::obj(vec![
             ("workload", Json::str("P1")),
             ("alloc", Json::str(UNSIZED_LABEL)),
