@@ -219,10 +219,15 @@ mod tests {
         bitmap::assign(&m.start, e, true);
         bitmap::set_range(&m.free, e + d, HUGE_GRANULES);
         let stop = AtomicBool::new(false);
+        // The reader's attempts so far: the writer keeps changing until the
+        // reader has made some, even if it was not scheduled at first (a
+        // loaded machine), so that its reads overlap the changes.
+        let attempts = AtomicU64::new(0);
         let (exact, busy) = std::thread::scope(|scope| {
             let reader = scope.spawn(|| {
                 let (mut exact, mut busy) = (0u64, 0u64);
                 while !stop.load(Relaxed) {
+                    attempts.fetch_add(1, Relaxed);
                     match m.chunk_granules_unlocked(s, 256) {
                         Some(n) => {
                             assert_eq!(n, g, "a live chunk's length read while its neighbour changed");
@@ -233,7 +238,14 @@ mod tests {
                 }
                 (exact, busy)
             });
-            for _ in 0..2_000_000 {
+            let mut i = 0u64;
+            while i < 2_000_000 || attempts.load(Relaxed) < 10_000 {
+                i += 1;
+                if i % 4096 == 0 {
+                    // Between changes: a reader that shares this CPU runs
+                    // now and then while the bits are stable.
+                    std::thread::yield_now();
+                }
                 m.change_bits(|| {
                     bitmap::assign(&m.start, e, false);
                     bitmap::set_range(&m.free, e, e + d);
