@@ -41,6 +41,7 @@ use crate::bitmap;
 use crate::extent::{footer_before, header_size, write_tags, FreeHdr};
 use crate::free_list::FreeLists;
 use crate::granule::*;
+use crate::purge::Purge;
 use crate::quick_cache::QuickCache;
 use crate::segment::Segments;
 use crate::size_class::{exact_index, tlsf_insert_index, tlsf_search_index, EXACT_LISTS, TLSF_LISTS};
@@ -61,6 +62,9 @@ pub struct Heap {
     large: FreeLists<{ TLSF_LISTS / 64 }>,
     whole_free: usize,
     quick: QuickCache,
+    /// When the wholly free node on the lists gives its pages back (see
+    /// `purge`).
+    purge: Purge,
     /// Checked mode: extent headers carry checksums (see `extent`).
     checked: bool,
 }
@@ -100,6 +104,7 @@ impl Heap {
             large: FreeLists::new(checked),
             whole_free: 0,
             quick: QuickCache::new(),
+            purge: Purge::new(),
             checked,
         }
     }
@@ -540,8 +545,12 @@ impl Heap {
             // SAFETY: the page is now a free range at the huge level.
             return unsafe { self.release_range(segs, c, seg, s, n) };
         }
-        if !page && n == HUGE_GRANULES && self.whole_free >= KEEP_WHOLE_NODES {
-            return true;
+        if !page && n == HUGE_GRANULES {
+            if self.whole_free >= KEEP_WHOLE_NODES {
+                return true;
+            }
+            // Kept: its pages go after the purge delay (see `purge`).
+            self.purge.dirtied();
         }
         // SAFETY: maximal free range at this level, on no list.
         unsafe { self.insert(segs, seg, s, n, page) };
@@ -706,9 +715,47 @@ impl Heap {
     /// # Safety
     /// The caller holds the shard.
     pub unsafe fn discard_free(&mut self, segs: &Segments) -> usize {
-        let mut bytes = 0;
         // An extent of a page or less has no page clear of both tags.
-        let first = tlsf_insert_index(PAGE_GRANULES);
+        // SAFETY: forwarded from the caller.
+        unsafe { self.discard_extents(segs, tlsf_insert_index(PAGE_GRANULES)) }
+    }
+
+    /// Whether a wholly free node waits for its purge (see `purge`): one
+    /// load, for the slow paths' check.
+    #[inline]
+    pub fn purge_pending(&self) -> bool {
+        self.purge.pending()
+    }
+
+    /// Counts a slow-path call of the shard; true when it is time to read
+    /// the clock (every `purge::PURGE_TICKS`-th call).
+    #[inline]
+    pub fn purge_tick(&mut self) -> bool {
+        self.purge.tick()
+    }
+
+    /// Gives back the pages of the wholly free nodes on the lists if they
+    /// have stayed wholly free for `delay_ms` at `now_ms` (see `purge`).
+    /// Returns the bytes given back.
+    ///
+    /// # Safety
+    /// The caller holds the shard.
+    pub unsafe fn purge_whole(&mut self, segs: &Segments, now_ms: u64, delay_ms: u64) -> usize {
+        if !self.purge.due(now_ms, delay_ms, self.whole_free > 0) {
+            return 0;
+        }
+        // That list holds wholly free nodes only: no extent is longer.
+        // SAFETY: forwarded from the caller.
+        unsafe { self.discard_extents(segs, tlsf_insert_index(HUGE_GRANULES)) }
+    }
+
+    /// [`Heap::discard_free`] for the extents on the TLSF lists from
+    /// `first` up.
+    ///
+    /// # Safety
+    /// As for [`Heap::discard_free`].
+    unsafe fn discard_extents(&mut self, segs: &Segments, first: usize) -> usize {
+        let mut bytes = 0;
         for idx in first..TLSF_LISTS {
             let mut hdr = self.large.head(idx);
             while !hdr.is_null() {

@@ -83,6 +83,9 @@ pub(crate) struct Config {
     pub exportable: bool,
     pub premap: bool,
     pub release_delay_ms: u64,
+    /// How long wholly free memory keeps its pages while the pool works
+    /// (see `purge`); `u64::MAX`: for good.
+    pub purge_delay_ms: u64,
     /// Decay after this much inactivity (see `decay`); `None`: off.
     pub decay: Option<std::time::Duration>,
 }
@@ -101,6 +104,7 @@ impl Config {
             exportable: true,
             premap: false,
             release_delay_ms: 1000,
+            purge_delay_ms: crate::purge::DEFAULT_PURGE_DELAY_MS,
             decay: None,
         }
     }
@@ -118,6 +122,8 @@ pub(crate) struct PoolInner {
     leaked: Kept,
     key: Key,
     exportable: bool,
+    /// `Config::purge_delay_ms`.
+    purge_delay_ms: u64,
     segs: Segments,
     shards: MetaArray<Shard>,
     slots: MetaArray<ThreadSlot>,
@@ -162,7 +168,15 @@ impl PoolInner {
         }
         crate::fork::install_handlers();
         let retain = if cfg.premap { count * HUGE_NODE_BYTES } else { cfg.retain_bytes };
-        let segs = Segments::new(count, cfg.hugepages, cfg.exportable, cfg.premap, retain, cfg.release_delay_ms)?;
+        let segs = Segments::new(
+            count,
+            cfg.hugepages,
+            cfg.exportable,
+            cfg.premap,
+            retain,
+            cfg.release_delay_ms,
+            cfg.purge_delay_ms,
+        )?;
         let checked = cfg.checked || cfg!(feature = "checked");
         let shards = MetaArray::new(cfg.shards, |i| Shard::new(i, checked))?;
         // SAFETY: an all-zero ThreadSlot is `ThreadSlot::default()` (flags
@@ -182,6 +196,7 @@ impl PoolInner {
             leaked: Kept(OnceLock::new()),
             key: Key::random(),
             exportable: cfg.exportable,
+            purge_delay_ms: cfg.purge_delay_ms,
             segs,
             shards,
             slots,
@@ -360,6 +375,7 @@ impl PoolInner {
                 let mut g = if shard.remote.is_empty() { g } else { self.drain_or_panic(g) };
                 // SAFETY: we hold the shard; len and align are in range.
                 if let Some(p) = unsafe { g.heap().alloc_fast(&self.segs, &shard.counters, len, align) } {
+                    self.maintain(&mut g);
                     return Some(p);
                 }
             }
@@ -416,7 +432,9 @@ impl PoolInner {
     fn alloc_locked(&self, mut g: ShardGuard<'_>, len: usize, align: usize) -> Option<NonNull<u8>> {
         let shard = g.shard();
         // SAFETY: we hold the shard; len and align are in range.
-        unsafe { g.heap().alloc_slow(&self.segs, shard.index(), &shard.counters, len, align) }
+        let p = unsafe { g.heap().alloc_slow(&self.segs, shard.index(), &shard.counters, len, align) };
+        self.maintain(&mut g);
+        p
     }
 
     /// Takes shard `idx`, or any free shard if it is busy, or waits for `idx`.
@@ -456,7 +474,31 @@ impl PoolInner {
         };
         // SAFETY: as above; thread caches only hold chunks up to 64 granules.
         let n = unsafe { g.heap().alloc_run(&self.segs, &shard.counters, granules_for(len), extra) };
+        self.maintain(&mut g);
         Some((first, n))
+    }
+
+    /// The purge check of the shard `g` holds, on its slow paths (see
+    /// `purge`): one load and a branch while nothing wholly free waits.
+    #[inline]
+    fn maintain(&self, g: &mut ShardGuard<'_>) {
+        if g.heap().purge_pending() || self.segs.parked_dirty() {
+            self.maintain_slow(g);
+        }
+    }
+
+    /// Every `purge::PURGE_TICKS`-th call: reads the clock, and gives back
+    /// the pages of what has stayed wholly free for the purge delay.
+    #[cold]
+    #[inline(never)]
+    fn maintain_slow(&self, g: &mut ShardGuard<'_>) {
+        if !g.heap().purge_tick() || self.purge_delay_ms == u64::MAX {
+            return;
+        }
+        let now = self.segs.now_ms();
+        // SAFETY: we hold the shard.
+        unsafe { g.heap().purge_whole(&self.segs, now, self.purge_delay_ms) };
+        self.segs.purge_parked_due(now);
     }
 
     // ----- free -------------------------------------------------------
@@ -633,6 +675,7 @@ impl PoolInner {
                         drop(g);
                         invalid_free(ptr, why);
                     }
+                    self.maintain(&mut g);
                     if !g.shard().remote.is_empty() {
                         self.drain_or_panic(g);
                     }
@@ -809,6 +852,7 @@ impl PoolInner {
             unsafe { self.shards[remote_owner].remote.push_chain(&remote) };
         }
         let drained = self.drain(&mut g);
+        self.maintain(&mut g);
         drop(g);
         if let Some((p, why)) = first_err.or(drained.err()) {
             invalid_free(p, why);

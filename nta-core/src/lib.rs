@@ -22,6 +22,7 @@
 //! | `mark` | the parked mark that catches double frees of cached chunks |
 //! | `quick_cache`, `thread_slot`, `thread_cache` | bounded caches of freed small chunks: per shard, and per thread (no atomics), with a take-over protocol |
 //! | `inner`, `large`, `reclaim` | routing among shards; buffers above 2 MiB; what an allocation gathers before it fails |
+//! | `purge`, `decay` | wholly free memory's pages given back after a delay while the pool works; everything free given back once it goes quiet |
 //! | `fork`, `pool`, `handle` | fork handlers; the [`Pool`] handle and its builder; [`PoolHandle`], a buffer's handle (uncounted for a leaked pool) |
 //! | [`export`] | sealed read-only segment memfds, generations, segment listeners, postponed frees |
 //! | `stats`, `validate`, `occupancy` | counters, the invariant walk, the bitmap view |
@@ -84,6 +85,7 @@ mod meta_array;
 mod node;
 mod occupancy;
 mod pool;
+mod purge;
 mod quick_cache;
 mod reclaim;
 mod remote;

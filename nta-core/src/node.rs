@@ -75,6 +75,9 @@ pub struct NodeMeta {
     pub generation: AtomicU64,
     /// 1 when the segment's memfd is sealed against new writers.
     pub sealed: AtomicU8,
+    /// While parked: 1 once its pages were given back, or found not to be
+    /// givable (see `purge`); 0 from the moment it is parked.
+    pub purged: AtomicU8,
 }
 
 impl std::fmt::Debug for NodeMeta {

@@ -149,6 +149,13 @@ pub struct Segments {
     exported: AtomicBool,
     /// Bytes of free pages given back to the OS so far ([`Segments::discard`]).
     discarded: AtomicU64,
+    /// When the next parked segment's purge falls due (ms, see `purge`), or
+    /// `u64::MAX` when no parked segment waits for one. Lowered when a
+    /// segment is parked, recomputed by each walk of the parked stack
+    /// (both under the lock); read without the lock by the shards' slow
+    /// paths.
+    purge_due_ms: AtomicU64,
+    purge_delay_ms: u64,
     /// Per slot: the segment's memfd plus one, or 0 for none (written under
     /// the lock). Offset by one so that the table starts all zero and its
     /// pages stay untouched until a segment is mapped.
@@ -201,6 +208,7 @@ impl Segments {
         premapped: bool,
         retain_bytes: usize,
         release_delay_ms: u64,
+        purge_delay_ms: u64,
     ) -> std::io::Result<Segments> {
         let bytes = count * HUGE_NODE_BYTES;
         let base = sys::reserve_aligned(bytes, HUGE_NODE_BYTES)?;
@@ -231,6 +239,8 @@ impl Segments {
             exportable,
             exported: AtomicBool::new(false),
             discarded: AtomicU64::new(0),
+            purge_due_ms: AtomicU64::new(u64::MAX),
+            purge_delay_ms,
             fds,
             generations: AtomicU64::new(0),
             listener: FutexLock::new(None),
@@ -748,7 +758,11 @@ impl Segments {
         let m = self.meta(seg);
         m.owner.store(NO_OWNER, Release);
         m.state.store(SegmentState::Free as u8, Release);
-        m.parked_ms.store(self.now_ms(), Relaxed);
+        let now = self.now_ms();
+        m.parked_ms.store(now, Relaxed);
+        m.purged.store(0, Relaxed);
+        let due = now.saturating_add(self.purge_delay_ms);
+        self.purge_due_ms.fetch_min(due, Relaxed);
         m.next.store(st.free_top, Relaxed);
         st.free_top = seg as u32;
         st.free_count += 1;
@@ -793,20 +807,62 @@ impl Segments {
     /// the segment. Returns the bytes given back.
     #[cold]
     pub fn discard_parked(&self) -> usize {
-        let st = self.stacks();
-        let (mut bytes, mut cur) = (0, st.free_top);
-        while cur != NO_SEGMENT {
-            // SAFETY: a parked segment is wholly free and owned by nobody,
-            // and it stays so while we hold the table.
-            if unsafe { self.discard(cur as usize, 0, HUGE_NODE_BYTES) } {
-                bytes += HUGE_NODE_BYTES;
-            }
-            cur = self.meta(cur as usize).next.load(Relaxed);
+        self.purge_parked(u64::MAX, 0)
+    }
+
+    /// Whether a parked segment may still hold pages (see `purge`): one
+    /// relaxed load, for the shards' slow paths.
+    #[inline]
+    pub fn parked_dirty(&self) -> bool {
+        self.purge_due_ms.load(Relaxed) != u64::MAX
+    }
+
+    /// Whether parked segments give their pages back after a delay (not
+    /// when the purge delay is `u64::MAX`).
+    pub fn purging(&self) -> bool {
+        self.purge_delay_ms != u64::MAX
+    }
+
+    /// Gives back the pages of the parked segments whose purge delay has
+    /// passed at `now_ms`, if any has (see `purge`).
+    pub fn purge_parked_due(&self, now_ms: u64) {
+        if now_ms >= self.purge_due_ms.load(Relaxed) {
+            self.purge_parked(now_ms, self.purge_delay_ms);
         }
+    }
+
+    /// Gives back the pages of every parked segment that has stayed parked
+    /// for `delay_ms` at `now_ms` and has not given them back yet (see
+    /// `purge`). Returns the bytes given back.
+    #[cold]
+    pub fn purge_parked(&self, now_ms: u64, delay_ms: u64) -> usize {
+        let st = self.stacks();
+        let (mut bytes, mut due, mut cur) = (0, u64::MAX, st.free_top);
+        while cur != NO_SEGMENT {
+            let m = self.meta(cur as usize);
+            if m.purged.load(Relaxed) == 0 {
+                let parked = m.parked_ms.load(Relaxed);
+                if now_ms.saturating_sub(parked) >= delay_ms {
+                    // SAFETY: a parked segment is wholly free and owned by
+                    // nobody, and it stays so while we hold the table.
+                    if unsafe { self.discard(cur as usize, 0, HUGE_NODE_BYTES) } {
+                        bytes += HUGE_NODE_BYTES;
+                    }
+                    m.purged.store(1, Relaxed);
+                } else {
+                    due = due.min(parked.saturating_add(self.purge_delay_ms));
+                }
+            }
+            cur = m.next.load(Relaxed);
+        }
+        self.purge_due_ms.store(due, Relaxed);
+        drop(st);
         bytes
     }
 
-    fn now_ms(&self) -> u64 {
+    /// Milliseconds since the pool started: the clock of release and purge
+    /// delays.
+    pub fn now_ms(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64
     }
 

@@ -5,7 +5,8 @@
 //! way meanwhile, and wait for the shards we hold), it checks:
 //!
 //! 1. Segment states: `mapped == |Owned| + |Free|`; a Free segment is wholly
-//!    free with no page nodes; an Owned segment's owner is a real shard, and
+//!    free with no page nodes, and if its pages wait for their purge the
+//!    table knows that some do (see `purge`); an Owned segment's owner is a real shard, and
 //!    no change of its bitmaps is open (`bits_seq` even, see `node`).
 //! 2. Per level region (each page node, and the huge-level spans between
 //!    them): every maximal run of free granules is exactly one free extent
@@ -158,6 +159,9 @@ fn walk(inner: &PoolInner, guards: &mut [crate::shard::ShardGuard<'_>]) -> Resul
                     || !bitmap::all_clear(&m.pages, 0, PAGES_PER_HUGE)
                 {
                     return Err(format!("segment {seg}: parked as free but not wholly free"));
+                }
+                if m.purged.load(Relaxed) == 0 && segs.purging() && !segs.parked_dirty() {
+                    return Err(format!("segment {seg}: parked and not purged, but the table says none waits"));
                 }
             }
             SegmentState::Owned => {
