@@ -25,7 +25,8 @@
 //! free right neighbour (through its header); both are unlinked in O(1)
 //! because the lists are doubly linked. A page node that becomes wholly free
 //! goes back to its huge node and merges there. A huge node that becomes
-//! wholly free is kept (up to [`KEEP_WHOLE_NODES`] per shard) or handed back.
+//! wholly free is kept (up to [`KEEP_WHOLE_NODES`] per shard; its pages
+//! go after the purge delay, see `purge`) or handed back.
 //!
 //! # Deferred coalescing
 //!

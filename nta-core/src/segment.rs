@@ -35,7 +35,9 @@
 //! reader maps them) and its range made inaccessible again, so RSS falls. `Pool::trim` releases them at once. The delay
 //! keeps a workload that frees and reallocates hundreds of megabytes in a
 //! burst from faulting it all back in each time (mimalloc purges with a
-//! delay for the same reason). All of this is the cold path and runs under one
+//! delay for the same reason). The retained ones keep their mapping but
+//! give their pages back once parked for the purge delay (default 10 s,
+//! see `purge`). All of this is the cold path and runs under one
 //! futex lock (see `lock`); the allocation fast path never touches it.
 //!
 //! # Runs: buffers above 2 MiB
