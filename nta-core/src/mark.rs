@@ -130,7 +130,7 @@ pub unsafe fn write(chunk: *mut u8, word: u64) {
 /// Clears a chunk's mark word (the chunk leaves its cache or queue).
 ///
 /// # Safety
-/// As for [`write`].
+/// As for [`write()`].
 #[inline]
 pub unsafe fn clear(chunk: *mut u8) {
     // SAFETY: per the caller.

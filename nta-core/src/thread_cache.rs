@@ -30,9 +30,10 @@
 //!
 //! # Bounds and flushing
 //!
-//! - at most [`TC_PER_CLASS`] chunks per size and [`TC_MAX_BYTES`] per
-//!   thread and pool; a free that does not fit hands half the size's stack
-//!   back to the shards in one batch, then parks;
+//! - at most [`TC_PER_CLASS`] chunks per size and
+//!   [`TC_MAX_BYTES`](crate::thread_slot::TC_MAX_BYTES) per thread and
+//!   pool; a free that does not fit hands half the size's stack back to
+//!   the shards in one batch, then parks;
 //! - a thread's slot is flushed (its chunks freed for real, through their
 //!   owner shards) by `Pool::collect` on that thread, when the thread uses
 //!   more than [`TC_POOLS`] pools (least recently used first), when the
