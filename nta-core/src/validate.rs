@@ -6,8 +6,9 @@
 //!
 //! 1. Segment states: `mapped == |Owned| + |Free|`; a Free segment is wholly
 //!    free with no page nodes, and if its pages wait for their purge the
-//!    table knows that some do (see `purge`); an Owned segment's owner is a real shard, and
-//!    no change of its bitmaps is open (`bits_seq` even, see `node`).
+//!    table knows that some do (see `purge`); an Owned segment's owner is a
+//!    real shard, and no change of its bitmaps is open (`bits_seq` even, see
+//!    `node`).
 //! 2. Per level region (each page node, and the huge-level spans between
 //!    them): every maximal run of free granules is exactly one free extent
 //!    whose header and footer give the run's length — so no two free
