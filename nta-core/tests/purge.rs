@@ -135,8 +135,9 @@ fn a_node_emptied_again_and_again_keeps_its_pages() {
     // the small chunks of `work` come from the anchor's segment. Each round
     // empties the kept node again and then takes the slow paths often
     // enough for the clock to be read while the node is wholly free: its
-    // wait starts over every round, so it is never purged.
-    let p = pool(Duration::from_millis(200));
+    // wait starts over every round, so it is never purged. (The delay is
+    // long so that a loaded machine's scheduling stalls stay far below it.)
+    let p = pool(Duration::from_millis(1000));
     let anchor = p.alloc(1 << 20).unwrap();
     let first = p.alloc(BIG).unwrap();
     assert_ne!(first.as_ptr() as usize / SEGMENT, anchor.as_ptr() as usize / SEGMENT);
@@ -146,7 +147,7 @@ fn a_node_emptied_again_and_again_keeps_its_pages() {
         p.free_sized(first, BIG);
     }
     let start = Instant::now();
-    while start.elapsed() < Duration::from_millis(600) {
+    while start.elapsed() < Duration::from_millis(1500) {
         let b = p.alloc(BIG).unwrap();
         assert_eq!(b, first, "the kept node is carved again");
         // SAFETY: live, freed once.
