@@ -122,8 +122,6 @@ pub(crate) struct PoolInner {
     leaked: Kept,
     key: Key,
     exportable: bool,
-    /// `Config::purge_delay_ms`.
-    purge_delay_ms: u64,
     segs: Segments,
     shards: MetaArray<Shard>,
     slots: MetaArray<ThreadSlot>,
@@ -196,7 +194,6 @@ impl PoolInner {
             leaked: Kept(OnceLock::new()),
             key: Key::random(),
             exportable: cfg.exportable,
-            purge_delay_ms: cfg.purge_delay_ms,
             segs,
             shards,
             slots,
@@ -479,10 +476,11 @@ impl PoolInner {
     }
 
     /// The purge check of the shard `g` holds, on its slow paths (see
-    /// `purge`): one load and a branch while nothing wholly free waits.
+    /// `purge`): a few loads and a branch while nothing wholly free waits,
+    /// or when purging is off.
     #[inline]
     fn maintain(&self, g: &mut ShardGuard<'_>) {
-        if g.heap().purge_pending() || self.segs.parked_dirty() {
+        if self.segs.purging() && (g.heap().purge_pending() || self.segs.parked_dirty()) {
             self.maintain_slow(g);
         }
     }
@@ -492,12 +490,12 @@ impl PoolInner {
     #[cold]
     #[inline(never)]
     fn maintain_slow(&self, g: &mut ShardGuard<'_>) {
-        if !g.heap().purge_tick() || self.purge_delay_ms == u64::MAX {
+        if !g.heap().purge_tick() {
             return;
         }
         let now = self.segs.now_ms();
         // SAFETY: we hold the shard.
-        unsafe { g.heap().purge_whole(&self.segs, now, self.purge_delay_ms) };
+        unsafe { g.heap().purge_whole(&self.segs, now, self.segs.purge_delay_ms()) };
         self.segs.purge_parked_due(now);
     }
 

@@ -23,8 +23,10 @@
 //! **When.** A node that becomes wholly free and stays on a shard's lists
 //! marks the shard dirty. The shard's slow paths (the calls that take its
 //! lock: thread-cache refills and overflows, sizes above the caches) call
-//! [`PoolInner::maintain`](crate::inner::PoolInner), which costs one load
-//! and one branch while nothing is dirty. While something is, every
+//! [`PoolInner::maintain`](crate::inner::PoolInner), which costs three
+//! loads (purging on, the shard's state, the table's) and a branch while
+//! nothing is dirty, and one load when purging is off. While something is
+//! dirty, every
 //! [`PURGE_TICKS`]-th call reads the clock. The first reading notes the
 //! time; a reading at least the purge delay later gives the pages back, if
 //! the node is still wholly free. A node dirtied again in between starts
@@ -68,12 +70,6 @@ enum State {
 pub struct Purge {
     state: State,
     ticks: u32,
-}
-
-impl Default for Purge {
-    fn default() -> Self {
-        Self::new()
-    }
 }
 
 impl Purge {

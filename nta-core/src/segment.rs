@@ -819,10 +819,16 @@ impl Segments {
         self.purge_due_ms.load(Relaxed) != u64::MAX
     }
 
-    /// Whether parked segments give their pages back after a delay (not
+    /// Whether wholly free memory gives its pages back after a delay (not
     /// when the purge delay is `u64::MAX`).
+    #[inline]
     pub fn purging(&self) -> bool {
         self.purge_delay_ms != u64::MAX
+    }
+
+    /// The purge delay, in ms (see `purge`).
+    pub fn purge_delay_ms(&self) -> u64 {
+        self.purge_delay_ms
     }
 
     /// Gives back the pages of the parked segments whose purge delay has
@@ -852,7 +858,7 @@ impl Segments {
                     }
                     m.purged.store(1, Relaxed);
                 } else {
-                    due = due.min(parked.saturating_add(self.purge_delay_ms));
+                    due = due.min(parked.saturating_add(delay_ms));
                 }
             }
             cur = m.next.load(Relaxed);
