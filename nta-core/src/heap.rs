@@ -33,7 +33,11 @@
 //! Frees of chunks up to 2 KiB first go to the shard's bounded quick cache
 //! (see `quick_cache`) and are served again to allocations of the same
 //! size; the cache is flushed — merged for real — before the pool grows,
-//! before an allocation fails, and on `Pool::collect`.
+//! before an allocation fails, and on `Pool::collect`. When it is full, a
+//! freed chunk of a page node is pending on its page node instead (see
+//! `pending`): a page node whose every used granule is pending goes back
+//! whole, and the rest are merged before a new page node is carved, and
+//! where the quick cache is flushed.
 //!
 //! Invariant: `whole_free` equals the number of extents of exactly
 //! `HUGE_GRANULES` on the TLSF lists.
@@ -42,6 +46,7 @@ use crate::bitmap;
 use crate::extent::{footer_before, header_size, write_tags, FreeHdr};
 use crate::free_list::FreeLists;
 use crate::granule::*;
+use crate::pending::Pending;
 use crate::purge::Purge;
 use crate::quick_cache::QuickCache;
 use crate::segment::Segments;
@@ -63,6 +68,8 @@ pub struct Heap {
     large: FreeLists<{ TLSF_LISTS / 64 }>,
     whole_free: usize,
     quick: QuickCache,
+    /// Freed chunks of page nodes waiting on their page node (see `pending`).
+    pending: Pending,
     /// When the wholly free node on the lists gives its pages back (see
     /// `purge`).
     purge: Purge,
@@ -105,6 +112,7 @@ impl Heap {
             large: FreeLists::new(checked),
             whole_free: 0,
             quick: QuickCache::new(),
+            pending: Pending::new(),
             purge: Purge::new(),
             checked,
         }
@@ -113,6 +121,11 @@ impl Heap {
     /// The quick cache of freed small chunks (see `quick_cache`).
     pub fn quick(&self) -> &QuickCache {
         &self.quick
+    }
+
+    /// The page nodes' pending frees (see `pending`).
+    pub fn pending(&self) -> &Pending {
+        &self.pending
     }
 
     /// Wholly free huge nodes on the lists.
@@ -222,15 +235,20 @@ impl Heap {
                     return Some(p);
                 }
                 if small {
+                    // Pending memory is reused before a new page node.
+                    if !self.pending.is_empty() {
+                        self.flush_pending(segs, c);
+                        continue;
+                    }
                     if self.new_page_node(segs, c) {
                         continue;
                     }
                 } else if let Some(p) = self.alloc_large(segs, c, g, align) {
                     return Some(p);
                 }
-                // Before the pool grows, merge what the quick cache holds.
-                if !self.quick.is_empty() {
-                    self.flush_quick(segs, c);
+                // Before the pool grows, merge what the caches hold.
+                if !self.quick.is_empty() || !self.pending.is_empty() {
+                    self.flush_deferred(segs, c);
                     continue;
                 }
                 if self.grow(segs, shard) {
@@ -306,10 +324,57 @@ impl Heap {
                     bitmap::assign(&m.start, loc.granule, false);
                     bitmap::set_range(&m.free, loc.granule, loc.granule + g);
                 });
-                if self.release_range(segs, c, loc.seg, loc.granule, g) {
+                if self.release_range(segs, c, loc.seg, loc.granule, g)
+                    || self.settle_page(segs, c, loc.seg, loc.granule)
+                {
                     segs.release(loc.seg, true);
                 }
             }
+        }
+    }
+
+    /// Merges every pending chunk (see `pending`), page by page. Wholly free
+    /// nodes that result go back to the segment table.
+    ///
+    /// # Safety
+    /// The caller holds the shard.
+    pub unsafe fn flush_pending(&mut self, segs: &Segments, c: &Counters) {
+        // SAFETY: we hold the shard (caller contract).
+        while let Some(t) = unsafe { self.pending.take_page(segs) } {
+            let m = segs.meta(t.seg);
+            let mut link = t.head;
+            while link != 0 {
+                // SAFETY: `link` comes from the chain of the page just
+                // taken. Each chunk on it is a live-marked chunk start of
+                // this heap; merging one changes no other's bits (they are
+                // disjoint, and each one's end stays a chunk start or free).
+                unsafe {
+                    let (s, next) = Pending::follow(segs, t.seg, t.lo, link);
+                    link = next;
+                    let p = segs.addr(t.seg, s);
+                    crate::mark::clear(p);
+                    let g = m.chunk_granules(s);
+                    m.change_bits(|| {
+                        bitmap::assign(&m.start, s, false);
+                        bitmap::set_range(&m.free, s, s + g);
+                    });
+                    if self.release_range(segs, c, t.seg, s, g) {
+                        segs.release(t.seg, true);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Merges everything deferred: the quick cache and the pending chunks.
+    ///
+    /// # Safety
+    /// The caller holds the shard.
+    pub unsafe fn flush_deferred(&mut self, segs: &Segments, c: &Counters) {
+        // SAFETY: forwarded.
+        unsafe {
+            self.flush_quick(segs, c);
+            self.flush_pending(segs, c);
         }
     }
 
@@ -440,7 +505,8 @@ impl Heap {
 
     /// Frees the chunk at `loc` of `g` granules (the caller checked it),
     /// into the quick cache with the mark `park` when given and there is
-    /// room, else merging it at once. Returns true when its huge node became
+    /// room, else (with `park`, in a page node) pending on its page node,
+    /// else merging it at once. Returns true when its huge node became
     /// wholly free and must be handed back to the segment table by the
     /// caller.
     ///
@@ -457,6 +523,16 @@ impl Heap {
             // SAFETY: the caller gives up the live chunk.
             if unsafe { self.quick.push(segs.addr(loc.seg, s), g, mark_word) } {
                 return false;
+            }
+            if m.in_page_node(s) {
+                // SAFETY: a live chunk start of a page node, given up, in no
+                // cache; the caller holds the shard.
+                if unsafe { self.pending.park(segs, loc.seg, s, g, mark_word) } {
+                    return false;
+                }
+                // Every used granule of its page node is free now.
+                // SAFETY: as above.
+                return unsafe { self.release_page(segs, c, loc.seg, s & !(PAGE_GRANULES - 1)) };
             }
         }
         m.change_bits(|| {
@@ -505,7 +581,57 @@ impl Heap {
         });
         // SAFETY: the range was just made free, in one level region; the
         // caller holds the shard.
-        unsafe { self.release_range(segs, c, loc.seg, s, k * g) }
+        unsafe { self.release_range(segs, c, loc.seg, s, k * g) || self.settle_page(segs, c, loc.seg, s) }
+    }
+
+    /// After chunks of a page node were merged another way than pending:
+    /// if every used granule left in the page node at granule `s` of `seg`
+    /// is pending, frees the page node whole (see `pending`). Returns true
+    /// when the huge node became wholly free (see [`Heap::free`]).
+    ///
+    /// # Safety
+    /// The caller holds the shard, which owns `seg`.
+    #[inline]
+    unsafe fn settle_page(&mut self, segs: &Segments, c: &Counters, seg: usize, s: usize) -> bool {
+        // SAFETY: forwarded.
+        if unsafe { self.pending.settle(segs, seg, s) } {
+            // SAFETY: every used granule of the page node is pending, and
+            // its record was cleared.
+            unsafe { self.release_page(segs, c, seg, s & !(PAGE_GRANULES - 1)) }
+        } else {
+            false
+        }
+    }
+
+    /// Frees the page node at granule `lo` of `seg` whole: every used
+    /// granule in it is a chunk given up (pending, or being freed), and its
+    /// pending record is already cleared. Its free extents leave their
+    /// lists, its bitmaps are reset, and it merges at the huge level.
+    /// Returns true when the huge node became wholly free (see
+    /// [`Heap::free`]).
+    ///
+    /// # Safety
+    /// As described; the caller holds the shard, which owns `seg`.
+    unsafe fn release_page(&mut self, segs: &Segments, c: &Counters, seg: usize, lo: usize) -> bool {
+        let m = segs.meta(seg);
+        let hi = lo + PAGE_GRANULES;
+        let mut k = bitmap::next_set(&m.free, lo, hi);
+        while k < hi {
+            // SAFETY: a maximal free run in a page node is one listed extent
+            // of this heap (the heap invariant): `k` holds its header.
+            let n = unsafe { header_size(segs.addr(seg, k)) };
+            // SAFETY: as above.
+            unsafe { self.unlink(segs.addr(seg, k).cast(), n, true) };
+            k = bitmap::next_set(&m.free, k + n, hi);
+        }
+        m.change_bits(|| {
+            bitmap::clear_range(&m.start, lo, hi);
+            bitmap::set_range(&m.free, lo, hi);
+        });
+        bitmap::assign(&m.pages, lo / PAGE_GRANULES, false);
+        bump(&c.page_nodes, -1);
+        // SAFETY: the page is now a free range at the huge level, on no list.
+        unsafe { self.release_range(segs, c, seg, lo, PAGE_GRANULES) }
     }
 
     /// Merges the free range `s..s+n` (bits already set) with its free
@@ -664,8 +790,8 @@ impl Heap {
     /// Moves node `seg`, which this heap owns, to `to`: every free extent of
     /// the node leaves this heap's lists for `to`'s, and the page-node
     /// count moves with it. Live chunks stay where they are; the caller
-    /// stores the node's new owner. This heap's quick cache must hold no
-    /// chunk of the node (flush it first).
+    /// stores the node's new owner. This heap's quick cache and pending
+    /// chains must hold no chunk of the node (flush them first).
     ///
     /// # Safety
     /// The caller holds both shards; `seg` is owned by this heap.

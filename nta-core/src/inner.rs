@@ -946,7 +946,18 @@ impl PoolInner {
                     slot.steal_end();
                     found
                 }
-                Parked::Quick(j) if j < self.shards.len() => self.shards[j].lock().heap().quick().contains(ptr),
+                Parked::Quick(j) if j < self.shards.len() => {
+                    let mut g = self.shards[j].lock();
+                    let heap = g.heap();
+                    heap.quick().contains(ptr)
+                        || Loc::of(&self.segs, ptr as usize).is_some_and(|loc| {
+                            // SAFETY: we hold shard `j`; the walk only reads
+                            // the chain of the page `ptr` lies in, if that
+                            // page's record names one of shard `j`'s.
+                            self.segs.meta(loc.seg).owner.load(Acquire) == j as u32 + 1
+                                && unsafe { heap.pending().contains(&self.segs, loc.seg, loc.granule) }
+                        })
+                }
                 Parked::Remote(j) if j < self.shards.len() => {
                     // Drain the queue it claims to be on; if it was there, it
                     // is now cached or merged, and the next round sees that.
@@ -1101,7 +1112,7 @@ impl PoolInner {
 
     /// Flushes the calling thread's cache for this pool, drains every
     /// shard's remote-free queue and merges every chunk held in the shards'
-    /// quick caches, now. (Other threads' caches are flushed by those
+    /// quick caches and pending on their page nodes, now. (Other threads' caches are flushed by those
     /// threads, when they exit, or by an allocation that would fail.)
     pub fn collect(&self) {
         if self.is_frozen() {
@@ -1111,7 +1122,7 @@ impl PoolInner {
         for shard in self.shards.iter() {
             let mut g = self.drain_or_panic(shard.lock());
             // SAFETY: we hold the shard.
-            unsafe { g.heap().flush_quick(&self.segs, &shard.counters) };
+            unsafe { g.heap().flush_deferred(&self.segs, &shard.counters) };
         }
     }
 
@@ -1168,6 +1179,7 @@ impl PoolInner {
                 let mut g = shard.lock();
                 largest = largest.max(g.heap().largest_free() * GRANULE);
                 st.cached_bytes += g.heap().quick().bytes() as u64;
+                st.pending_bytes += g.heap().pending().bytes() as u64;
             }
         }
         for slot in self.slots.iter() {

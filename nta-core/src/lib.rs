@@ -21,6 +21,7 @@
 //! | `remote`, `shard` | the remote-free queue; shards and their try-lock |
 //! | `mark` | the parked mark that catches double frees of cached chunks |
 //! | `quick_cache`, `thread_slot`, `thread_cache` | bounded caches of freed small chunks: per shard, and per thread (no atomics), with a take-over protocol |
+//! | `pending` | deferred page frees: a burst of frees merged per page node, or a page node freed whole |
 //! | `inner`, `large`, `reclaim` | routing among shards; buffers above 2 MiB; what an allocation gathers before it fails |
 //! | `purge`, `decay` | wholly free memory's pages given back after a delay while the pool works; everything free given back once it goes quiet |
 //! | `fork`, `pool`, `handle` | fork handlers; the [`Pool`] handle and its builder; [`PoolHandle`], a buffer's handle (uncounted for a leaked pool) |
@@ -38,7 +39,8 @@
 //! - No page node is wholly free; a wholly free huge node is kept by its
 //!   shard (at most one) or handed back to the segment table.
 //! - A chunk's second word holds a parked mark iff the chunk sits in a
-//!   thread cache, a quick cache or a remote-free queue (`mark`).
+//!   thread cache, a quick cache, a page node's pending chain or a
+//!   remote-free queue (`mark`).
 //! - A run of `k` segments is `k` adjacent slots in state Run, owned by no
 //!   shard, with all-free bitmaps; the run counters sum the live runs.
 //!
@@ -84,6 +86,7 @@ mod mark;
 mod meta_array;
 mod node;
 mod occupancy;
+mod pending;
 mod pool;
 mod purge;
 mod quick_cache;

@@ -40,7 +40,7 @@
 
 use crate::granule::{HUGE_GRANULES, PAGES_PER_HUGE, PAGE_GRANULES};
 use std::sync::atomic::{
-    fence, AtomicU32, AtomicU64, AtomicU8, Ordering::Acquire, Ordering::Relaxed, Ordering::Release,
+    fence, AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering::Acquire, Ordering::Relaxed, Ordering::Release,
 };
 
 /// `owner` value of a node that no shard owns. Shard `i` is stored as `i + 1`
@@ -78,6 +78,12 @@ pub struct NodeMeta {
     /// While parked: 1 once its pages were given back, or found not to be
     /// givable (see `purge`); 0 from the moment it is parked.
     pub purged: AtomicU8,
+    /// Per page node: its deferred frees (see `pending`): pending granules
+    /// in bits 0..8, the first chunk of its chain plus one in bits 8..16.
+    pub pend: [AtomicU16; PAGES_PER_HUGE],
+    /// Per page node on its shard's pending list: previous page id in the
+    /// high half, next in the low half (see `pending`).
+    pub pend_link: [AtomicU64; PAGES_PER_HUGE],
 }
 
 impl std::fmt::Debug for NodeMeta {

@@ -104,7 +104,7 @@ pub(crate) fn drain_shards(pool: &PoolInner) -> bool {
         let mut g = pool.drain_or_panic(shard.lock());
         // SAFETY: we hold the shard.
         unsafe {
-            g.heap().flush_quick(segs, &shard.counters);
+            g.heap().flush_deferred(segs, &shard.counters);
             g.heap().drain_whole_nodes(segs, |seg| {
                 segs.release(seg, false);
                 released = true;
@@ -130,7 +130,7 @@ fn move_node(pool: &PoolInner, idx: usize, len: usize, align: usize) -> bool {
         }
         let (fc, tc) = (&from.shard().counters, &to.shard().counters);
         // SAFETY: we hold both shards.
-        unsafe { from.heap().flush_quick(segs, fc) };
+        unsafe { from.heap().flush_deferred(segs, fc) };
         if to.heap().donor_node(segs, len, align).is_some() {
             return true; // a racing free already made room at home
         }

@@ -31,6 +31,10 @@ pub struct Stats {
     /// Freed small chunks parked in threads' caches; counted in
     /// `free_bytes`.
     pub thread_cached_bytes: u64,
+    /// Freed chunks of page nodes pending on their page node (deferred
+    /// coalescing, merged before a new page node is carved); counted in
+    /// `free_bytes`.
+    pub pending_bytes: u64,
     /// The largest single free extent, in bytes.
     pub largest_free_bytes: u64,
     /// Metadata outside the pool memory: node bitmaps and fields of the

@@ -20,9 +20,10 @@
 //!    list heads; `whole_free` counts the wholly free huge nodes listed.
 //! 4. Counters: per shard, `page_nodes` equals what the walk counted; the
 //!    sums of `in_use_granules` over shards and thread slots equal the
-//!    walk's. Chunks parked in
-//!    quick caches and thread caches are used in the bitmaps but free in
-//!    the counters, and each must be a real chunk of the right size; each
+//!    walk's. Chunks parked in quick caches and thread caches, and chunks
+//!    pending on their page nodes, are used in the bitmaps but free in the
+//!    counters, and each must be a real chunk of the right size; the
+//!    pending records, chains and lists must agree (see `pending`); each
 //!    thread slot's per-size counts and byte total must match its stacks
 //!    (`ThreadSlot::check`).
 //!
@@ -79,7 +80,6 @@ pub fn validate(inner: &PoolInner) -> Result<(), String> {
 }
 
 fn walk(inner: &PoolInner, guards: &mut [crate::shard::ShardGuard<'_>]) -> Result<(), String> {
-    let segs = inner.segments();
     let nshards = inner.shard_count();
     let mut tally = vec![Tally::default(); nshards];
     // extent address -> (page level, granules, owner shard)
@@ -98,6 +98,31 @@ fn walk(inner: &PoolInner, guards: &mut [crate::shard::ShardGuard<'_>]) -> Resul
             return Err(format!("shard {shard}: chunk {p:p} is in the quick cache twice"));
         }
     }
+    // Chunks pending on their page nodes (see `pending`): used in the
+    // bitmaps, free in the counters, like quick-cached ones.
+    let segs = inner.segments();
+    let mut listed = std::collections::HashSet::new();
+    for (shard, g) in guards.iter_mut().enumerate() {
+        let mark_word = inner.key().mark(crate::mark::Parked::Quick(shard));
+        let mut dup = None;
+        // SAFETY: we hold the shard.
+        let pages = unsafe {
+            g.heap().pending().check(segs, mark_word, |seg, s, n| {
+                if cached.insert(segs.addr(seg, s) as usize, (n, shard)).is_some() {
+                    dup = Some((seg, s));
+                }
+            })
+        }
+        .map_err(|why| format!("shard {shard}: {why}"))?;
+        if let Some((seg, s)) = dup {
+            return Err(format!("shard {shard}: segment {seg} granule {s} is pending and cached"));
+        }
+        for id in pages {
+            if !listed.insert(id) {
+                return Err(format!("shard {shard}: page id {id} is on two shards' pending lists"));
+            }
+        }
+    }
     // Chunks in thread caches may belong to any shard (ANY_SHARD).
     for (i, slot) in inner.thread_slots().iter().enumerate() {
         slot.check().map_err(|why| format!("thread slot {i}: {why}"))?;
@@ -112,6 +137,17 @@ fn walk(inner: &PoolInner, guards: &mut [crate::shard::ShardGuard<'_>]) -> Resul
         }
     }
     let mut mapped = 0;
+    for seg in 0..segs.count() {
+        let m = segs.meta(seg);
+        if segs.state(seg) == SegmentState::Unmapped {
+            continue;
+        }
+        for page in 0..PAGES_PER_HUGE {
+            if (m.pend[page].load(Relaxed) != 0) != crate::pending::is_listed(&listed, seg, page) {
+                return Err(format!("segment {seg} page {page}: pending record and pending list disagree"));
+            }
+        }
+    }
     let (mut run_bytes, mut runs, mut run_left) = (0u64, 0u64, 0usize);
     for seg in 0..segs.count() {
         let m = segs.meta(seg);

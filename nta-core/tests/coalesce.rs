@@ -64,7 +64,7 @@ fn fill_then_free(order: Order, sized: bool) {
     pool.collect();
     pool.validate().unwrap();
     let st = pool.stats();
-    assert_eq!((st.cached_bytes, st.thread_cached_bytes), (0, 0));
+    assert_eq!((st.cached_bytes, st.thread_cached_bytes, st.pending_bytes), (0, 0, 0));
     assert_eq!(st.in_use_bytes, 0);
     assert_eq!(st.free_bytes, st.mapped_bytes, "{order:?}");
     assert_eq!(st.page_nodes, 0);
