@@ -343,7 +343,15 @@ impl Heap {
         while let Some(t) = unsafe { self.pending.take_page(segs) } {
             let m = segs.meta(t.seg);
             let mut link = t.head;
+            // A chain holds at most 127 chunks; a link out of its page, to a
+            // granule that starts no chunk, or a longer chain is a write
+            // after free into a pending chunk.
+            let mut left = PAGE_GRANULES;
             while link != 0 {
+                if link > PAGE_GRANULES || left == 0 || !bitmap::test(&m.start, t.lo + link - 1) {
+                    crate::checked::corruption(segs.addr(t.seg, t.lo), "a pending chain's link is out of range");
+                }
+                left -= 1;
                 // SAFETY: `link` comes from the chain of the page just
                 // taken. Each chunk on it is a live-marked chunk start of
                 // this heap; merging one changes no other's bits (they are
