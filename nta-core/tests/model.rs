@@ -87,6 +87,8 @@ struct Model {
     max_live: usize,
     /// Allocations that returned `None`.
     failed: u64,
+    /// The most `pending_bytes` a check saw.
+    max_pending: u64,
     live: Vec<Live>,
     by_addr: BTreeMap<usize, usize>, // start -> end (granule-rounded)
     next_fill: u8,
@@ -225,11 +227,12 @@ impl Model {
 
     /// `exact`: remote frees have been drained, so the stats must equal the
     /// model; otherwise chunks still queued for their owner count as in use.
-    fn check_all(&self, exact: bool) {
+    fn check_all(&mut self, exact: bool) {
         for l in &self.live {
             self.check(l);
         }
         let st = self.pool.stats();
+        self.max_pending = self.max_pending.max(st.pending_bytes);
         let in_use: usize = self.live.iter().map(|l| rounded(l.len, l.run)).sum();
         if exact {
             assert_eq!(st.in_use_bytes, in_use as u64, "in-use bytes");
@@ -243,6 +246,14 @@ impl Model {
 
 /// Runs `ops` on a fresh pool; returns the allocations that failed.
 fn run_on(ops: &[Op], shards: usize, capacity: usize, max_live: usize) -> u64 {
+    run_checking(ops, shards, capacity, max_live, 1).0
+}
+
+/// [`run_on`], checking every live chunk's pattern and the stats after
+/// every `every`-th operation (and at each validation) rather than after
+/// each one. Returns the allocations that failed and the most bytes seen
+/// waiting on page nodes (`Stats::pending_bytes`) at a check.
+fn run_checking(ops: &[Op], shards: usize, capacity: usize, max_live: usize, every: usize) -> (u64, u64) {
     let pool = Pool::builder()
         .capacity(capacity)
         .shards(shards)
@@ -256,6 +267,7 @@ fn run_on(ops: &[Op], shards: usize, capacity: usize, max_live: usize) -> u64 {
         capacity,
         max_live,
         failed: 0,
+        max_pending: 0,
         live: Vec::new(),
         by_addr: BTreeMap::new(),
         next_fill: 0,
@@ -263,7 +275,9 @@ fn run_on(ops: &[Op], shards: usize, capacity: usize, max_live: usize) -> u64 {
     };
     for (i, op) in ops.iter().enumerate() {
         m.apply(op);
-        m.check_all(shards == 1);
+        if i % every == every - 1 {
+            m.check_all(shards == 1);
+        }
         if i % BATCH == BATCH - 1 {
             m.pool.validate().unwrap_or_else(|e| panic!("after op {i} ({op:?}): {e}"));
             m.check_all(true); // validate() drained the remote queues
@@ -280,7 +294,7 @@ fn run_on(ops: &[Op], shards: usize, capacity: usize, max_live: usize) -> u64 {
     assert_eq!(st.in_use_bytes, 0);
     assert_eq!(st.free_bytes, st.mapped_bytes);
     m.pool.unbind_current_thread();
-    m.failed
+    (m.failed, m.max_pending)
 }
 
 fn run(ops: &[Op], shards: usize) {
@@ -304,6 +318,51 @@ fn small_pool_exhaustion_and_runs() {
         .unwrap();
     assert!(failed.get() > 0, "the variant never exhausted its pool");
     println!("{} allocations failed at exhaustion", failed.get());
+}
+
+/// Bursts of frees past the thread cache and the quick cache, so that freed
+/// chunks wait on their page nodes (nta-core's `pending`), page nodes come
+/// back whole, and waiting chunks merge when the next allocations need room:
+/// `n` chunks of a few small sizes, then three quarters of them freed in
+/// random order (now and then from the other shard, through its remote
+/// queue), twice over.
+fn burst_ops() -> impl Strategy<Value = Vec<Op>> {
+    (
+        200usize..1200,
+        prop::sample::select(vec![1usize, 32, 40, 64, 100, 200, 594]),
+        prop::collection::vec(any::<usize>(), 900),
+        any::<bool>(),
+    )
+        .prop_map(|(n, len, picks, sized)| {
+            let mut ops = Vec::new();
+            for round in 0..2 {
+                for i in 0..n {
+                    ops.push(Op::Alloc { len: len + 32 * (i % 3) * round, align_shift: 0 });
+                }
+                for &pick in &picks[..n * 3 / 4] {
+                    if pick % 61 == 0 {
+                        ops.push(Op::SwitchShard);
+                    }
+                    ops.push(Op::Free { pick, sized });
+                }
+            }
+            ops
+        })
+}
+
+#[test]
+fn bursts_of_frees_past_the_caches() {
+    use proptest::test_runner::{Config, TestRunner};
+    let pending = std::cell::Cell::new(0u64);
+    let mut runner = TestRunner::new(Config { cases: cases(32), max_shrink_iters: 64, ..Config::default() });
+    runner
+        .run(&burst_ops(), |ops| {
+            pending.set(pending.get().max(run_checking(&ops, 2, 32 << 20, 4096, BATCH).1));
+            Ok(())
+        })
+        .unwrap();
+    assert!(pending.get() > 0, "no freed chunk ever waited on its page node");
+    println!("at most {} bytes waited on page nodes", pending.get());
 }
 
 /// Cases per property: 256, or `NTA_MODEL_CASES` (CI's sanitizer run
