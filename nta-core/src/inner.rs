@@ -91,12 +91,13 @@ pub(crate) struct Config {
 }
 
 impl Config {
-    /// The defaults: capacity = physical memory, one shard per CPU, try
+    /// The defaults: capacity = physical memory (at most
+    /// [`MAX_CAPACITY`](crate::MAX_CAPACITY)), one shard per CPU, try
     /// hugepages, unchecked (unless the `checked` feature is on), keep 64 MiB
     /// of wholly free segments mapped for reuse, exportable memfd segments.
     pub fn default_for_machine() -> Config {
         Config {
-            capacity: sys::phys_mem_bytes(),
+            capacity: sys::phys_mem_bytes().min(crate::MAX_CAPACITY),
             shards: sys::cpu_count(),
             hugepages: HugePages::Try,
             checked: cfg!(feature = "checked"),
@@ -161,8 +162,8 @@ impl PoolInner {
             return Err(Error::InvalidConfig("shards must be between 1 and 4096"));
         }
         let count = cfg.capacity.div_ceil(HUGE_NODE_BYTES);
-        if count >= u32::MAX as usize || count.checked_mul(HUGE_NODE_BYTES).is_none() {
-            return Err(Error::InvalidConfig("capacity too large"));
+        if cfg.capacity > crate::MAX_CAPACITY {
+            return Err(Error::InvalidConfig("capacity too large (at most MAX_CAPACITY, 16 TiB)"));
         }
         crate::fork::install_handlers();
         let retain = if cfg.premap { count * HUGE_NODE_BYTES } else { cfg.retain_bytes };

@@ -113,6 +113,11 @@ pub use pool::{HugePages, Pool, PoolBuilder};
 pub use segment::Backing;
 pub use stats::Stats;
 
+/// The largest pool capacity, about 16 TiB: the deferred page frees name a
+/// page node by a 32-bit id. [`PoolBuilder::capacity`] beyond it makes
+/// `build` fail; the default (physical memory) is capped to it.
+pub const MAX_CAPACITY: usize = pending::MAX_SEGMENTS * HUGE_NODE_BYTES;
+
 /// Resident set size of this process, from `/proc/self/statm` (for tests and
 /// benchmarks that check memory really goes back to the OS).
 pub fn rss_bytes() -> std::io::Result<usize> {

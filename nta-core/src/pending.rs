@@ -64,10 +64,14 @@ pub struct Pending {
     granules: usize,
 }
 
+/// Segments a pool may have: every page id (`seg * 512 + page + 1`) fits
+/// in 32 bits. `Pool` caps its capacity to match (`MAX_CAPACITY`).
+pub const MAX_SEGMENTS: usize = (u32::MAX as usize) / PAGES_PER_HUGE;
+
 /// A page id: `seg * 512 + page + 1`.
 #[inline]
 fn page_id(seg: usize, page: usize) -> u32 {
-    debug_assert!(seg < (u32::MAX as usize) / PAGES_PER_HUGE);
+    debug_assert!(seg < MAX_SEGMENTS);
     (seg * PAGES_PER_HUGE + page + 1) as u32
 }
 

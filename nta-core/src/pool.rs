@@ -77,7 +77,8 @@ pub struct PoolBuilder {
 }
 
 impl PoolBuilder {
-    /// Hard cap on mapped bytes, rounded up to whole 2 MiB segments.
+    /// Hard cap on mapped bytes, rounded up to whole 2 MiB segments; at
+    /// most [`MAX_CAPACITY`](crate::MAX_CAPACITY) (`build` fails beyond).
     pub fn capacity(mut self, bytes: usize) -> Self {
         self.cfg.capacity = bytes;
         self

@@ -151,3 +151,11 @@ fn exhaustion_returns_none_and_recovers() {
     assert_eq!(p.stats().mapped_bytes, 4 << 20);
     let _ = GRANULE;
 }
+
+#[test]
+fn a_capacity_past_the_limit_is_refused_with_a_clear_error() {
+    for capacity in [0, nta_core::MAX_CAPACITY + 1, usize::MAX] {
+        let err = Pool::builder().capacity(capacity).build().unwrap_err();
+        assert!(matches!(err, nta_core::Error::InvalidConfig(_)), "{capacity}: {err}");
+    }
+}
