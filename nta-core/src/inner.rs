@@ -1113,8 +1113,9 @@ impl PoolInner {
 
     /// Flushes the calling thread's cache for this pool, drains every
     /// shard's remote-free queue and merges every chunk held in the shards'
-    /// quick caches and pending on their page nodes, now. (Other threads' caches are flushed by those
-    /// threads, when they exit, or by an allocation that would fail.)
+    /// quick caches or pending on their page nodes, now. (Other threads'
+    /// caches are flushed by those threads, when they exit, or by an
+    /// allocation that would fail.)
     pub fn collect(&self) {
         if self.is_frozen() {
             return;

@@ -339,8 +339,10 @@ impl Pool {
         crate::validate::validate(&self.inner)
     }
 
-    /// Merges every pending remote free and every chunk in this thread's
-    /// and the shards' caches now (like `mi_collect`). Memory stays mapped.
+    /// Merges every pending remote free, every chunk in this thread's and
+    /// the shards' caches, and every chunk waiting on its page node
+    /// (`Stats::pending_bytes`) now (like `mi_collect`). Memory stays
+    /// mapped.
     pub fn collect(&self) {
         self.inner.collect()
     }
