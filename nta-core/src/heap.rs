@@ -319,13 +319,7 @@ impl Heap {
             // SAFETY: cached chunks are live-marked chunks of this heap.
             unsafe {
                 let loc = Loc::of(segs, p as usize).unwrap_unchecked();
-                let m = segs.meta(loc.seg);
-                m.change_bits(|| {
-                    bitmap::assign(&m.start, loc.granule, false);
-                    bitmap::set_range(&m.free, loc.granule, loc.granule + g);
-                });
-                if self.release_range(segs, c, loc.seg, loc.granule, g)
-                    || self.settle_page(segs, c, loc.seg, loc.granule)
+                if self.merge_chunk(segs, c, loc.seg, loc.granule, g) || self.settle_page(segs, c, loc.seg, loc.granule)
                 {
                     segs.release(loc.seg, true);
                 }
@@ -361,12 +355,7 @@ impl Heap {
                     link = next;
                     let p = segs.addr(t.seg, s);
                     crate::mark::clear(p);
-                    let g = m.chunk_granules(s);
-                    m.change_bits(|| {
-                        bitmap::assign(&m.start, s, false);
-                        bitmap::set_range(&m.free, s, s + g);
-                    });
-                    if self.release_range(segs, c, t.seg, s, g) {
+                    if self.merge_chunk(segs, c, t.seg, s, m.chunk_granules(s)) {
                         segs.release(t.seg, true);
                     }
                 }
@@ -543,12 +532,26 @@ impl Heap {
                 return unsafe { self.release_page(segs, c, loc.seg, s & !(PAGE_GRANULES - 1)) };
             }
         }
+        // SAFETY: per the caller.
+        unsafe { self.merge_chunk(segs, c, loc.seg, s, g) }
+    }
+
+    /// Marks the chunk at granule `s` of `seg` (`g` granules) free and
+    /// merges it with its free neighbours. Returns true when its huge node
+    /// became wholly free (see [`Heap::free`]).
+    ///
+    /// # Safety
+    /// `s` starts a chunk of exactly `g` granules, given up and in no cache,
+    /// in a node of this heap; the caller holds the shard.
+    #[inline]
+    unsafe fn merge_chunk(&mut self, segs: &Segments, c: &Counters, seg: usize, s: usize, g: usize) -> bool {
+        let m = segs.meta(seg);
         m.change_bits(|| {
             bitmap::assign(&m.start, s, false);
             bitmap::set_range(&m.free, s, s + g);
         });
         // SAFETY: the range was just made free; the caller holds the shard.
-        unsafe { self.release_range(segs, c, loc.seg, s, g) }
+        unsafe { self.release_range(segs, c, seg, s, g) }
     }
 
     /// Frees `k` adjacent chunks of `g` granules each, the first at `loc`,

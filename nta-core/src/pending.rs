@@ -88,6 +88,13 @@ fn link_of(segs: &Segments, id: u32) -> &AtomicU64 {
     &segs.meta(seg).pend_link[page]
 }
 
+/// A page node's record: its pending granules and its chain's first link.
+#[inline]
+fn record(segs: &Segments, seg: usize, page: usize) -> (usize, usize) {
+    let rec = usize::from(segs.meta(seg).pend[page].load(Relaxed));
+    (rec & 0xff, rec >> 8)
+}
+
 /// Granules of page node `page` of `seg` that are free at the page level.
 #[inline]
 fn free_granules(segs: &Segments, seg: usize, page: usize) -> usize {
@@ -146,6 +153,14 @@ impl Pending {
         link_of(segs, id).store(0, Relaxed);
     }
 
+    /// Takes page node `page` of `seg`, which holds `count` pending
+    /// granules, off the list and clears its record.
+    fn forget(&mut self, segs: &Segments, seg: usize, page: usize, count: usize) {
+        self.remove_page(segs, page_id(seg, page));
+        self.granules -= count;
+        segs.meta(seg).pend[page].store(0, Relaxed);
+    }
+
     /// Makes the chunk at granule `s` of `seg` (`g` granules, in a page
     /// node) pending, writing the link and `mark_word` into it. Returns
     /// false when that would leave every used granule of its page node
@@ -158,16 +173,11 @@ impl Pending {
     /// start of `g` granules in a page node, given up, in no cache.
     #[inline]
     pub unsafe fn park(&mut self, segs: &Segments, seg: usize, s: usize, g: usize, mark_word: u64) -> bool {
-        let page = (s / PAGE_GRANULES) % PAGES_PER_HUGE;
-        let lo = s & !(PAGE_GRANULES - 1);
-        let m = segs.meta(seg);
-        let rec = usize::from(m.pend[page].load(Relaxed));
-        let (count, head) = (rec & 0xff, rec >> 8);
+        let (page, lo) = (s / PAGE_GRANULES, s & !(PAGE_GRANULES - 1));
+        let (count, head) = record(segs, seg, page);
         if count + g + free_granules(segs, seg, page) == PAGE_GRANULES {
             if count > 0 {
-                self.remove_page(segs, page_id(seg, page));
-                self.granules -= count;
-                m.pend[page].store(0, Relaxed);
+                self.forget(segs, seg, page, count);
             }
             return false;
         }
@@ -179,7 +189,7 @@ impl Pending {
         }
         // count + g < PAGE_GRANULES = 128 and s - lo + 1 <= 128: both fit
         // in 8 bits.
-        m.pend[page].store(((count + g) | (s - lo + 1) << 8) as u16, Relaxed);
+        segs.meta(seg).pend[page].store(((count + g) | (s - lo + 1) << 8) as u16, Relaxed);
         if count == 0 {
             self.push_page(segs, page_id(seg, page));
         }
@@ -197,15 +207,12 @@ impl Pending {
     /// The caller holds the shard that owns `seg`.
     #[inline]
     pub unsafe fn settle(&mut self, segs: &Segments, seg: usize, s: usize) -> bool {
-        let page = (s / PAGE_GRANULES) % PAGES_PER_HUGE;
-        let m = segs.meta(seg);
-        let count = usize::from(m.pend[page].load(Relaxed)) & 0xff;
+        let page = s / PAGE_GRANULES;
+        let (count, _) = record(segs, seg, page);
         if count == 0 || count + free_granules(segs, seg, page) != PAGE_GRANULES {
             return false;
         }
-        self.remove_page(segs, page_id(seg, page));
-        self.granules -= count;
-        m.pend[page].store(0, Relaxed);
+        self.forget(segs, seg, page, count);
         true
     }
 
@@ -218,14 +225,10 @@ impl Pending {
         if self.first == 0 {
             return None;
         }
-        let id = self.first;
-        let (seg, page) = page_of(id);
-        let m = segs.meta(seg);
-        let rec = usize::from(m.pend[page].load(Relaxed));
-        self.remove_page(segs, id);
-        self.granules -= rec & 0xff;
-        m.pend[page].store(0, Relaxed);
-        Some(TakenPage { seg, lo: page * PAGE_GRANULES, head: rec >> 8 })
+        let (seg, page) = page_of(self.first);
+        let (count, head) = record(segs, seg, page);
+        self.forget(segs, seg, page, count);
+        Some(TakenPage { seg, lo: page * PAGE_GRANULES, head })
     }
 
     /// Reads one link of a chain: the chunk at `lo + link - 1` and the next
@@ -247,9 +250,8 @@ impl Pending {
     /// # Safety
     /// The caller holds the shard that owns `seg`.
     pub unsafe fn contains(&self, segs: &Segments, seg: usize, s: usize) -> bool {
-        let page = (s / PAGE_GRANULES) % PAGES_PER_HUGE;
-        let lo = s & !(PAGE_GRANULES - 1);
-        let mut link = usize::from(segs.meta(seg).pend[page].load(Relaxed)) >> 8;
+        let (page, lo) = (s / PAGE_GRANULES, s & !(PAGE_GRANULES - 1));
+        let (_, mut link) = record(segs, seg, page);
         // A chain holds at most 127 chunks; the bound guards a corrupt one.
         for _ in 0..PAGE_GRANULES {
             if link == 0 || link > PAGE_GRANULES {
@@ -295,8 +297,7 @@ impl Pending {
             if !m.in_page_node(lo) {
                 return Err(format!("pending list: segment {seg} page {page} is not a page node"));
             }
-            let rec = usize::from(m.pend[page].load(Relaxed));
-            let (count, mut link) = (rec & 0xff, rec >> 8);
+            let (count, mut link) = record(segs, seg, page);
             let mut sum = 0;
             for _ in 0..PAGE_GRANULES {
                 if link == 0 {
