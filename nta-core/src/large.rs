@@ -12,6 +12,11 @@
 //! - **shrink** parks the trailing segments the new length does not need;
 //! - **grow** takes the slots right after the run if they are free.
 //!
+//! The pages of a run's last segment past its length are given back when
+//! the run is taken and when it shrinks (see [`PoolInner::discard_run_tail`]):
+//! a recycled segment keeps the pages its previous user touched, and no
+//! request can use a run's tail, so they would stay resident for nothing.
+//!
 //! Accounting: a run counts `segments * 2 MiB` as in use (no other request
 //! can use its tail) and its requested length as live, in the segment
 //! table's `RunCounters` (updated under its lock).
@@ -20,7 +25,7 @@
 //! segments first.
 
 use crate::checked::{invalid_free, FreeError};
-use crate::granule::{granules_for, GRANULE, HUGE_NODE_BYTES};
+use crate::granule::{granules_for, GRANULE, HUGE_NODE_BYTES, PAGE_NODE_BYTES};
 use crate::heap::Loc;
 use crate::inner::PoolInner;
 use std::ptr::NonNull;
@@ -35,7 +40,22 @@ impl PoolInner {
     pub(crate) fn alloc_run(&self, len: usize) -> Option<NonNull<u8>> {
         let segments = segments_for(len);
         let head = self.segments().acquire_run(segments, len)?;
+        self.discard_run_tail(head, len);
         NonNull::new(self.segments().addr(head, 0))
+    }
+
+    /// Gives back the pages of the run headed by `head`, of `len` bytes,
+    /// that lie past `len` in its last segment. The caller owns the run:
+    /// it was just taken, or the caller resizes it.
+    fn discard_run_tail(&self, head: usize, len: usize) {
+        let last = segments_for(len) - 1;
+        let from = (len - last * HUGE_NODE_BYTES).next_multiple_of(PAGE_NODE_BYTES);
+        if from < HUGE_NODE_BYTES {
+            // SAFETY: past the run's length nobody reads or writes (the
+            // owner may use `len` bytes); a later grow in place hands out
+            // these bytes as new, uninitialized ones.
+            unsafe { self.segments().discard(head + last, from, HUGE_NODE_BYTES) };
+        }
     }
 
     /// Frees a pointer whose segment no shard owns: a run head, or an
@@ -68,6 +88,12 @@ impl PoolInner {
             return false;
         }
         let want = segments_for(new_len);
-        want <= segs.count() && segs.resize_run(head, want, new_len)
+        if want > segs.count() || !segs.resize_run(head, want, new_len) {
+            return false;
+        }
+        if new_len < old_len {
+            self.discard_run_tail(head, new_len);
+        }
+        true
     }
 }

@@ -478,7 +478,8 @@ impl Segments {
 
     /// Gives back the pages of `seg`'s bytes `from..to` (page aligned,
     /// free memory nobody reads: inside a free extent of the segment's
-    /// owner, who calls this under its shard's lock, or a parked segment).
+    /// owner, who calls this under its shard's lock, a parked segment, or
+    /// the tail of a run past its length, by the run's owner).
     /// Only segments on 4 KiB pages that are not sealed qualify, in a pool
     /// that is not premapped: a hugetlb or THP page would be split or
     /// cannot be punched, a sealed memfd refuses, and pinned pages must
@@ -486,8 +487,8 @@ impl Segments {
     ///
     /// # Safety
     /// Nothing may read or write `from..to` until it is allocated again: it
-    /// lies in a free extent, clear of its boundary tags, or in a parked
-    /// segment.
+    /// lies in a free extent, clear of its boundary tags, in a parked
+    /// segment, or past a run's length.
     pub unsafe fn discard(&self, seg: usize, from: usize, to: usize) -> bool {
         debug_assert!(from % PAGE_NODE_BYTES == 0 && to % PAGE_NODE_BYTES == 0 && from < to && to <= HUGE_NODE_BYTES);
         let m = self.meta(seg);

@@ -65,10 +65,12 @@ pub struct Stats {
     /// Frees merged (local and drained remote).
     pub frees: u64,
     /// Bytes of free pages given back to the OS while their segments stay
-    /// mapped (inside segments with live chunks, and retained wholly free
-    /// segments), summed over every decay and `Pool::trim` so far; a page
-    /// given back twice counts twice. They count in `free_bytes`; they are
-    /// simply not resident.
+    /// mapped (inside segments with live chunks, retained wholly free
+    /// segments, and the last segment of a buffer above 2 MiB past its
+    /// length), summed over every decay, purge, `Pool::trim` and run
+    /// allocation or shrink so far; a page given back twice counts twice.
+    /// They count in `free_bytes` (a run's tail in `in_use_bytes`); they
+    /// are simply not resident.
     pub discarded_bytes: u64,
 }
 

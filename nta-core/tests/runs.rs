@@ -174,3 +174,36 @@ fn a_run_resized_below_2_mib_is_still_a_run() {
     p.validate().unwrap();
     assert_eq!(p.stats().in_use_bytes, 0);
 }
+
+#[test]
+fn a_run_gives_back_the_pages_past_its_length() {
+    // Segments freed by a run stay mapped (the retain watermark) with the
+    // pages their user touched; a shorter run that takes them again must
+    // not keep its tail resident.
+    let p = pool(64 * MIB);
+    let a = p.alloc(4 * MIB).unwrap();
+    fill(a, 4 * MIB, 1);
+    // SAFETY: live, freed once.
+    unsafe { p.free(a) };
+    let before = p.stats().discarded_bytes;
+    let len = 2 * MIB + 8192 + 5;
+    let b = p.alloc(len).unwrap();
+    // The last segment keeps its first three pages (8197 bytes used).
+    let tail = (2 * MIB - 3 * 4096) as u64;
+    assert_eq!(p.stats().discarded_bytes - before, tail);
+    fill(b, len, 2);
+    // Shrinking in place gives back the pages past the new length.
+    // SAFETY: live; shrinks keep the pointer.
+    unsafe { p.shrink(b, 2 * MIB + 100) };
+    assert_eq!(p.stats().discarded_bytes - before, tail + (2 * MIB - 4096) as u64);
+    assert!(holds(b, 2 * MIB + 100, 2), "a shrink keeps the bytes below the new length");
+    // Growing again hands out the discarded bytes as new ones.
+    // SAFETY: live; `c` replaces `b`.
+    let c = unsafe { p.realloc(b, len) }.unwrap();
+    assert!(holds(c, 2 * MIB + 100, 2));
+    fill(c, len, 3);
+    assert!(holds(c, len, 3));
+    // SAFETY: live, freed once.
+    unsafe { p.free(c) };
+    p.validate().unwrap();
+}
