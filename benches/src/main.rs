@@ -173,6 +173,8 @@ struct NtaArgs {
     #[arg(long)]
     nta_shards: Option<usize>,
     /// Diagnostic: NTA frees without the length (`Pool::free`), as C's `free` does.
+    /// P1 then alternates sized and unsized frees by blocks in one run, and
+    /// reports both.
     #[arg(long)]
     nta_unsized_frees: bool,
 }

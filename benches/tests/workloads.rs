@@ -27,6 +27,7 @@ impl PeerVisitor for PacketMix {
         let result = packet_mix::run(peer, &params);
         assert_eq!(result.failed_allocs, 0, "{}", peer.name());
         assert_eq!(result.pairs, params.pairs);
+        assert!(result.paired.is_none());
         let max_live = (params.window * IMIX_SIZES[2]) as u64;
         assert!(result.peak_live_requested_bytes > 0 && result.peak_live_requested_bytes <= max_live);
     }
@@ -35,6 +36,28 @@ impl PeerVisitor for PacketMix {
 #[test]
 fn p1_packet_mix_accounts_on_every_peer() {
     on_every_peer(|_| PeerConfig::default(), PacketMix);
+}
+
+#[derive(Clone)]
+struct PairedFrees;
+impl PeerVisitor for PairedFrees {
+    type Output = ();
+    fn visit<P: Peer>(self, peer: &P) {
+        let params = PacketMixParams { paired_frees: true, ..PacketMixParams::at(Scale::Tiny) };
+        let result = packet_mix::run(peer, &params);
+        assert_eq!(result.failed_allocs, 0, "{}", peer.name());
+        // 5000 pairs: one group of four blocks of 1250.
+        assert_eq!(result.pairs, params.pairs);
+        let paired = result.paired.expect("the paired mode reports its blocks");
+        assert_eq!(paired.pairs_each, params.pairs / 2);
+        assert!(paired.sized_ns > 0 && paired.unsized_ns > 0);
+        assert!(paired.sized_ns + paired.unsized_ns <= result.elapsed_ns);
+    }
+}
+
+#[test]
+fn p1_paired_frees_time_both_kinds_of_blocks_on_every_peer() {
+    on_every_peer(|_| PeerConfig::default(), PairedFrees);
 }
 
 #[derive(Clone)]

@@ -55,6 +55,19 @@ pub trait Peer: Send + Sync {
     /// (the last length it was given) and has not been freed since.
     unsafe fn free(&self, ptr: NonNull<u8>, len: usize);
 
+    /// Frees a block, telling the allocator its length or not (as C's
+    /// `free` does not), whatever `free` does by default. Only NTA has both
+    /// ways (`Pool::free_sized`, `Pool::free`); the default is `free`.
+    ///
+    /// # Safety
+    /// As for [`Peer::free`].
+    #[inline]
+    unsafe fn free_as(&self, ptr: NonNull<u8>, len: usize, unsized_free: bool) {
+        let _ = unsized_free;
+        // SAFETY: forwarded.
+        unsafe { self.free(ptr, len) }
+    }
+
     /// Shrinks or grows a block, in place where the allocator can. On success
     /// the block is at the returned pointer (the old one is then invalid); on
     /// `None` the old block is untouched and still `old_len` long.

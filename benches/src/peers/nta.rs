@@ -70,10 +70,16 @@ impl Peer for NtaPeer {
 
     #[inline]
     unsafe fn free(&self, ptr: NonNull<u8>, len: usize) {
+        // SAFETY: forwarded.
+        unsafe { self.free_as(ptr, len, self.unsized_frees) }
+    }
+
+    #[inline]
+    unsafe fn free_as(&self, ptr: NonNull<u8>, len: usize, unsized_free: bool) {
         // SAFETY: Peer::free's contract is free_sized's: ptr is live from this
         // pool and len is its last length (which `free` does not need).
         unsafe {
-            if self.unsized_frees {
+            if unsized_free {
                 self.pool.free(ptr)
             } else {
                 self.pool.free_sized(ptr, len)

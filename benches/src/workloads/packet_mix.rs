@@ -4,6 +4,13 @@
 //! first and last cache line, and frees the buffer allocated `window` steps
 //! earlier. The figure is nanoseconds per alloc+free pair in steady state
 //! (the ring is filled before the clock starts and drained after it stops).
+//!
+//! With [`PacketMixParams::paired_frees`] the timed pairs run in blocks of
+//! [`PAIRED_BLOCK`] pairs whose frees alternate between sized and unsized
+//! ([`Peer::free_as`]) in the order sized, unsized, unsized, sized, ..., each
+//! block timed on its own: the two ways are compared in one process, over
+//! the same minutes, rather than in two runs that a shared host may slow
+//! differently.
 
 use std::ptr::NonNull;
 use std::time::Instant;
@@ -22,7 +29,19 @@ pub struct PacketMixParams {
     pub pairs: u64,
     /// Seed of the size sequence.
     pub seed: u64,
+    /// Alternate sized and unsized frees by blocks (see the module notes).
+    pub paired_frees: bool,
 }
+
+/// Pairs per block in the paired mode (fewer when the run is short).
+pub const PAIRED_BLOCK: u64 = 50_000;
+
+/// [`SlidingWindow::step_as`]: free as the peer does by default.
+pub const FREE_DEFAULT: u8 = 0;
+/// [`SlidingWindow::step_as`]: free with the length.
+pub const FREE_SIZED: u8 = 1;
+/// [`SlidingWindow::step_as`]: free without the length.
+pub const FREE_UNSIZED: u8 = 2;
 
 impl PacketMixParams {
     /// The parameters at `scale`.
@@ -32,7 +51,7 @@ impl PacketMixParams {
             Scale::Quick => 10_000_000,
             Scale::Tiny => 5_000,
         };
-        Self { window: 1024, pairs, seed: DEFAULT_SEED }
+        Self { window: 1024, pairs, seed: DEFAULT_SEED, paired_frees: false }
     }
 }
 
@@ -47,6 +66,32 @@ pub struct PacketMixResult {
     pub failed_allocs: u64,
     /// Peak of the requested bytes of live buffers.
     pub peak_live_requested_bytes: u64,
+    /// The paired mode's split of the timed part.
+    #[serde(default)]
+    pub paired: Option<PairedFrees>,
+}
+
+/// Time spent in the paired mode's blocks of each kind.
+#[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
+pub struct PairedFrees {
+    /// Pairs timed with sized frees (and as many with unsized ones).
+    pub pairs_each: u64,
+    /// Nanoseconds in the blocks with sized frees.
+    pub sized_ns: u64,
+    /// Nanoseconds in the blocks with unsized frees.
+    pub unsized_ns: u64,
+}
+
+impl PairedFrees {
+    /// Unsized over sized time.
+    pub fn unsized_over_sized(&self) -> f64 {
+        self.unsized_ns as f64 / self.sized_ns.max(1) as f64
+    }
+
+    /// Nanoseconds per pair with unsized frees.
+    pub fn unsized_ns_per_pair(&self) -> f64 {
+        self.unsized_ns as f64 / self.pairs_each.max(1) as f64
+    }
 }
 
 impl PacketMixResult {
@@ -97,6 +142,13 @@ impl SlidingWindow {
     /// buffer that slot held.
     #[inline]
     pub fn step<P: Peer + ?Sized>(&mut self, peer: &P) {
+        self.step_as::<P, FREE_DEFAULT>(peer)
+    }
+
+    /// [`SlidingWindow::step`], freeing as `HOW` says: [`FREE_DEFAULT`]
+    /// (`Peer::free`), [`FREE_SIZED`] or [`FREE_UNSIZED`] (`Peer::free_as`).
+    #[inline]
+    pub fn step_as<P: Peer + ?Sized, const HOW: u8>(&mut self, peer: &P) {
         let len = sizes::imix(&mut self.rng);
         let fresh = peer.alloc(len);
         match fresh {
@@ -111,7 +163,13 @@ impl SlidingWindow {
         let slot = &mut self.slots[self.next];
         if let Some((old, old_len)) = std::mem::replace(slot, fresh.map(|ptr| (ptr, len))) {
             // SAFETY: old was allocated by this peer with old_len and is freed once.
-            unsafe { peer.free(old, old_len) };
+            unsafe {
+                match HOW {
+                    FREE_SIZED => peer.free_as(old, old_len, false),
+                    FREE_UNSIZED => peer.free_as(old, old_len, true),
+                    _ => peer.free(old, old_len),
+                }
+            };
             self.live_requested_bytes -= old_len as u64;
         }
         self.next += 1;
@@ -143,17 +201,51 @@ impl SlidingWindow {
 pub fn run<P: Peer + ?Sized>(peer: &P, params: &PacketMixParams) -> PacketMixResult {
     let mut window = SlidingWindow::new(params.window, params.seed);
     window.fill(peer);
+    let mut paired = None;
     let start = Instant::now();
-    for _ in 0..params.pairs {
-        window.step(peer);
+    if params.paired_frees {
+        paired = Some(run_paired(peer, &mut window, params.pairs));
+    } else {
+        for _ in 0..params.pairs {
+            window.step(peer);
+        }
     }
     let elapsed_ns = nanos(start.elapsed());
     window.drain(peer);
     peer.settle();
     PacketMixResult {
-        pairs: params.pairs,
+        pairs: paired.map_or(params.pairs, |p| 2 * p.pairs_each),
         elapsed_ns,
         failed_allocs: window.failed_allocs,
         peak_live_requested_bytes: window.peak_live_requested_bytes,
+        paired,
     }
+}
+
+/// The paired mode's timed part: `pairs` rounded down to whole groups of
+/// four blocks (sized, unsized, unsized, sized), at least one group.
+fn run_paired<P: Peer + ?Sized>(peer: &P, window: &mut SlidingWindow, pairs: u64) -> PairedFrees {
+    let block = (pairs / 4).clamp(1, PAIRED_BLOCK);
+    let groups = (pairs / (4 * block)).max(1);
+    let mut result = PairedFrees { pairs_each: groups * 2 * block, sized_ns: 0, unsized_ns: 0 };
+    for i in 0..groups * 4 {
+        let unsized_free = matches!(i % 4, 1 | 2);
+        let start = Instant::now();
+        if unsized_free {
+            for _ in 0..block {
+                window.step_as::<P, FREE_UNSIZED>(peer);
+            }
+        } else {
+            for _ in 0..block {
+                window.step_as::<P, FREE_SIZED>(peer);
+            }
+        }
+        let ns = nanos(start.elapsed());
+        if unsized_free {
+            result.unsized_ns += ns;
+        } else {
+            result.sized_ns += ns;
+        }
+    }
+    result
 }
