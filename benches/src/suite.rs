@@ -450,13 +450,10 @@ pub fn diagnostics_note(tuning: &NtaTuning) -> Option<String> {
 
 fn packet_mix_params(options: &SuiteOptions) -> PacketMixParams {
     // NTA's unsized-free run compares both ways of freeing in one process
-    // (see `packet_mix`): two separate runs differ by more on a shared host
-    // than the two ways do.
-    PacketMixParams {
-        seed: options.seed,
-        paired_frees: options.nta_tuning.unsized_frees,
-        ..PacketMixParams::at(options.scale)
-    }
+    // (`packet_mix` turns the paired mode on for a peer whose frees are
+    // unsized): two separate runs differ by more on a shared host than the
+    // two ways do.
+    PacketMixParams { seed: options.seed, ..PacketMixParams::at(options.scale) }
 }
 
 fn footprint_params(options: &SuiteOptions) -> FootprintParams {

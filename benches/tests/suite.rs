@@ -37,6 +37,9 @@ fn every_workload_reports_every_peer() {
         if report.id == WorkloadId::P1 {
             assert!(lines.iter().any(|line| line.contains("\"unsized_over_sized\":")), "P1 runs NTA unsized too");
             assert!(markdown.contains("| nta, unsized frees"), "{markdown}");
+            // In process too, the unsized run times both kinds of blocks.
+            assert!(!markdown.contains("no paired blocks"), "{markdown}");
+            assert!(!lines.iter().any(|line| line.contains("\"unsized_over_sized\":null")), "{lines:?}");
             assert!(report.goals.iter().any(|g| g.text.contains("unsized frees")), "P1 judges the unsized goal");
         }
         assert!(markdown.contains("NTA hugepages **off**"), "{markdown}");

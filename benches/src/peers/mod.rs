@@ -68,6 +68,12 @@ pub trait Peer: Send + Sync {
         unsafe { self.free(ptr, len) }
     }
 
+    /// Whether [`Peer::free`] frees without the length (NTA with
+    /// `--nta-unsized-frees`); P1 then compares both ways in one run.
+    fn frees_unsized(&self) -> bool {
+        false
+    }
+
     /// Shrinks or grows a block, in place where the allocator can. On success
     /// the block is at the returned pointer (the old one is then invalid); on
     /// `None` the old block is untouched and still `old_len` long.

@@ -74,6 +74,10 @@ impl Peer for NtaPeer {
         unsafe { self.free_as(ptr, len, self.unsized_frees) }
     }
 
+    fn frees_unsized(&self) -> bool {
+        self.unsized_frees
+    }
+
     #[inline]
     unsafe fn free_as(&self, ptr: NonNull<u8>, len: usize, unsized_free: bool) {
         // SAFETY: Peer::free's contract is free_sized's: ptr is live from this

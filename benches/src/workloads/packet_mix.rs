@@ -5,7 +5,8 @@
 //! earlier. The figure is nanoseconds per alloc+free pair in steady state
 //! (the ring is filled before the clock starts and drained after it stops).
 //!
-//! With [`PacketMixParams::paired_frees`] the timed pairs run in blocks of
+//! With [`PacketMixParams::paired_frees`], or on a peer whose frees are
+//! unsized (NTA with `--nta-unsized-frees`), the timed pairs run in blocks of
 //! [`PAIRED_BLOCK`] pairs whose frees alternate between sized and unsized
 //! ([`Peer::free_as`]) in the order sized, unsized, unsized, sized, ..., each
 //! block timed on its own: the two ways are compared in one process, over
@@ -29,7 +30,8 @@ pub struct PacketMixParams {
     pub pairs: u64,
     /// Seed of the size sequence.
     pub seed: u64,
-    /// Alternate sized and unsized frees by blocks (see the module notes).
+    /// Alternate sized and unsized frees by blocks (see the module notes);
+    /// also on for a peer whose frees are unsized (`Peer::frees_unsized`).
     pub paired_frees: bool,
 }
 
@@ -203,7 +205,7 @@ pub fn run<P: Peer + ?Sized>(peer: &P, params: &PacketMixParams) -> PacketMixRes
     window.fill(peer);
     let mut paired = None;
     let start = Instant::now();
-    if params.paired_frees {
+    if params.paired_frees || peer.frees_unsized() {
         paired = Some(run_paired(peer, &mut window, params.pairs));
     } else {
         for _ in 0..params.pairs {
