@@ -449,10 +449,6 @@ pub fn diagnostics_note(tuning: &NtaTuning) -> Option<String> {
 }
 
 fn packet_mix_params(options: &SuiteOptions) -> PacketMixParams {
-    // NTA's unsized-free run compares both ways of freeing in one process
-    // (`packet_mix` turns the paired mode on for a peer whose frees are
-    // unsized): two separate runs differ by more on a shared host than the
-    // two ways do.
     PacketMixParams { seed: options.seed, ..PacketMixParams::at(options.scale) }
 }
 
@@ -501,8 +497,10 @@ const UNSIZED_LABEL: &str = "nta-unsized";
 pub fn packet_mix_report(options: &SuiteOptions) -> WorkloadReport {
     let params = packet_mix_params(options);
     // Issue 10: an unsized free (`Pool::free`) costs at most 1.1x a sized
-    // one. NTA runs once more in every round, its timed pairs alternating
-    // sized and unsized frees by blocks (`packet_mix`'s paired mode).
+    // one. NTA runs once more in every round with its frees unsized, which
+    // makes `packet_mix` alternate sized and unsized frees by blocks in
+    // that run (two separate runs differ by more on a shared host than the
+    // two ways of freeing do).
     let mut unsized_options = options.clone();
     unsized_options.nta_tuning.unsized_frees = true;
     let mut jobs: Vec<Job<'_>> = options.peers.iter().map(|&kind| (kind.name().to_string(), kind, options)).collect();
@@ -578,10 +576,10 @@ pub fn packet_mix_report(options: &SuiteOptions) -> WorkloadReport {
     let mut goals = vec![goal];
     if let Some(outcome) = unsized_outcome {
         let paired = outcome.as_ref().ok().and_then(|r| r.paired);
-        let unsized_nta = paired.map(|p| p.unsized_ns_per_pair());
+        let unsized_nta = paired.map(|p| p.ns_per_pair(true));
         let r = paired.map(|p| p.unsized_over_sized());
         let (ns, failed) = match (&outcome, paired) {
-            (Ok(result), Some(p)) => (format!("{:.1}", p.unsized_ns_per_pair()), result.failed_allocs.to_string()),
+            (Ok(result), Some(p)) => (format!("{:.1}", p.ns_per_pair(true)), result.failed_allocs.to_string()),
             (Ok(_), None) => ("no paired blocks".into(), String::new()),
             (Err(error), _) => (format!("failed: {error}"), String::new()),
         };
@@ -595,8 +593,8 @@ pub fn packet_mix_report(options: &SuiteOptions) -> WorkloadReport {
             crate::workloads::packet_mix::PAIRED_BLOCK,
             paired.map_or(String::new(), |p| format!(
                 " (in the median run: {:.1} ns per pair sized, {:.1} unsized)",
-                p.sized_ns as f64 / p.pairs_each.max(1) as f64,
-                p.unsized_ns_per_pair()
+                p.ns_per_pair(false),
+                p.ns_per_pair(true)
             ))
         ));
         json.push(Json::obj(vec![

@@ -90,9 +90,10 @@ impl PairedFrees {
         self.unsized_ns as f64 / self.sized_ns.max(1) as f64
     }
 
-    /// Nanoseconds per pair with unsized frees.
-    pub fn unsized_ns_per_pair(&self) -> f64 {
-        self.unsized_ns as f64 / self.pairs_each.max(1) as f64
+    /// Nanoseconds per pair in the blocks with unsized (or sized) frees.
+    pub fn ns_per_pair(&self, unsized_free: bool) -> f64 {
+        let ns = if unsized_free { self.unsized_ns } else { self.sized_ns };
+        ns as f64 / self.pairs_each.max(1) as f64
     }
 }
 
