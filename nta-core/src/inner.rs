@@ -596,7 +596,7 @@ impl PoolInner {
         if !bitmap::test(&m.start, loc.granule) {
             return Err(self.not_a_chunk_reason(loc));
         }
-        let granules = m.chunk_granules(loc.granule);
+        let granules = m.chunk_granules_settled(loc.granule);
         match len {
             Some(len) if granules_for(len) != granules => {
                 Err(FreeError::WrongSize { len, chunk_bytes: granules * GRANULE })

@@ -117,6 +117,32 @@ impl NodeMeta {
         crate::bitmap::next_set_either(&self.start, &self.free, s + 1, hi) - s
     }
 
+    /// [`NodeMeta::chunk_granules`] for a free path under the owner's lock,
+    /// between two changes of the bits: the chunk ends where the next
+    /// `start` or `free` bit is. Read inline from the word `s` lies in and
+    /// the next one (every chunk up to 64 granules ends within them), with
+    /// no level bounds: the granule after a page node's last one is a
+    /// boundary too (a chunk start, or free at its own level), so the bit
+    /// found is never past the level's end. (P4's sized frees of 16 B in
+    /// order: about 4.5% less time than with the level lookup and the
+    /// out-of-line scan, twelve interleaved runs, 2026-12-07.)
+    #[inline]
+    pub fn chunk_granules_settled(&self, s: usize) -> usize {
+        let w = s >> 6;
+        let mut word = (self.start[w].load(Relaxed) | self.free[w].load(Relaxed)) & (!1u64 << (s & 63));
+        let mut base = w << 6;
+        if word == 0 && w + 1 < self.start.len() {
+            base += 64;
+            word = self.start[w + 1].load(Relaxed) | self.free[w + 1].load(Relaxed);
+        }
+        if word == 0 {
+            return self.chunk_granules(s);
+        }
+        let n = base + word.trailing_zeros() as usize - s;
+        debug_assert_eq!(n, self.chunk_granules(s), "a chunk at {s} runs past its level");
+        n
+    }
+
     /// Opens a change of `start` or `free` bits: owner only, under its
     /// shard. Returns the token for [`NodeMeta::end_bits`].
     #[inline]
