@@ -7,7 +7,7 @@
 //!
 //! | workload | goal |
 //! |---|---|
-//! | P1 | NTA ≤ 1.0× the faster of mimalloc and jemalloc |
+//! | P1 | NTA ≤ 1.0× the faster of mimalloc and jemalloc (all in one process, interleaved) |
 //! | P2 | held ÷ live ≤ 1.05, metadata counted |
 //! | P3 | ≥ 97% of the capacity used at every failure (issue 2) |
 //! | P4 | every cell ≤ glibc and ≤ 1.2× mimalloc |

@@ -91,6 +91,10 @@ enum Command {
         seed: u64,
         #[arg(long)]
         map_dir: Option<PathBuf>,
+        /// P1 only: run NTA, glibc, jemalloc and mimalloc in this process,
+        /// interleaved by blocks.
+        #[arg(long)]
+        interleave: bool,
         #[command(flatten)]
         nta: NtaArgs,
     },
@@ -280,6 +284,7 @@ fn run_results(
             isolation: Isolation::ChildProcess(exe.clone()),
             nta_tuning,
             repeats: repeat.max(1),
+            interleave_p1: false,
         },
         exe,
         traces,
@@ -318,6 +323,7 @@ fn main() -> ExitCode {
                 isolation,
                 nta_tuning: nta.footing(),
                 repeats: repeat,
+                interleave_p1: false,
             };
             let workloads = workloads.unwrap_or_else(|| WorkloadId::RUN_ORDER.to_vec());
             for report in run_all(&workloads, &options) {
@@ -331,7 +337,7 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Command::Worker { workload, alloc, scale, seed, map_dir, nta } => {
+        Command::Worker { workload, alloc, scale, seed, map_dir, interleave, nta } => {
             let options = SuiteOptions {
                 scale,
                 seed,
@@ -341,6 +347,7 @@ fn main() -> ExitCode {
                 isolation: Isolation::InProcess,
                 nta_tuning: nta.footing(),
                 repeats: 1,
+                interleave_p1: interleave,
             };
             println!("{}", worker(workload, alloc, &options));
             ExitCode::SUCCESS

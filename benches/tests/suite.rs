@@ -16,6 +16,7 @@ fn every_workload_reports_every_peer() {
         isolation: Isolation::InProcess,
         nta_tuning: Default::default(),
         repeats: 2,
+        interleave_p1: false,
     };
     let workloads = [WorkloadId::P1, WorkloadId::P2, WorkloadId::P3, WorkloadId::P4, WorkloadId::P5, WorkloadId::P6];
     let reports = run_all(&workloads, &options);
@@ -41,6 +42,16 @@ fn every_workload_reports_every_peer() {
             assert!(!markdown.contains("no paired blocks"), "{markdown}");
             assert!(!lines.iter().any(|line| line.contains("\"unsized_over_sized\":null")), "{lines:?}");
             assert!(report.goals.iter().any(|g| g.text.contains("unsized frees")), "P1 judges the unsized goal");
+            // NTA, glibc, jemalloc and mimalloc in one process too: the
+            // column, and the goal judged on it.
+            assert!(
+                lines.iter().any(|line| line.contains("\"interleaved_ns_per_pair\":")
+                    && line.contains("\"alloc\":\"system\"")
+                    && !line.contains("\"interleaved_ns_per_pair\":null")),
+                "{lines:?}"
+            );
+            assert!(markdown.contains("taken in turn"), "{markdown}");
+            assert!(report.goals.iter().any(|g| g.text.contains("in one process, interleaved")), "{markdown}");
         }
         assert!(markdown.contains("NTA hugepages **off**"), "{markdown}");
         assert!(!report.goals.is_empty(), "{:?} has goals", report.id);

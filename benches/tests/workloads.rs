@@ -1,7 +1,7 @@
 //! Every workload in its tiny configuration, on every peer, checking its own
 //! accounting (never its speed).
 
-use nta_bench::peers::{with_peer, Peer, PeerConfig, PeerKind, PeerVisitor};
+use nta_bench::peers::{with_peer, NtaPeer, Peer, PeerConfig, PeerKind, PeerVisitor};
 use nta_bench::sizes::IMIX_SIZES;
 use nta_bench::workloads::churn::{self, ChurnParams};
 use nta_bench::workloads::cross_thread::{self, CrossThreadParams};
@@ -58,6 +58,30 @@ impl PeerVisitor for PairedFrees {
 #[test]
 fn p1_paired_frees_time_both_kinds_of_blocks_on_every_peer() {
     on_every_peer(|_| PeerConfig::default(), PairedFrees);
+}
+
+#[test]
+fn p1_interleaved_runs_nta_and_the_three_allocators_by_blocks_in_turn() {
+    let nta = NtaPeer::new(PeerConfig::default()).unwrap();
+    let params = PacketMixParams { interleave: true, pairs: 20_000, ..PacketMixParams::at(Scale::Tiny) };
+    let result = packet_mix::run(&nta, &params);
+    let lanes = result.interleaved.expect("the interleaved mode reports its lanes");
+    // 20000 pairs in blocks of 20000 (below PAIRED_BLOCK): one round.
+    assert_eq!((lanes.block, lanes.rounds), (20_000, 1));
+    let names: Vec<&str> = lanes.lanes.iter().map(|l| l.alloc.as_str()).collect();
+    assert_eq!(names, ["nta", "system", "jemalloc", "mimalloc"]);
+    for lane in &lanes.lanes {
+        assert_eq!((lane.pairs, lane.failed_allocs), (20_000, 0), "{}", lane.alloc);
+        assert!(lane.ns > 0 && lane.ns_per_pair() > 0.0, "{}", lane.alloc);
+    }
+    // The top-level fields are the given peer's lane.
+    assert_eq!((result.pairs, result.elapsed_ns), (lanes.lanes[0].pairs, lanes.lanes[0].ns));
+    assert!(result.peak_live_requested_bytes > 0);
+    // More pairs than a block: whole blocks, the rest dropped.
+    let params = PacketMixParams { pairs: 2 * packet_mix::PAIRED_BLOCK + 7, ..params };
+    let lanes = packet_mix::run(&nta, &params).interleaved.unwrap();
+    assert_eq!((lanes.block, lanes.rounds), (packet_mix::PAIRED_BLOCK, 2));
+    assert!(lanes.lanes.iter().all(|l| l.pairs == 2 * packet_mix::PAIRED_BLOCK));
 }
 
 #[derive(Clone)]

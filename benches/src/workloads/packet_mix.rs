@@ -12,12 +12,21 @@
 //! block timed on its own: the two ways are compared in one process, over
 //! the same minutes, rather than in two runs that a shared host may slow
 //! differently.
+//!
+//! With [`PacketMixParams::interleave`], the given peer (NTA in the suite)
+//! and glibc, jemalloc and mimalloc run in one process, each with a window
+//! of its own (same seed, so the same sizes), their timed pairs interleaved
+//! by blocks of [`PAIRED_BLOCK`] pairs with the order rotated every round
+//! ([`run_interleaved`]). Separate processes on this shared host differ by
+//! up to 1.9x from run to run for one allocator, more than the allocators
+//! differ from each other; blocks of a few milliseconds, in turn, meet the
+//! same host.
 
 use std::ptr::NonNull;
 use std::time::Instant;
 
 use super::{nanos, Scale, DEFAULT_SEED};
-use crate::peers::{touch, Peer};
+use crate::peers::{touch, JemallocPeer, MimallocPeer, Peer, SystemPeer};
 use crate::rng::SplitMix64;
 use crate::sizes;
 
@@ -33,6 +42,9 @@ pub struct PacketMixParams {
     /// Alternate sized and unsized frees by blocks (see the module notes);
     /// also on for a peer whose frees are unsized (`Peer::frees_unsized`).
     pub paired_frees: bool,
+    /// Run the peer, glibc, jemalloc and mimalloc in this process,
+    /// interleaved by blocks (see the module notes).
+    pub interleave: bool,
 }
 
 /// Pairs per block in the paired mode (fewer when the run is short).
@@ -53,7 +65,7 @@ impl PacketMixParams {
             Scale::Quick => 10_000_000,
             Scale::Tiny => 5_000,
         };
-        Self { window: 1024, pairs, seed: DEFAULT_SEED, paired_frees: false }
+        Self { window: 1024, pairs, seed: DEFAULT_SEED, paired_frees: false, interleave: false }
     }
 }
 
@@ -71,6 +83,48 @@ pub struct PacketMixResult {
     /// The paired mode's split of the timed part.
     #[serde(default)]
     pub paired: Option<PairedFrees>,
+    /// The interleaved mode's figures (the fields above are then the
+    /// given peer's lane).
+    #[serde(default)]
+    pub interleaved: Option<Interleaved>,
+}
+
+/// The interleaved mode's result: one lane per allocator.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct Interleaved {
+    /// Pairs per block.
+    pub block: u64,
+    /// Blocks each lane ran (rounds).
+    pub rounds: u64,
+    /// The lanes, the given peer first.
+    pub lanes: Vec<LaneResult>,
+}
+
+/// One allocator's share of an interleaved run.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct LaneResult {
+    /// The peer's name (`Peer::name`).
+    pub alloc: String,
+    /// Timed pairs.
+    pub pairs: u64,
+    /// Nanoseconds in its timed blocks.
+    pub ns: u64,
+    /// Allocations that returned `None`.
+    pub failed_allocs: u64,
+}
+
+impl LaneResult {
+    /// Nanoseconds per alloc+free pair.
+    pub fn ns_per_pair(&self) -> f64 {
+        self.ns as f64 / self.pairs.max(1) as f64
+    }
+}
+
+impl Interleaved {
+    /// The lane of allocator `name`.
+    pub fn lane(&self, name: &str) -> Option<&LaneResult> {
+        self.lanes.iter().find(|l| l.alloc == name)
+    }
 }
 
 /// Time spent in the paired mode's blocks of each kind.
@@ -202,6 +256,9 @@ impl SlidingWindow {
 
 /// Runs P1 on `peer`.
 pub fn run<P: Peer + ?Sized>(peer: &P, params: &PacketMixParams) -> PacketMixResult {
+    if params.interleave {
+        return run_interleaved(peer, params);
+    }
     let mut window = SlidingWindow::new(params.window, params.seed);
     window.fill(peer);
     let mut paired = None;
@@ -222,6 +279,87 @@ pub fn run<P: Peer + ?Sized>(peer: &P, params: &PacketMixParams) -> PacketMixRes
         failed_allocs: window.failed_allocs,
         peak_live_requested_bytes: window.peak_live_requested_bytes,
         paired,
+        interleaved: None,
+    }
+}
+
+/// One allocator with its own window, run a block at a time.
+trait Lane {
+    fn name(&self) -> &'static str;
+    fn block(&mut self, pairs: u64);
+    fn finish(&mut self) -> (u64, u64);
+}
+
+struct PeerLane<'a, P: Peer + ?Sized> {
+    peer: &'a P,
+    window: SlidingWindow,
+}
+
+impl<P: Peer + ?Sized> Lane for PeerLane<'_, P> {
+    fn name(&self) -> &'static str {
+        self.peer.name()
+    }
+
+    /// Out of line, one copy per peer: each peer's loop is compiled as in
+    /// its own run (its fast paths inlined into it), and the lanes are
+    /// called through one indirect call per block.
+    #[inline(never)]
+    fn block(&mut self, pairs: u64) {
+        for _ in 0..pairs {
+            self.window.step(self.peer);
+        }
+    }
+
+    /// Drains the window; returns (failed allocs, peak live requested bytes).
+    fn finish(&mut self) -> (u64, u64) {
+        self.window.drain(self.peer);
+        self.peer.settle();
+        (self.window.failed_allocs, self.window.peak_live_requested_bytes)
+    }
+}
+
+/// P1 on `peer`, glibc, jemalloc and mimalloc in this process: every lane's
+/// window is filled first, then each round runs one block of every lane,
+/// the order rotated by one lane per round, for `params.pairs` rounded
+/// down to whole blocks (at least one) per lane. The result's top-level
+/// fields are `peer`'s lane.
+pub fn run_interleaved<P: Peer + ?Sized>(peer: &P, params: &PacketMixParams) -> PacketMixResult {
+    let block = params.pairs.clamp(1, PAIRED_BLOCK);
+    let rounds = (params.pairs / block).max(1);
+    let mut given = PeerLane { peer, window: SlidingWindow::new(params.window, params.seed) };
+    let mut system = PeerLane { peer: &SystemPeer, window: SlidingWindow::new(params.window, params.seed) };
+    let mut jemalloc = PeerLane { peer: &JemallocPeer, window: SlidingWindow::new(params.window, params.seed) };
+    let mut mimalloc = PeerLane { peer: &MimallocPeer, window: SlidingWindow::new(params.window, params.seed) };
+    let mut lanes: [&mut dyn Lane; 4] = [&mut given, &mut system, &mut jemalloc, &mut mimalloc];
+    for lane in lanes.iter_mut() {
+        lane.block(params.window as u64);
+    }
+    let mut ns = [0u64; 4];
+    for round in 0..rounds as usize {
+        for k in 0..lanes.len() {
+            let i = (round + k) % lanes.len();
+            let start = Instant::now();
+            lanes[i].block(block);
+            ns[i] += nanos(start.elapsed());
+        }
+    }
+    let mut results = Vec::new();
+    let mut given_result = None;
+    for (i, lane) in lanes.iter_mut().enumerate() {
+        let (failed_allocs, peak) = lane.finish();
+        if i == 0 {
+            given_result = Some((failed_allocs, peak));
+        }
+        results.push(LaneResult { alloc: lane.name().to_string(), pairs: rounds * block, ns: ns[i], failed_allocs });
+    }
+    let (failed_allocs, peak_live_requested_bytes) = given_result.unwrap_or_default();
+    PacketMixResult {
+        pairs: rounds * block,
+        elapsed_ns: ns[0],
+        failed_allocs,
+        peak_live_requested_bytes,
+        paired: None,
+        interleaved: Some(Interleaved { block, rounds, lanes: results }),
     }
 }
 
