@@ -91,7 +91,7 @@ enum Command {
         seed: u64,
         #[arg(long)]
         map_dir: Option<PathBuf>,
-        /// P1 only: run NTA, glibc, jemalloc and mimalloc in this process,
+        /// P1 and P6 only: run NTA, glibc, jemalloc and mimalloc in this process,
         /// interleaved by blocks.
         #[arg(long)]
         interleave: bool,
@@ -284,7 +284,7 @@ fn run_results(
             isolation: Isolation::ChildProcess(exe.clone()),
             nta_tuning,
             repeats: repeat.max(1),
-            interleave_p1: false,
+            interleave: false,
         },
         exe,
         traces,
@@ -323,7 +323,7 @@ fn main() -> ExitCode {
                 isolation,
                 nta_tuning: nta.footing(),
                 repeats: repeat,
-                interleave_p1: false,
+                interleave: false,
             };
             let workloads = workloads.unwrap_or_else(|| WorkloadId::RUN_ORDER.to_vec());
             for report in run_all(&workloads, &options) {
@@ -347,7 +347,7 @@ fn main() -> ExitCode {
                 isolation: Isolation::InProcess,
                 nta_tuning: nta.footing(),
                 repeats: 1,
-                interleave_p1: interleave,
+                interleave,
             };
             println!("{}", worker(workload, alloc, &options));
             ExitCode::SUCCESS

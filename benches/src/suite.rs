@@ -42,6 +42,7 @@ use crate::workloads::cross_thread::{self, CrossThreadParams, CrossThreadResult}
 use crate::workloads::fill::{self, FillParams, FillResult};
 use crate::workloads::footprint::{self, FootprintParams, FootprintResult};
 use crate::workloads::free_order::{self, FreeOrder, FreeOrderCell, FreeOrderParams, OBJECT_SIZES};
+use crate::workloads::interleave::Interleaved;
 use crate::workloads::packet_mix::{self, PacketMixParams, PacketMixResult};
 use crate::workloads::Scale;
 
@@ -99,10 +100,10 @@ pub struct SuiteOptions {
     pub nta_tuning: NtaTuning,
     /// Runs per (workload, peer) of the timed workloads; the median is shown.
     pub repeats: usize,
-    /// P1 runs NTA, glibc, jemalloc and mimalloc in one process, interleaved
-    /// by blocks (`packet_mix::run_interleaved`); the P1 report sets it for
-    /// its extra run.
-    pub interleave_p1: bool,
+    /// P1 and P6 run NTA, glibc, jemalloc and mimalloc in one process,
+    /// interleaved by blocks (`workloads::interleave`); their reports set it
+    /// for their extra run.
+    pub interleave: bool,
 }
 
 /// Runs of P5 per peer (its goal is on the median of 5).
@@ -184,7 +185,7 @@ fn run_child<T: DeserializeOwned>(
         command.arg("--map-dir").arg(dir);
     }
     command.args(options.nta_tuning.args());
-    if options.interleave_p1 && id == WorkloadId::P1 {
+    if options.interleave && id == WorkloadId::P1 {
         command.arg("--interleave");
     }
     if mem_stats::thp_disabled() != Some(true) {
@@ -378,7 +379,16 @@ impl PeerVisitor for FillVisitor<'_> {
 }
 visitor!(FreeOrderVisitor, FreeOrderParams, Vec<FreeOrderCell>, free_order::run);
 visitor!(CrossThreadVisitor, CrossThreadParams, CrossThreadResult, cross_thread::run);
-visitor!(ChurnVisitor, ChurnParams, ChurnResult, churn::run);
+/// P6's visitor owns its parameters, as P1's does.
+#[derive(Clone)]
+struct ChurnVisitor(ChurnParams);
+
+impl PeerVisitor for ChurnVisitor {
+    type Output = ChurnResult;
+    fn visit<P: Peer>(self, peer: &P) -> ChurnResult {
+        churn::run(peer, &self.0)
+    }
+}
 
 /// The NTA figure of a workload, for the ratio column.
 fn nta_value<R>(outcomes: &PeerOutcomes<R>, metric: impl Fn(&R) -> Option<f64>) -> Option<f64> {
@@ -469,7 +479,7 @@ pub fn diagnostics_note(tuning: &NtaTuning) -> Option<String> {
 }
 
 fn packet_mix_params(options: &SuiteOptions) -> PacketMixParams {
-    PacketMixParams { seed: options.seed, interleave: options.interleave_p1, ..PacketMixParams::at(options.scale) }
+    PacketMixParams { seed: options.seed, interleave: options.interleave, ..PacketMixParams::at(options.scale) }
 }
 
 fn footprint_params(options: &SuiteOptions) -> FootprintParams {
@@ -485,7 +495,7 @@ fn cross_thread_params(options: &SuiteOptions) -> CrossThreadParams {
 }
 
 fn churn_params(options: &SuiteOptions) -> ChurnParams {
-    ChurnParams { seed: options.seed, ..ChurnParams::at(options.scale) }
+    ChurnParams { seed: options.seed, interleave: options.interleave, ..ChurnParams::at(options.scale) }
 }
 
 /// The body of `nta-bench worker`: runs workload `id` on `kind` in this
@@ -506,7 +516,7 @@ pub fn worker(id: WorkloadId, kind: PeerKind, options: &SuiteOptions) -> String 
         WorkloadId::P3 => one(kind, config, FillVisitor(&fill_params(options), options.map_dir.as_deref())),
         WorkloadId::P4 => one(kind, config, FreeOrderVisitor(&FreeOrderParams::at(options.scale))),
         WorkloadId::P5 => one(kind, config, CrossThreadVisitor(&cross_thread_params(options))),
-        WorkloadId::P6 => one(kind, config, ChurnVisitor(&churn_params(options))),
+        WorkloadId::P6 => one(kind, config, ChurnVisitor(churn_params(options))),
     }
 }
 
@@ -515,19 +525,43 @@ const UNSIZED_LABEL: &str = "nta-unsized";
 /// The label of P1's run of NTA, glibc, jemalloc and mimalloc in one process.
 const INTERLEAVED_LABEL: &str = "interleaved";
 
-/// An interleaved P1 run's NTA/peer time ratio for `peer`.
-fn interleaved_ratio(r: &PacketMixResult, peer: PeerKind) -> Option<f64> {
-    let lanes = r.interleaved.as_ref()?;
-    ratio(lanes.lane(PeerKind::Nta.name()).map(|l| l.ns_per_pair()), lanes.lane(peer.name()).map(|l| l.ns_per_pair()))
+/// An interleaved run's NTA/peer time ratio for `peer`.
+fn interleaved_ratio(lanes: &Interleaved, peer: PeerKind) -> Option<f64> {
+    lanes.time_ratio(PeerKind::Nta.name(), peer.name())
 }
 
-/// An interleaved P1 run's NTA over the faster of mimalloc and jemalloc.
-fn interleaved_goal_ratio(r: &PacketMixResult) -> Option<f64> {
-    let lanes = r.interleaved.as_ref()?;
+/// An interleaved P1 run's NTA over the faster of mimalloc and jemalloc,
+/// and that peer's name.
+fn interleaved_goal_ratio(lanes: &Interleaved) -> (Option<f64>, Option<&'static str>) {
     let faster = leanest(
-        [PeerKind::Mimalloc, PeerKind::Jemalloc].map(|k| (k.name(), lanes.lane(k.name()).map(|l| l.ns_per_pair()))),
+        [PeerKind::Mimalloc, PeerKind::Jemalloc].map(|k| (k.name(), lanes.lane(k.name()).map(|l| l.ns_per_step()))),
     );
-    ratio(lanes.lane(PeerKind::Nta.name()).map(|l| l.ns_per_pair()), faster.map(|(_, ns)| ns))
+    (ratio(lanes.lane(PeerKind::Nta.name()).map(|l| l.ns_per_step()), faster.map(|(_, ns)| ns)), faster.map(|(n, _)| n))
+}
+
+/// The table note on an interleaved run (`workload_state`: what each lane
+/// has of its own; `steps`: what a block counts).
+fn interleaved_note<R>(
+    outcome: &Option<Result<R, String>>,
+    lanes: impl Fn(&R) -> Option<&Interleaved>,
+    workload_state: &str,
+    steps: &str,
+) -> Option<String> {
+    match outcome {
+        Some(Ok(r)) => lanes(r).map(|l| {
+            format!(
+                "The interleaved column is one more run per round (`{INTERLEAVED_LABEL}` among the runs; its median by \
+                 NTA against the peers): NTA, glibc, jemalloc and mimalloc in one process, each with {workload_state} \
+                 of its own (the same seed), their timed {steps} in blocks of {} taken in turn ({} blocks each, the \
+                 order rotated every round). The last column and the goal use it where it has the peer: on this \
+                 shared host, separate processes of one allocator differ by up to 1.9x from run to run, and blocks \
+                 taken in turn see the same host.",
+                l.block, l.rounds
+            )
+        }),
+        Some(Err(error)) => Some(format!("The interleaved run failed: {error}.")),
+        None => None,
+    }
 }
 
 /// P1 report.
@@ -549,7 +583,7 @@ pub fn packet_mix_report(options: &SuiteOptions) -> WorkloadReport {
     // in one process, interleaved by blocks (separate processes on a shared
     // host differ from run to run by more than the allocators differ).
     let mut interleaved_options = options.clone();
-    interleaved_options.interleave_p1 = true;
+    interleaved_options.interleave = true;
     let with_interleaved = options.peers.contains(&PeerKind::Nta);
     if with_interleaved {
         jobs.push((INTERLEAVED_LABEL.to_string(), PeerKind::Nta, &interleaved_options));
@@ -566,7 +600,7 @@ pub fn packet_mix_report(options: &SuiteOptions) -> WorkloadReport {
         ),
         |r: &PacketMixResult| match (&r.paired, &r.interleaved) {
             (Some(p), _) => p.unsized_over_sized(),
-            (None, Some(_)) => interleaved_goal_ratio(r).unwrap_or(f64::MAX),
+            (None, Some(lanes)) => interleaved_goal_ratio(lanes).0.unwrap_or(f64::MAX),
             (None, None) => r.ns_per_pair(),
         },
         &jobs,
@@ -584,7 +618,7 @@ pub fn packet_mix_report(options: &SuiteOptions) -> WorkloadReport {
         }
     }
     let interleaved = match &interleaved_outcome {
-        Some(Ok(r)) => r.interleaved.as_ref().map(|lanes| (r, lanes)),
+        Some(Ok(r)) => r.interleaved.as_ref(),
         _ => None,
     };
     let metric = |r: &PacketMixResult| Some(r.ns_per_pair());
@@ -605,33 +639,20 @@ pub fn packet_mix_report(options: &SuiteOptions) -> WorkloadReport {
     );
     table.notes.push(scale_note(options));
     table.notes.extend(runs_note);
-    match &interleaved_outcome {
-        Some(Ok(r)) if r.interleaved.is_some() => table.notes.push(format!(
-            "The interleaved column is one more run per round (`{INTERLEAVED_LABEL}` among the runs), the median by NTA \
-             over the faster of jemalloc and mimalloc: NTA, glibc, jemalloc and mimalloc in one process, each with a \
-             window of its own (the same sizes), their timed pairs in blocks of {} taken in turn ({} blocks each, the \
-             order rotated every round). The last column and the goal use it where it has the peer: on this shared \
-             host, separate processes of one allocator differ by up to 1.9x from run to run, and blocks taken in turn \
-             see the same host.",
-            r.interleaved.as_ref().map_or(0, |l| l.block),
-            r.interleaved.as_ref().map_or(0, |l| l.rounds),
-        )),
-        Some(Err(error)) => table.notes.push(format!("The interleaved run failed: {error}.")),
-        _ => {}
-    }
+    table.notes.extend(interleaved_note(&interleaved_outcome, |r| r.interleaved.as_ref(), "a window", "pairs"));
     let mut json = Vec::new();
     for (kind, outcome) in &outcomes {
         match outcome {
             Ok(result) => {
                 let own = ratio(nta, metric(result));
-                let lane = interleaved.and_then(|(_, lanes)| lanes.lane(kind.name()));
-                let together = interleaved.and_then(|(r, _)| interleaved_ratio(r, *kind));
+                let lane = interleaved.and_then(|lanes| lanes.lane(kind.name()));
+                let together = interleaved.and_then(|lanes| interleaved_ratio(lanes, *kind));
                 let r = if lane.is_some() { together } else { own };
                 table.row(vec![
                     kind.name().into(),
                     format!("{:.1}", result.ns_per_pair()),
                     fmt_ratio(own),
-                    lane.map_or(String::new(), |l| format!("{:.1}", l.ns_per_pair())),
+                    lane.map_or(String::new(), |l| format!("{:.1}", l.ns_per_step())),
                     result.failed_allocs.to_string(),
                     fmt_ratio(r),
                 ]);
@@ -642,7 +663,7 @@ pub fn packet_mix_report(options: &SuiteOptions) -> WorkloadReport {
                     ("elapsed_ns", Json::Int(result.elapsed_ns)),
                     ("ns_per_pair", Json::Num(result.ns_per_pair())),
                     ("failed_allocs", Json::Int(result.failed_allocs)),
-                    ("interleaved_ns_per_pair", Json::opt_num(lane.map(|l| l.ns_per_pair()))),
+                    ("interleaved_ns_per_pair", Json::opt_num(lane.map(|l| l.ns_per_step()))),
                     ("nta_over_peer_own_process", Json::opt_num(own)),
                     ("nta_over_peer", Json::opt_num(r)),
                 ]));
@@ -654,16 +675,13 @@ pub fn packet_mix_report(options: &SuiteOptions) -> WorkloadReport {
         }
     }
     let goal = match interleaved {
-        Some((r, lanes)) => {
-            let faster = leanest(
-                [PeerKind::Mimalloc, PeerKind::Jemalloc]
-                    .map(|k| (k.name(), lanes.lane(k.name()).map(|l| l.ns_per_pair()))),
-            );
+        Some(lanes) => {
+            let (r, faster) = interleaved_goal_ratio(lanes);
             Goal::at_most(
                 "P1",
                 "NTA ≤ 1.0× the faster of mimalloc and jemalloc (ns per pair, in one process, interleaved)",
-                &format!("NTA/{}", faster.map_or("faster peer", |(name, _)| name)),
-                interleaved_goal_ratio(r),
+                &format!("NTA/{}", faster.unwrap_or("faster peer")),
+                r,
                 1.0,
             )
         }
@@ -1098,8 +1116,40 @@ pub fn cross_thread_report(options: &SuiteOptions) -> WorkloadReport {
 /// P6 report.
 pub fn churn_report(options: &SuiteOptions) -> WorkloadReport {
     let params = churn_params(options);
-    let (outcomes, runs_note) =
-        run_on_peers(options, WorkloadId::P6, ChurnVisitor(&params), "ops/s", ChurnResult::ops_per_sec);
+    let mut jobs: Vec<Job<'_>> = options.peers.iter().map(|&kind| (kind.name().to_string(), kind, options)).collect();
+    // One more run per round: NTA, glibc, jemalloc and mimalloc in one
+    // process, interleaved by blocks (throughput only), as in P1.
+    let mut interleaved_options = options.clone();
+    interleaved_options.interleave = true;
+    if options.peers.contains(&PeerKind::Nta) {
+        jobs.push((INTERLEAVED_LABEL.to_string(), PeerKind::Nta, &interleaved_options));
+    }
+    // The interleaved run's figure is NTA's throughput over mimalloc's.
+    let nta_over_mimalloc = |lanes: &Interleaved| lanes.time_ratio(PeerKind::Mimalloc.name(), PeerKind::Nta.name());
+    let (all, runs_note) = run_rounds(
+        options.runs_of(WorkloadId::P6),
+        WorkloadId::P6,
+        |o: &SuiteOptions| ChurnVisitor(churn_params(o)),
+        &format!("ops/s ({INTERLEAVED_LABEL}: NTA's over mimalloc's)"),
+        |r: &ChurnResult| match &r.interleaved {
+            Some(lanes) => nta_over_mimalloc(lanes).unwrap_or(0.0),
+            None => r.ops_per_sec(),
+        },
+        &jobs,
+    );
+    let mut outcomes: PeerOutcomes<ChurnResult> = Vec::new();
+    let mut interleaved_outcome = None;
+    for (label, kind, outcome) in all {
+        if label == INTERLEAVED_LABEL {
+            interleaved_outcome = Some(outcome);
+        } else {
+            outcomes.push((kind, outcome));
+        }
+    }
+    let interleaved = match &interleaved_outcome {
+        Some(Ok(r)) => r.interleaved.as_ref(),
+        _ => None,
+    };
     let metric = |r: &ChurnResult| Some(r.ops_per_sec());
     let nta = nta_value(&outcomes, metric);
     let mut table = Table::new(
@@ -1109,8 +1159,9 @@ pub fn churn_report(options: &SuiteOptions) -> WorkloadReport {
         ),
         &[
             "allocator",
-            "ops/s",
+            "ops/s (own process)",
             "failed",
+            "ops/s (one process, interleaved)",
             "own footprint MiB at 25% / end / max",
             "resident Δ MiB at 25% / end / max",
             "drift (own, end / 25%)",
@@ -1129,11 +1180,16 @@ pub fn churn_report(options: &SuiteOptions) -> WorkloadReport {
          process-wide), and resident memory (RSS + hugetlb), both deltas from the start.",
         params.samples
     ));
+    table.notes.extend(interleaved_note(&interleaved_outcome, |r| r.interleaved.as_ref(), "a live set", "operations"));
     let mut json = Vec::new();
     for (kind, outcome) in &outcomes {
         match outcome {
             Ok(result) => {
-                let r = ratio(nta, metric(result));
+                let own = ratio(nta, metric(result));
+                let lane = interleaved.and_then(|lanes| lanes.lane(kind.name()));
+                // Throughput: the peer's time over NTA's.
+                let together = interleaved.and_then(|lanes| lanes.time_ratio(kind.name(), PeerKind::Nta.name()));
+                let r = if lane.is_some() { together } else { own };
                 let triple = |pick: &dyn Fn(&churn::ChurnSample) -> Option<u64>| {
                     let quarter = result.samples.get(result.samples.len() / 4).and_then(pick);
                     let last = result.samples.last().and_then(pick);
@@ -1144,6 +1200,7 @@ pub fn churn_report(options: &SuiteOptions) -> WorkloadReport {
                     kind.name().into(),
                     format!("{:.0}", result.ops_per_sec()),
                     result.failed_allocs.to_string(),
+                    lane.map_or(String::new(), |l| format!("{:.0}", l.steps_per_sec())),
                     triple(&|s| s.held_bytes),
                     triple(&|s| s.resident_bytes),
                     fmt_num(result.drift_by(|s| s.held_bytes), 3),
@@ -1177,11 +1234,13 @@ pub fn churn_report(options: &SuiteOptions) -> WorkloadReport {
                     ("held_over_live", Json::opt_num(result.held_peak_ratio())),
                     ("resident_over_live", Json::opt_num(result.resident_peak_ratio())),
                     ("samples", Json::Arr(samples)),
+                    ("interleaved_ops_per_sec", Json::opt_num(lane.map(|l| l.steps_per_sec()))),
+                    ("nta_over_peer_own_process", Json::opt_num(own)),
                     ("nta_over_peer", Json::opt_num(r)),
                 ]));
             }
             Err(error) => {
-                table.row(error_row(*kind, error, 9));
+                table.row(error_row(*kind, error, 10));
                 json.push(error_json(WorkloadId::P6, *kind, error));
             }
         }
@@ -1205,13 +1264,22 @@ pub fn churn_report(options: &SuiteOptions) -> WorkloadReport {
             1.0,
         ));
     }
-    goals.push(Goal::at_least(
-        "P6",
-        "NTA throughput ≥ mimalloc",
-        "NTA/mimalloc ops/s",
-        ratio(nta, peer_value(&outcomes, PeerKind::Mimalloc, metric)),
-        1.0,
-    ));
+    goals.push(match interleaved {
+        Some(lanes) => Goal::at_least(
+            "P6",
+            "NTA throughput ≥ mimalloc (in one process, interleaved)",
+            "NTA/mimalloc ops/s",
+            nta_over_mimalloc(lanes),
+            1.0,
+        ),
+        None => Goal::at_least(
+            "P6",
+            "NTA throughput ≥ mimalloc",
+            "NTA/mimalloc ops/s",
+            ratio(nta, peer_value(&outcomes, PeerKind::Mimalloc, metric)),
+            1.0,
+        ),
+    });
     let nta_drift = nta_value(&outcomes, |r: &ChurnResult| r.drift_by(|s| s.held_bytes));
     goals.push(Goal::at_most("P6", "NTA footprint flat (own drift ≤ 1.10, issue 2)", "NTA drift", nta_drift, 1.10));
     WorkloadReport::new(WorkloadId::P6, table, json, goals)

@@ -24,7 +24,7 @@ fn results_regenerates_above_the_marker_and_keeps_the_rest() {
             isolation: Isolation::InProcess,
             nta_tuning: NtaTuning::default(),
             repeats: 1,
-            interleave_p1: false,
+            interleave: false,
         },
         exe: PathBuf::from(env!("CARGO_BIN_EXE_nta-bench")),
         traces: vec![trace.clone()],

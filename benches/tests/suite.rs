@@ -16,7 +16,7 @@ fn every_workload_reports_every_peer() {
         isolation: Isolation::InProcess,
         nta_tuning: Default::default(),
         repeats: 2,
-        interleave_p1: false,
+        interleave: false,
     };
     let workloads = [WorkloadId::P1, WorkloadId::P2, WorkloadId::P3, WorkloadId::P4, WorkloadId::P5, WorkloadId::P6];
     let reports = run_all(&workloads, &options);
@@ -52,6 +52,14 @@ fn every_workload_reports_every_peer() {
             );
             assert!(markdown.contains("taken in turn"), "{markdown}");
             assert!(report.goals.iter().any(|g| g.text.contains("in one process, interleaved")), "{markdown}");
+        }
+        if report.id == WorkloadId::P6 {
+            // Throughput in one process too, and the goal judged on it.
+            assert!(markdown.contains("taken in turn"), "{markdown}");
+            assert!(report.goals.iter().any(|g| g.text.contains("≥ mimalloc (in one process, interleaved)")));
+            assert!(lines.iter().any(|line| line.contains("\"alloc\":\"system\"")
+                && line.contains("\"interleaved_ops_per_sec\":")
+                && !line.contains("\"interleaved_ops_per_sec\":null")));
         }
         assert!(markdown.contains("NTA hugepages **off**"), "{markdown}");
         assert!(!report.goals.is_empty(), "{:?} has goals", report.id);

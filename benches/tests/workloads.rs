@@ -71,17 +71,41 @@ fn p1_interleaved_runs_nta_and_the_three_allocators_by_blocks_in_turn() {
     let names: Vec<&str> = lanes.lanes.iter().map(|l| l.alloc.as_str()).collect();
     assert_eq!(names, ["nta", "system", "jemalloc", "mimalloc"]);
     for lane in &lanes.lanes {
-        assert_eq!((lane.pairs, lane.failed_allocs), (20_000, 0), "{}", lane.alloc);
-        assert!(lane.ns > 0 && lane.ns_per_pair() > 0.0, "{}", lane.alloc);
+        assert_eq!((lane.steps, lane.failed_allocs), (20_000, 0), "{}", lane.alloc);
+        assert!(lane.ns > 0 && lane.ns_per_step() > 0.0, "{}", lane.alloc);
     }
     // The top-level fields are the given peer's lane.
-    assert_eq!((result.pairs, result.elapsed_ns), (lanes.lanes[0].pairs, lanes.lanes[0].ns));
+    assert_eq!((result.pairs, result.elapsed_ns), (lanes.lanes[0].steps, lanes.lanes[0].ns));
     assert!(result.peak_live_requested_bytes > 0);
     // More pairs than a block: whole blocks, the rest dropped.
     let params = PacketMixParams { pairs: 2 * packet_mix::PAIRED_BLOCK + 7, ..params };
     let lanes = packet_mix::run(&nta, &params).interleaved.unwrap();
     assert_eq!((lanes.block, lanes.rounds), (packet_mix::PAIRED_BLOCK, 2));
-    assert!(lanes.lanes.iter().all(|l| l.pairs == 2 * packet_mix::PAIRED_BLOCK));
+    assert!(lanes.lanes.iter().all(|l| l.steps == 2 * packet_mix::PAIRED_BLOCK));
+}
+
+#[test]
+fn p6_interleaved_times_the_four_allocators_and_samples_nothing() {
+    let nta = NtaPeer::new(PeerConfig::default()).unwrap();
+    let params = ChurnParams { interleave: true, ..ChurnParams::at(Scale::Tiny) };
+    let result = churn::run(&nta, &params);
+    let lanes = result.interleaved.as_ref().expect("the interleaved mode reports its lanes");
+    // 20000 operations: one block.
+    assert_eq!((lanes.block, lanes.rounds), (params.ops, 1));
+    let names: Vec<&str> = lanes.lanes.iter().map(|l| l.alloc.as_str()).collect();
+    assert_eq!(names, ["nta", "system", "jemalloc", "mimalloc"]);
+    for lane in &lanes.lanes {
+        assert_eq!((lane.steps, lane.failed_allocs), (params.ops, 0), "{}", lane.alloc);
+        assert!(lane.steps_per_sec() > 0.0, "{}", lane.alloc);
+    }
+    assert_eq!((result.ops, result.elapsed_ns), (lanes.lanes[0].steps, lanes.lanes[0].ns));
+    // NTA's lane did its warm-up and its block: every operation is one of the three kinds.
+    assert_eq!(result.allocs + result.frees + result.shrinks, params.ops + params.target_live as u64);
+    assert!(result.samples.is_empty());
+    let time = lanes.time_ratio("nta", "mimalloc").unwrap();
+    assert!(time > 0.0 && time.is_finite());
+    // Everything was freed: NTA holds nothing live.
+    assert_eq!(nta.pool().stats().in_use_bytes, 0);
 }
 
 #[derive(Clone)]

@@ -11,6 +11,7 @@ pub mod cross_thread;
 pub mod fill;
 pub mod footprint;
 pub mod free_order;
+pub mod interleave;
 pub mod packet_mix;
 
 /// How big a run is.

@@ -16,15 +16,13 @@
 //! With [`PacketMixParams::interleave`], the given peer (NTA in the suite)
 //! and glibc, jemalloc and mimalloc run in one process, each with a window
 //! of its own (same seed, so the same sizes), their timed pairs interleaved
-//! by blocks of [`PAIRED_BLOCK`] pairs with the order rotated every round
-//! ([`run_interleaved`]). Separate processes on this shared host differ by
-//! up to 1.9x from run to run for one allocator, more than the allocators
-//! differ from each other; blocks of a few milliseconds, in turn, meet the
-//! same host.
+//! by blocks of [`PAIRED_BLOCK`] pairs ([`run_interleaved`], see
+//! [`interleave`] for why).
 
 use std::ptr::NonNull;
 use std::time::Instant;
 
+use super::interleave::{self, Interleaved, Lane};
 use super::{nanos, Scale, DEFAULT_SEED};
 use crate::peers::{touch, JemallocPeer, MimallocPeer, Peer, SystemPeer};
 use crate::rng::SplitMix64;
@@ -83,48 +81,10 @@ pub struct PacketMixResult {
     /// The paired mode's split of the timed part.
     #[serde(default)]
     pub paired: Option<PairedFrees>,
-    /// The interleaved mode's figures (the fields above are then the
-    /// given peer's lane).
+    /// The interleaved mode's lanes (the fields above are then the given
+    /// peer's lane).
     #[serde(default)]
     pub interleaved: Option<Interleaved>,
-}
-
-/// The interleaved mode's result: one lane per allocator.
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
-pub struct Interleaved {
-    /// Pairs per block.
-    pub block: u64,
-    /// Blocks each lane ran (rounds).
-    pub rounds: u64,
-    /// The lanes, the given peer first.
-    pub lanes: Vec<LaneResult>,
-}
-
-/// One allocator's share of an interleaved run.
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
-pub struct LaneResult {
-    /// The peer's name (`Peer::name`).
-    pub alloc: String,
-    /// Timed pairs.
-    pub pairs: u64,
-    /// Nanoseconds in its timed blocks.
-    pub ns: u64,
-    /// Allocations that returned `None`.
-    pub failed_allocs: u64,
-}
-
-impl LaneResult {
-    /// Nanoseconds per alloc+free pair.
-    pub fn ns_per_pair(&self) -> f64 {
-        self.ns as f64 / self.pairs.max(1) as f64
-    }
-}
-
-impl Interleaved {
-    /// The lane of allocator `name`.
-    pub fn lane(&self, name: &str) -> Option<&LaneResult> {
-        self.lanes.iter().find(|l| l.alloc == name)
-    }
 }
 
 /// Time spent in the paired mode's blocks of each kind.
@@ -283,26 +243,17 @@ pub fn run<P: Peer + ?Sized>(peer: &P, params: &PacketMixParams) -> PacketMixRes
     }
 }
 
-/// One allocator with its own window, run a block at a time.
-trait Lane {
-    fn name(&self) -> &'static str;
-    fn block(&mut self, pairs: u64);
-    fn finish(&mut self) -> (u64, u64);
-}
-
-struct PeerLane<'a, P: Peer + ?Sized> {
+/// One allocator with its own window.
+struct WindowLane<'a, P: Peer + ?Sized> {
     peer: &'a P,
     window: SlidingWindow,
 }
 
-impl<P: Peer + ?Sized> Lane for PeerLane<'_, P> {
+impl<P: Peer + ?Sized> Lane for WindowLane<'_, P> {
     fn name(&self) -> &'static str {
         self.peer.name()
     }
 
-    /// Out of line, one copy per peer: each peer's loop is compiled as in
-    /// its own run (its fast paths inlined into it), and the lanes are
-    /// called through one indirect call per block.
     #[inline(never)]
     fn block(&mut self, pairs: u64) {
         for _ in 0..pairs {
@@ -310,56 +261,37 @@ impl<P: Peer + ?Sized> Lane for PeerLane<'_, P> {
         }
     }
 
-    /// Drains the window; returns (failed allocs, peak live requested bytes).
-    fn finish(&mut self) -> (u64, u64) {
+    fn finish(&mut self) -> u64 {
         self.window.drain(self.peer);
         self.peer.settle();
-        (self.window.failed_allocs, self.window.peak_live_requested_bytes)
+        self.window.failed_allocs
     }
 }
 
-/// P1 on `peer`, glibc, jemalloc and mimalloc in this process: every lane's
-/// window is filled first, then each round runs one block of every lane,
-/// the order rotated by one lane per round, for `params.pairs` rounded
-/// down to whole blocks (at least one) per lane. The result's top-level
-/// fields are `peer`'s lane.
+/// P1 on `peer`, glibc, jemalloc and mimalloc in this process
+/// ([`interleave::run`]): every window is filled first (one lap), then
+/// `params.pairs` rounded down to whole blocks of [`PAIRED_BLOCK`] are timed
+/// per lane. The result's top-level fields are `peer`'s lane.
 pub fn run_interleaved<P: Peer + ?Sized>(peer: &P, params: &PacketMixParams) -> PacketMixResult {
-    let block = params.pairs.clamp(1, PAIRED_BLOCK);
-    let rounds = (params.pairs / block).max(1);
-    let mut given = PeerLane { peer, window: SlidingWindow::new(params.window, params.seed) };
-    let mut system = PeerLane { peer: &SystemPeer, window: SlidingWindow::new(params.window, params.seed) };
-    let mut jemalloc = PeerLane { peer: &JemallocPeer, window: SlidingWindow::new(params.window, params.seed) };
-    let mut mimalloc = PeerLane { peer: &MimallocPeer, window: SlidingWindow::new(params.window, params.seed) };
-    let mut lanes: [&mut dyn Lane; 4] = [&mut given, &mut system, &mut jemalloc, &mut mimalloc];
-    for lane in lanes.iter_mut() {
-        lane.block(params.window as u64);
-    }
-    let mut ns = [0u64; 4];
-    for round in 0..rounds as usize {
-        for k in 0..lanes.len() {
-            let i = (round + k) % lanes.len();
-            let start = Instant::now();
-            lanes[i].block(block);
-            ns[i] += nanos(start.elapsed());
-        }
-    }
-    let mut results = Vec::new();
-    let mut given_result = None;
-    for (i, lane) in lanes.iter_mut().enumerate() {
-        let (failed_allocs, peak) = lane.finish();
-        if i == 0 {
-            given_result = Some((failed_allocs, peak));
-        }
-        results.push(LaneResult { alloc: lane.name().to_string(), pairs: rounds * block, ns: ns[i], failed_allocs });
-    }
-    let (failed_allocs, peak_live_requested_bytes) = given_result.unwrap_or_default();
+    let window = || SlidingWindow::new(params.window, params.seed);
+    let mut given = WindowLane { peer, window: window() };
+    let mut system = WindowLane { peer: &SystemPeer, window: window() };
+    let mut jemalloc = WindowLane { peer: &JemallocPeer, window: window() };
+    let mut mimalloc = WindowLane { peer: &MimallocPeer, window: window() };
+    let lanes = interleave::run(
+        &mut [&mut given, &mut system, &mut jemalloc, &mut mimalloc],
+        params.pairs,
+        PAIRED_BLOCK,
+        params.window as u64,
+    );
+    let own = &lanes.lanes[0];
     PacketMixResult {
-        pairs: rounds * block,
-        elapsed_ns: ns[0],
-        failed_allocs,
-        peak_live_requested_bytes,
+        pairs: own.steps,
+        elapsed_ns: own.ns,
+        failed_allocs: own.failed_allocs,
+        peak_live_requested_bytes: given.window.peak_live_requested_bytes,
         paired: None,
-        interleaved: Some(Interleaved { block, rounds, lanes: results }),
+        interleaved: Some(lanes),
     }
 }
 
