@@ -185,7 +185,7 @@ fn run_child<T: DeserializeOwned>(
         command.arg("--map-dir").arg(dir);
     }
     command.args(options.nta_tuning.args());
-    if options.interleave && id == WorkloadId::P1 {
+    if options.interleave && matches!(id, WorkloadId::P1 | WorkloadId::P6) {
         command.arg("--interleave");
     }
     if mem_stats::thp_disabled() != Some(true) {

@@ -71,3 +71,29 @@ fn every_workload_reports_every_peer() {
         }
     }
 }
+
+/// In child processes (as `nta-bench results` runs them), P1 and P6 get their
+/// interleaved run too: the child is told so on its command line.
+#[test]
+fn child_processes_run_the_interleaved_comparisons() {
+    let options = SuiteOptions {
+        scale: Scale::Tiny,
+        seed: 7,
+        peers: vec![PeerKind::Nta, PeerKind::Mimalloc],
+        map_dir: None,
+        progress: false,
+        isolation: Isolation::ChildProcess(env!("CARGO_BIN_EXE_nta-bench").into()),
+        nta_tuning: Default::default(),
+        repeats: 1,
+        interleave: false,
+    };
+    for report in run_all(&[WorkloadId::P1, WorkloadId::P6], &options) {
+        let markdown = report.table.to_markdown();
+        assert!(markdown.contains("taken in turn"), "{:?}:\n{markdown}", report.id);
+        assert!(
+            report.goals.iter().any(|g| g.text.contains("in one process, interleaved")),
+            "{:?}: a goal on the interleaved run\n{markdown}",
+            report.id
+        );
+    }
+}
