@@ -539,6 +539,12 @@ fn interleaved_goal_ratio(lanes: &Interleaved) -> (Option<f64>, Option<&'static 
     (ratio(lanes.lane(PeerKind::Nta.name()).map(|l| l.ns_per_step()), faster.map(|(_, ns)| ns)), faster.map(|(n, _)| n))
 }
 
+/// Takes the outcome of the job labelled `label` out of `all`.
+fn take_labelled<R>(all: &mut LabelledOutcomes<R>, label: &str) -> Option<Result<R, String>> {
+    let i = all.iter().position(|(l, _, _)| l == label)?;
+    Some(all.remove(i).2)
+}
+
 /// The table note on an interleaved run (`workload_state`: what each lane
 /// has of its own; `steps`: what a block counts).
 fn interleaved_note<R>(
@@ -590,7 +596,7 @@ pub fn packet_mix_report(options: &SuiteOptions) -> WorkloadReport {
     }
     // The paired run's figure is its unsized/sized ratio; the interleaved
     // run's, NTA over the faster of jemalloc and mimalloc.
-    let (all, runs_note) = run_rounds(
+    let (mut all, runs_note) = run_rounds(
         options.runs_of(WorkloadId::P1),
         WorkloadId::P1,
         |o: &SuiteOptions| PacketMixVisitor(packet_mix_params(o)),
@@ -605,18 +611,9 @@ pub fn packet_mix_report(options: &SuiteOptions) -> WorkloadReport {
         },
         &jobs,
     );
-    let mut outcomes: PeerOutcomes<PacketMixResult> = Vec::new();
-    let mut unsized_outcome = None;
-    let mut interleaved_outcome = None;
-    for (label, kind, outcome) in all {
-        if label == UNSIZED_LABEL {
-            unsized_outcome = Some(outcome);
-        } else if label == INTERLEAVED_LABEL {
-            interleaved_outcome = Some(outcome);
-        } else {
-            outcomes.push((kind, outcome));
-        }
-    }
+    let unsized_outcome = take_labelled(&mut all, UNSIZED_LABEL);
+    let interleaved_outcome = take_labelled(&mut all, INTERLEAVED_LABEL);
+    let outcomes: PeerOutcomes<PacketMixResult> = all.into_iter().map(|(_, kind, outcome)| (kind, outcome)).collect();
     let interleaved = match &interleaved_outcome {
         Some(Ok(r)) => r.interleaved.as_ref(),
         _ => None,
@@ -1126,7 +1123,7 @@ pub fn churn_report(options: &SuiteOptions) -> WorkloadReport {
     }
     // The interleaved run's figure is NTA's throughput over mimalloc's.
     let nta_over_mimalloc = |lanes: &Interleaved| lanes.time_ratio(PeerKind::Mimalloc.name(), PeerKind::Nta.name());
-    let (all, runs_note) = run_rounds(
+    let (mut all, runs_note) = run_rounds(
         options.runs_of(WorkloadId::P6),
         WorkloadId::P6,
         |o: &SuiteOptions| ChurnVisitor(churn_params(o)),
@@ -1137,15 +1134,8 @@ pub fn churn_report(options: &SuiteOptions) -> WorkloadReport {
         },
         &jobs,
     );
-    let mut outcomes: PeerOutcomes<ChurnResult> = Vec::new();
-    let mut interleaved_outcome = None;
-    for (label, kind, outcome) in all {
-        if label == INTERLEAVED_LABEL {
-            interleaved_outcome = Some(outcome);
-        } else {
-            outcomes.push((kind, outcome));
-        }
-    }
+    let interleaved_outcome = take_labelled(&mut all, INTERLEAVED_LABEL);
+    let outcomes: PeerOutcomes<ChurnResult> = all.into_iter().map(|(_, kind, outcome)| (kind, outcome)).collect();
     let interleaved = match &interleaved_outcome {
         Some(Ok(r)) => r.interleaved.as_ref(),
         _ => None,
