@@ -242,6 +242,24 @@ impl ThreadSlot {
         by_count.min(by_bytes)
     }
 
+    /// Chunks parked of `g` granules (owner, or a thief holding the slot).
+    pub fn count(&self, g: usize) -> usize {
+        usize::from(self.counts[g].load(Relaxed))
+    }
+
+    /// The granule count whose stack holds the most bytes (0 when every
+    /// stack is empty). Owner, or a thief holding the slot.
+    pub fn fullest(&self) -> usize {
+        let mut best = (0, 0);
+        for (g, c) in self.counts.iter().enumerate() {
+            let bytes = usize::from(c.load(Relaxed)) * g;
+            if bytes > best.1 {
+                best = (g, bytes);
+            }
+        }
+        best.0
+    }
+
     /// Bytes cached (a racy read from other threads).
     pub fn bytes(&self) -> usize {
         self.bytes.load(Relaxed)

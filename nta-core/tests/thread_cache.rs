@@ -152,3 +152,37 @@ fn a_free_from_a_thread_local_destructor_after_the_cache_is_gone_is_safe() {
     assert_eq!((st.in_use_bytes, st.thread_cached_bytes), (0, 0), "the late free reached the pool");
     p.validate().unwrap();
 }
+
+/// A free that finds the slot at its byte bound makes room by halving the
+/// stack that holds the most bytes, not by sending its own short stack (one
+/// chunk here) to the shard.
+#[test]
+fn at_the_byte_bound_the_fullest_stack_gives_up_half() {
+    let p = pool();
+    let mut live = Vec::new();
+    for (len, n) in [(2048, 64), (2016, 64), (1984, 2)] {
+        live.extend((0..n).map(|_| (p.alloc(len).unwrap(), len)));
+    }
+    // The refills' extras go back, so the cache holds only what is freed below.
+    p.collect();
+    assert_eq!(p.stats().thread_cached_bytes, 0);
+    for &(ptr, len) in &live {
+        // SAFETY: live chunks, each freed once with its length.
+        unsafe { p.free_sized(ptr, len) };
+    }
+    // 64 x 2048 + 64 x 2016 + 1984 fit the 256 KiB bound; the second 1984-byte
+    // chunk does not. Half of the 2048-byte stack (32 chunks) goes to the
+    // shard, and the chunk is parked.
+    let st = p.stats();
+    assert_eq!(st.thread_cached_bytes, 64 * 2048 + 64 * 2016 + 2 * 1984 - 32 * 2048);
+    assert_eq!(st.in_use_bytes, 0);
+    p.validate().unwrap();
+    // The same thread's next 1984-byte allocations come from its cache.
+    let a = p.alloc(1984).unwrap();
+    assert_eq!(a, live[129].0, "LIFO: the chunk parked last");
+    // SAFETY: live chunk.
+    unsafe { p.free_sized(a, 1984) };
+    p.collect();
+    assert_eq!(p.stats().thread_cached_bytes, 0);
+    p.validate().unwrap();
+}
