@@ -522,7 +522,8 @@ pub fn worker(id: WorkloadId, kind: PeerKind, options: &SuiteOptions) -> String 
 
 /// The label of P1's NTA run with unsized frees.
 const UNSIZED_LABEL: &str = "nta-unsized";
-/// The label of P1's run of NTA, glibc, jemalloc and mimalloc in one process.
+/// The label of the run of NTA, glibc, jemalloc and mimalloc in one
+/// process, interleaved (P1 and P6).
 const INTERLEAVED_LABEL: &str = "interleaved";
 
 /// An interleaved run's NTA/peer time ratio for `peer`.
