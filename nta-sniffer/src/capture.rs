@@ -13,7 +13,8 @@
 //! 3. Drain the rings into the [`Output`] (filter, pcap, hexdump).
 //! 4. Timers: the heartbeat every lease/4, the pcap flush and the live line
 //!    once a second.
-//! 5. Idle (nothing read): wait up to 1 ms on the socket.
+//! 5. Wait on the socket for as long as [`crate::pace`] says (1-10 ms,
+//!    paced to the rate), or not at all while a ring is filling up.
 //!
 //! At the end the holds are released (consumer indexes moved to each
 //! ring's head), the session is detached, the pcap is flushed and a
@@ -39,6 +40,7 @@ use nta_net::export::proto::{Descriptor, FLAG_HELD, FLAG_TCP, FLAG_TX, MODE_HOLD
 use crate::client::{Event, Session};
 use crate::error::{Error, Result};
 use crate::filter::{addresses, Filter};
+use crate::pace::Pacer;
 use crate::pcap::PcapOut;
 use crate::reader::{Reader, Sink, Totals};
 use crate::validate::Faults;
@@ -249,9 +251,6 @@ fn rate_line(last: &Totals, now: &Totals, reader: &Reader, secs: f64) -> String 
     )
 }
 
-/// How long the capture loop waits between drains while the rings are not
-/// filling up: at 340k descriptors/s a 4096-slot ring takes 12 ms to fill.
-const BATCH_WAIT: Duration = Duration::from_millis(1);
 /// Past this fraction of a ring in backlog, drain again at once.
 const BUSY_BACKLOG: f64 = 0.25;
 
@@ -283,6 +282,8 @@ pub fn run(opts: &CaptureOptions, stop: &AtomicBool) -> Result<Summary> {
     let mut last_beat = Instant::now();
     let mut last_tick = Instant::now();
     let mut last_totals = reader.totals;
+    let mut pacer = Pacer::new(Instant::now());
+    let mut paced_descriptors = reader.totals.descriptors;
     let mut failure = None;
     reader.heartbeat();
     let beater = reader.heartbeat_thread(beat_every).map_err(|e| Error::Io("starting the heartbeat thread", e))?;
@@ -300,11 +301,14 @@ pub fn run(opts: &CaptureOptions, stop: &AtomicBool) -> Result<Summary> {
         }
         reader.drain(&mut out, remaining, true);
         // Socket events; after a deferred drain, read what is queued and
-        // drain again without deferring. Otherwise wait up to BATCH_WAIT
-        // (a socket message ends the wait) so that descriptors are taken
-        // in batches, unless a ring is already filling up.
+        // drain again without deferring. Otherwise wait as long as the
+        // pacer says (a socket message ends the wait) so that descriptors
+        // are taken in batches, unless a ring is already filling up.
+        let found = reader.totals.descriptors - paced_descriptors;
+        paced_descriptors = reader.totals.descriptors;
+        let paced = pacer.next_wait(found, Instant::now(), u64::from(hello.slots));
         let busy = reader.deferred() || reader.backlog() > BUSY_BACKLOG;
-        let mut wait = if busy { Duration::ZERO } else { BATCH_WAIT };
+        let mut wait = if busy { Duration::ZERO } else { paced };
         loop {
             match session.next_event(wait) {
                 Ok(None) => break,

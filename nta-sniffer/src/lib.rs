@@ -20,7 +20,8 @@
 //! - [`sys`]: the syscalls (socket, `SCM_RIGHTS`, poll, fstat, seals).
 //! - [`maps`]: shared mappings read with atomic loads.
 //! - [`segments`], [`ring`], [`hold`]: the three kinds of shared memory.
-//! - [`validate`]: descriptor checks; [`reader`]: the drain loop.
+//! - [`validate`]: descriptor checks; [`reader`]: the drain loop; [`pace`]:
+//!   how long to wait between drains.
 //! - [`client`]: the session (attach, events).
 //! - outputs: [`filter`], [`packet`] (synthesized headers), [`pcap`],
 //!   [`occupancy`], [`stats`], [`map_png`] (lettered with `font`).
@@ -44,6 +45,7 @@ pub mod hold;
 pub mod map_png;
 pub mod maps;
 pub mod occupancy;
+pub mod pace;
 pub mod packet;
 pub mod pcap;
 pub mod reader;
