@@ -261,3 +261,26 @@ fn copy_piece(dst: &mut [u8], k: usize, v: u64, n: usize) {
         dst[k] = v as u8;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checksum;
+
+    #[test]
+    fn a_sum_in_place_is_the_checksum_sum_of_its_bytes_at_every_alignment() {
+        let bytes: Vec<u8> = (0..600u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        let r = SharedRegion::from_bytes(&bytes).unwrap();
+        for offset in 0..16 {
+            for len in [0, 1, 2, 7, 8, 9, 15, 16, 31, 32, 33, 40, 63, 64, 65, 100, 257, 511, 584] {
+                let (ptr, sum) = r.sum_in_place(offset, len).unwrap();
+                assert_eq!(ptr, r.ptr.wrapping_add(offset).cast_const());
+                let want = checksum::add(0, &bytes[offset..offset + len]);
+                assert_eq!(checksum::fold(sum), checksum::fold(want), "offset {offset} len {len}");
+            }
+        }
+        assert!(r.sum_in_place(590, 11).is_none());
+        assert!(r.sum_in_place(usize::MAX, 2).is_none());
+        assert!(r.sum_in_place(600, 0).is_some(), "an empty range at the end is in bounds");
+    }
+}
