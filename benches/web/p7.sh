@@ -7,12 +7,17 @@
 #            export socket (unpinned);
 #   tcpdump  `tcpdump -i lo -w /dev/null` on the loopback (unpinned).
 # Prints one markdown report: req/s per round and the median, the ratio to
-# `none`, and what each reader says it saw and dropped.
+# `none` (of the medians, and round by round against the `none` run of the
+# same round), what a reader costs in CPU (the server's CPU time per
+# request, and nta-sniffer's own CPU time per descriptor), and what each
+# reader says it saw and dropped. On a shared 2-CPU host req/s moves by
+# +-10% from run to run; the CPU figures move less.
 #
 #   bash benches/web/p7.sh                   # ~2 minutes
 #   ROUNDS=1 SECONDS_PER_RUN=3 bash benches/web/p7.sh   # a quick look
 #
-# Needs: wrk, tcpdump, curl, taskset (apt-get install -y wrk tcpdump curl).
+# Needs: wrk, tcpdump, curl, taskset, /usr/bin/time (apt-get install -y wrk
+# tcpdump curl time).
 # Loopback only; everything it starts it stops on exit.
 set -Eeuo pipefail
 cd "$(dirname "$0")/../.."
@@ -21,8 +26,8 @@ SECONDS_PER_RUN="${SECONDS_PER_RUN:-10}"
 ROUNDS="${ROUNDS:-3}"
 PATH_1K="${PATH_1K:-/1k}"
 
-for tool in wrk tcpdump curl taskset python3; do
-  command -v "$tool" >/dev/null || { echo "benches/web/p7.sh: $tool is missing (apt-get install -y wrk tcpdump curl)" >&2; exit 2; }
+for tool in wrk tcpdump curl taskset python3 /usr/bin/time; do
+  command -v "$tool" >/dev/null || { echo "benches/web/p7.sh: $tool is missing (apt-get install -y wrk tcpdump curl time)" >&2; exit 2; }
 done
 [ "$(nproc)" -ge 2 ] || { echo "benches/web/p7.sh: needs 2 CPUs" >&2; exit 2; }
 
@@ -50,25 +55,39 @@ url="$(sed -n 's/^nta-httpd: serving \(http:[^ ]*\)$/\1/p' "$work/banner")"
 url="${url%/}"
 curl -sf "$url$PATH_1K" -o /dev/null
 
-# Runs wrk once; prints req/s.
+# CPU time (user + system) of process $1 so far, in clock ticks.
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+hz="$(getconf CLK_TCK)"
+
+# Runs wrk once; prints req/s and the server's CPU µs per request.
 load() {
+  local before after
+  before="$(ticks "${pids[0]}")"
   taskset -c 1 wrk -t1 -c64 -d"${SECONDS_PER_RUN}s" "$url$PATH_1K" >"$work/wrk.out"
-  awk '/^Requests\/sec:/ {print $2}' "$work/wrk.out"
+  after="$(ticks "${pids[0]}")"
+  awk -v cpu=$((after - before)) -v hz="$hz" '
+    /^Requests\/sec:/ {rps = $2}
+    / requests in / {n = $1}
+    END {printf "%s %.3f\n", rps, cpu / hz * 1e6 / n}' "$work/wrk.out"
 }
 
-declare -A rps
+declare -A rps cpu
+sniffer_ns=""
 notes=()
 for round in $(seq "$ROUNDS"); do
   for way in none sniffer tcpdump; do
     case "$way" in
       none) r=$(load) ;;
       sniffer)
-        "$sniffer" capture --socket "$sock" --hold --write /dev/null --duration $((SECONDS_PER_RUN + 3)) \
+        /usr/bin/time -f "%U %S" -o "$work/sniffer.time" \
+          "$sniffer" capture --socket "$sock" --hold --write /dev/null --duration $((SECONDS_PER_RUN + 3)) \
           >"$work/sniffer.out" 2>"$work/sniffer.err" &
         spid=$!
         sleep 1
         r=$(load)
         wait "$spid" || true
+        descs="$(sed -n 's/.* descriptors \([0-9]*\).*/\1/p' "$work/sniffer.err" | head -1)"
+        sniffer_ns="$sniffer_ns $(awk -v d="${descs:-0}" 'NR == 1 && d > 0 {printf "%.0f", ($1 + $2) * 1e9 / d}' "$work/sniffer.time")"
         notes+=("round $round sniffer: $(tr '\n' ' ' <"$work/sniffer.err" | sed 's/\r//g' | tail -c 400)")
         ;;
       tcpdump)
@@ -81,24 +100,38 @@ for round in $(seq "$ROUNDS"); do
         notes+=("round $round tcpdump: $(grep -E 'captured|dropped' "$work/tcpdump.err" | tr '\n' ' ')")
         ;;
     esac
-    rps[$way]="${rps[$way]:-} $r"
+    rps[$way]="${rps[$way]:-} ${r% *}"
+    cpu[$way]="${cpu[$way]:-} ${r#* }"
   done
 done
 held="$(curl -sf "$url/stats" | awk '/^nta_pool_held_bytes/ {print $2}')"
 
-python3 - "$ROUNDS" "${rps[none]}" "${rps[sniffer]}" "${rps[tcpdump]}" "$held" <<'PY'
+python3 - "$ROUNDS" "${rps[none]}" "${rps[sniffer]}" "${rps[tcpdump]}" "$held" \
+  "${cpu[none]}" "${cpu[sniffer]}" "${cpu[tcpdump]}" "$sniffer_ns" <<'PY'
 import statistics, sys
-rounds, none, sniffer, tcpdump, held = sys.argv[1:6]
+rounds, none, sniffer, tcpdump, held, cpu_none, cpu_sniffer, cpu_tcpdump, sniffer_ns = sys.argv[1:10]
 ways = {"none": none, "sniffer": sniffer, "tcpdump": tcpdump}
-med = {k: statistics.median(float(x) for x in v.split()) for k, v in ways.items()}
-print("| reader | req/s per round | median req/s | ÷ none |")
-print("|---|---|---|---|")
+cpus = {"none": cpu_none, "sniffer": cpu_sniffer, "tcpdump": cpu_tcpdump}
+nums = lambda v: [float(x) for x in v.split()]
+med = {k: statistics.median(nums(v)) for k, v in ways.items()}
+cpu_med = {k: statistics.median(nums(v)) for k, v in cpus.items()}
+by_round = {k: [a / b for a, b in zip(nums(v), nums(none))] for k, v in ways.items()}
+print("| reader | req/s per round | median req/s | ÷ none (medians) | ÷ none, round by round | median of those | server CPU µs per request (median) | ÷ none |")
+print("|---|---|---|---|---|---|---|---|")
 for k, v in ways.items():
-    print(f"| {k} | {' / '.join(f'{float(x):,.0f}' for x in v.split())} | {med[k]:,.0f} | {med[k] / med['none']:.3f} |")
+    rounds_txt = " / ".join(f"{r:.2f}" for r in by_round[k])
+    print(f"| {k} | {' / '.join(f'{x:,.0f}' for x in nums(v))} | {med[k]:,.0f} | {med[k] / med['none']:.3f} "
+          f"| {rounds_txt} | {statistics.median(by_round[k]):.3f} | {cpu_med[k]:.2f} | {cpu_med[k] / cpu_med['none']:.3f} |")
 ratio = med["sniffer"] / med["none"]
 print()
-print(f"Goal: attached ≥ 0.95× unattached: {'**met**' if ratio >= 0.95 else '**missed**'} ({ratio:.3f}). "
+print(f"Goal: attached ≥ 0.95× unattached: {'**met**' if ratio >= 0.95 else '**missed**'} ({ratio:.3f} of the medians; "
+      f"{statistics.median(by_round['sniffer']):.3f} as the median of the rounds' ratios). "
       f"nta_pool_held_bytes after the runs: {held}.")
+ns = nums(sniffer_ns)
+if ns:
+    print()
+    print(f"nta-sniffer's own CPU time (user + system, its whole run) per descriptor, by round: "
+          f"{' / '.join(f'{x:.0f}' for x in ns)} ns (median {statistics.median(ns):.0f}).")
 PY
 echo
 echo "What the readers reported (their own summaries):"
