@@ -51,9 +51,24 @@ pub const MAX_FLOWS: usize = 65536;
 /// and two ports hashed field by field was a tenth of the sniffer's time
 /// per packet): local and peer address (an IPv4 one in the low half of its
 /// first word, the rest of the descriptor's 16 bytes ignored), then the
-/// ports and the family.
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+/// ports and the family. Compared word by word without a branch: the
+/// derived comparison called `memcmp`, 5% of a capture's samples.
+#[derive(Clone, Copy, Debug, Eq)]
 struct FlowKey([u64; 5]);
+
+impl std::hash::Hash for FlowKey {
+    #[inline]
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.iter().for_each(|w| state.write_u64(*w));
+    }
+}
+
+impl PartialEq for FlowKey {
+    #[inline]
+    fn eq(&self, other: &FlowKey) -> bool {
+        self.0.iter().zip(&other.0).fold(0, |diff, (a, b)| diff | (a ^ b)) == 0
+    }
+}
 
 impl FlowKey {
     fn of(d: &Descriptor) -> FlowKey {
