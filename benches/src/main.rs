@@ -66,8 +66,9 @@ enum Command {
         /// Runs per (workload, allocator) of P1, P2, P4 and P6 (P5: at least 5).
         #[arg(long, default_value_t = 3)]
         repeat: usize,
-        /// Replays per (trace, allocator).
-        #[arg(long, default_value_t = 3)]
+        /// Replays per (trace, allocator): a replay takes 20-150 ms, so five
+        /// cost little and steady the medians on a shared host.
+        #[arg(long, default_value_t = 5)]
         trace_runs: usize,
         /// Directory of recorded traces (`*.trace.gz`).
         #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/traces"))]

@@ -14,6 +14,16 @@
 //!   that refuses requests (NTA above its largest size today) holds less
 //!   live memory than the others, and its absolute figure would flatter it.
 //!   Refused requests are counted in their own column and in a goal.
+//! - A trace is a program's `malloc` log, so the NTA that the goals use is
+//!   NTA as a program's allocator: configured as `NtaGlobal` configures it,
+//!   on private anonymous memory like the peers (`--nta-private`). NTA's
+//!   default `Pool` maps every segment from a memfd so that it can be
+//!   exported, and a first touch of a shmem page costs the kernel more than
+//!   one of an anonymous page (page cache, accounting): in the tshark trace,
+//!   about a fifth of NTA's replay time. That configuration has a row of its
+//!   own (`nta-memfd`), so what exportability costs stays visible.
+//! - Within a round the allocators take turns in an order rotated every
+//!   round, so that none is always first (or last) after the others.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -25,6 +35,10 @@ use crate::suite::{diagnostics_note, footing_note};
 
 /// The allocators in the replay table, NTA first.
 pub const TRACE_PEERS: [PeerKind; 4] = [PeerKind::Nta, PeerKind::System, PeerKind::Jemalloc, PeerKind::Mimalloc];
+
+/// The name of the extra row: NTA's default, exportable `Pool` on memfd
+/// segments (see the module notes).
+pub const NTA_MEMFD: &str = "nta-memfd";
 
 /// One replay's figures, as `nta-bench replay` prints them.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
@@ -63,11 +77,32 @@ fn median<T: Copy + PartialOrd>(mut values: Vec<T>) -> Option<T> {
 pub struct TraceRow {
     /// The allocator.
     pub kind: PeerKind,
+    /// NTA on memfd segments (the extra row), not on private memory.
+    pub memfd: bool,
     /// Every run (or why it failed).
     pub runs: Vec<Result<ReplayLine, String>>,
 }
 
 impl TraceRow {
+    /// A row with no runs yet.
+    pub fn new(kind: PeerKind, memfd: bool) -> TraceRow {
+        TraceRow { kind, memfd, runs: Vec::new() }
+    }
+
+    /// The row's name in the table.
+    pub fn name(&self) -> &'static str {
+        if self.memfd {
+            NTA_MEMFD
+        } else {
+            self.kind.name()
+        }
+    }
+
+    /// Whether this is the NTA the goals use.
+    fn is_goal_nta(&self) -> bool {
+        self.kind == PeerKind::Nta && !self.memfd
+    }
+
     fn ok(&self) -> Vec<&ReplayLine> {
         self.runs.iter().filter_map(|run| run.as_ref().ok()).collect()
     }
@@ -98,12 +133,16 @@ impl TraceRow {
     }
 }
 
-/// Runs `exe replay` once.
-fn replay_once(exe: &Path, trace: &Path, kind: PeerKind, tuning: &NtaTuning) -> Result<ReplayLine, String> {
+/// Runs `exe replay` once for `row`'s allocator.
+fn replay_once(exe: &Path, trace: &Path, row: &TraceRow, tuning: &NtaTuning) -> Result<ReplayLine, String> {
     let mut command = Command::new(exe);
-    command.arg("replay").arg(trace).args(["--alloc", kind.name()]);
-    // The same NTA settings as the workload tables (diagnostics included).
+    command.arg("replay").arg(trace).args(["--alloc", row.kind.name()]);
+    // The same NTA settings as the workload tables (diagnostics included),
+    // on private memory unless this is the memfd row (module notes).
     command.args(tuning.args());
+    if row.kind == PeerKind::Nta && !row.memfd && tuning.exportable.is_none() {
+        command.arg("--nta-private");
+    }
     if crate::mem_stats::thp_disabled() != Some(true) {
         command.arg("--hugepages");
     }
@@ -116,18 +155,32 @@ fn replay_once(exe: &Path, trace: &Path, kind: PeerKind, tuning: &NtaTuning) -> 
     serde_json::from_str(stdout.trim()).map_err(|error| format!("unreadable replay output ({error}): {stdout}"))
 }
 
-/// Replays `trace` `runs` times on every allocator of [`TRACE_PEERS`].
+/// The rows of the table: [`TRACE_PEERS`], then NTA on memfd segments
+/// unless `tuning` already chose NTA's memory.
+pub fn rows_for(tuning: &NtaTuning) -> Vec<TraceRow> {
+    let mut rows: Vec<TraceRow> = TRACE_PEERS.iter().map(|&kind| TraceRow::new(kind, false)).collect();
+    if tuning.exportable.is_none() {
+        rows.push(TraceRow::new(PeerKind::Nta, true));
+    }
+    rows
+}
+
+/// Replays `trace` `runs` times on every row of [`rows_for`], the rows
+/// taking turns in an order rotated every round.
 pub fn measure(exe: &Path, trace: &Path, runs: usize, tuning: &NtaTuning, progress: bool) -> Vec<TraceRow> {
-    let mut rows: Vec<TraceRow> = TRACE_PEERS.iter().map(|&kind| TraceRow { kind, runs: Vec::new() }).collect();
+    let mut rows = rows_for(tuning);
+    let n = rows.len();
     for run in 0..runs.max(1) {
-        for row in &mut rows {
+        for turn in 0..n {
+            let row = &mut rows[(run + turn) % n];
             let start = std::time::Instant::now();
-            row.runs.push(replay_once(exe, trace, row.kind, tuning));
+            let line = replay_once(exe, trace, row, tuning);
+            row.runs.push(line);
             if progress {
                 eprintln!(
-                    "[nta-bench] replay {} {:<8} run {} {:>6.2} s",
+                    "[nta-bench] replay {} {:<9} run {} {:>6.2} s",
                     trace_name(trace),
-                    row.kind.name(),
+                    row.name(),
                     run + 1,
                     start.elapsed().as_secs_f64()
                 );
@@ -177,8 +230,11 @@ pub fn report(traces: &[(PathBuf, Vec<TraceRow>)], runs: usize, tuning: &NtaTuni
     table.notes.push(footing_note(tuning));
     table.notes.extend(diagnostics_note(tuning));
     table.notes.push(
-        "Each replay runs in a fresh process (`nta-bench replay FILE --alloc X`), the runs of the four allocators \
-         interleaved. Time: wall time of the replay, its trace threads running concurrently (a block freed on \
+        "Each replay runs in a fresh process (`nta-bench replay FILE --alloc X`), the runs of the allocators \
+         interleaved (they take turns, in an order rotated every round). `nta` is NTA as a program's allocator \
+         (`NtaGlobal`'s configuration: private anonymous memory, as the peers have; `--nta-private`), the one the \
+         goals use; `nta-memfd` is NTA's default `Pool`, every segment a memfd so that it can be exported (a first \
+         touch of a shmem page costs the kernel more than one of an anonymous page). Time: wall time of the replay, its trace threads running concurrently (a block freed on \
          another thread than its allocation waits for it). Every allocated byte is written once. Resident: peak RSS \
          above the baseline, exact (the kernel's high-water mark is reset at the start), plus hugetlb pages. Peers \
          are called directly, not through LD_PRELOAD. Traces: `benches/traces/` (how each was recorded: its `.txt`)."
@@ -188,7 +244,7 @@ pub fn report(traces: &[(PathBuf, Vec<TraceRow>)], runs: usize, tuning: &NtaTuni
     let mut json = Vec::new();
     for (path, rows) in traces {
         let name = trace_name(path);
-        let nta = rows.iter().find(|row| row.kind == PeerKind::Nta);
+        let nta = rows.iter().find(|row| row.is_goal_nta());
         let nta_time = nta.and_then(TraceRow::time_ms);
         let nta_resident = nta.and_then(TraceRow::resident_ratio);
         for row in rows {
@@ -196,7 +252,7 @@ pub fn report(traces: &[(PathBuf, Vec<TraceRow>)], runs: usize, tuning: &NtaTuni
                 (None, Some(first)) => vec![
                     first.ops.to_string(),
                     first.threads.to_string(),
-                    row.kind.name().to_string(),
+                    row.name().to_string(),
                     match row.time_ms() {
                         Some(ms) if first.failed_allocs > 0 => format!("{ms:.1} (did less work)"),
                         Some(ms) => format!("{ms:.1}"),
@@ -214,7 +270,7 @@ pub fn report(traces: &[(PathBuf, Vec<TraceRow>)], runs: usize, tuning: &NtaTuni
                     },
                 ],
                 (error, _) => {
-                    let mut cells = vec![String::new(), String::new(), row.kind.name().to_string()];
+                    let mut cells = vec![String::new(), String::new(), row.name().to_string()];
                     cells.push(format!("did not run: {}", error.unwrap_or("no run")));
                     cells.resize(10, String::new());
                     cells
@@ -225,7 +281,7 @@ pub fn report(traces: &[(PathBuf, Vec<TraceRow>)], runs: usize, tuning: &NtaTuni
             table.row(line);
             json.push(Json::obj(vec![
                 ("trace", Json::str(name.clone())),
-                ("alloc", Json::str(row.kind.name())),
+                ("alloc", Json::str(row.name())),
                 ("runs", Json::Int(row.runs.len() as u64)),
                 ("time_ms", Json::opt_num(row.time_ms())),
                 ("peak_resident_bytes", Json::opt_int(row.resident_bytes())),
@@ -235,7 +291,7 @@ pub fn report(traces: &[(PathBuf, Vec<TraceRow>)], runs: usize, tuning: &NtaTuni
                 ("nta_over_peer_resident", Json::opt_num(ratio(nta_resident, row.resident_ratio()))),
             ]));
         }
-        let peer = |kind: PeerKind| rows.iter().find(|row| row.kind == kind);
+        let peer = |kind: PeerKind| rows.iter().find(|row| row.kind == kind && !row.memfd);
         let workload = format!("trace {name}");
         let refused = nta.and_then(TraceRow::first).map_or(0, |r| r.failed_allocs);
         for kind in [PeerKind::System, PeerKind::Mimalloc] {
@@ -298,6 +354,43 @@ mod tests {
     }
 
     #[test]
+    fn the_goals_use_nta_on_private_memory_and_the_memfd_row_is_shown_beside_it() {
+        assert_eq!(
+            rows_for(&NtaTuning::default()).iter().map(TraceRow::name).collect::<Vec<_>>(),
+            ["nta", "system", "jemalloc", "mimalloc", NTA_MEMFD]
+        );
+        let private = NtaTuning { exportable: Some(false), ..NtaTuning::default() };
+        assert_eq!(rows_for(&private).len(), 4, "NTA's memory chosen already: no extra row");
+        let line = |ms: u64| ReplayLine {
+            threads: 1,
+            ops: 10,
+            elapsed_ns: ms * 1_000_000,
+            peak_live_requested_bytes: 1000,
+            peak_resident_bytes: Some(2000),
+            failed_allocs: 0,
+            largest_failed_request_bytes: 0,
+        };
+        let mut rows = rows_for(&NtaTuning::default());
+        for row in &mut rows {
+            // NTA 80 ms on private memory, 120 on memfd; every peer 100.
+            let ms = match (row.kind, row.memfd) {
+                (PeerKind::Nta, false) => 80,
+                (PeerKind::Nta, true) => 120,
+                _ => 100,
+            };
+            row.runs.push(Ok(line(ms)));
+        }
+        let (table, goals, json) = report(&[(PathBuf::from("t.trace.gz"), rows)], 1, &NtaTuning::default());
+        let system = goals.iter().find(|g| g.text == "t: NTA time ≤ system").unwrap();
+        assert_eq!(system.verdict, crate::goals::Verdict::Met, "{system:?}");
+        assert!(system.measured.contains("0.800"), "{}", system.measured);
+        let markdown = table.to_markdown();
+        assert!(markdown.contains("| t | 10 | 1 | nta-memfd | 120.0 | 0.67 |"), "{markdown}");
+        let memfd = json.iter().find(|j| j.get("alloc").and_then(Json::as_str) == Some(NTA_MEMFD)).unwrap();
+        assert_eq!(memfd.get("time_ms").and_then(Json::as_f64), Some(120.0));
+    }
+
+    #[test]
     fn a_refusing_nta_misses_the_no_refusal_goal() {
         let line = |elapsed_ns, failed_allocs| ReplayLine {
             threads: 1,
@@ -310,7 +403,11 @@ mod tests {
         };
         let rows = TRACE_PEERS
             .iter()
-            .map(|&kind| TraceRow { kind, runs: vec![Ok(line(1_000_000, u64::from(kind == PeerKind::Nta)))] })
+            .map(|&kind| TraceRow {
+                kind,
+                memfd: false,
+                runs: vec![Ok(line(1_000_000, u64::from(kind == PeerKind::Nta)))],
+            })
             .collect();
         let (table, goals, _) = report(&[(PathBuf::from("x.trace.gz"), rows)], 1, &NtaTuning::default());
         let markdown = table.to_markdown();
