@@ -37,6 +37,7 @@
 //! lock and completes due frees after dropping the lock.
 
 use rustc_hash::FxHashMap;
+use std::collections::hash_map;
 
 /// Who published an outstanding descriptor: reader, ring, ring index.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -126,7 +127,10 @@ impl Tracker {
         due: &mut Vec<(usize, Option<usize>)>,
         mut invalidate: impl FnMut(Slot),
     ) -> bool {
-        let Some(e) = self.chunks.get_mut(&key.chunk) else { return false };
+        // One probe for the lookup and the removal (the common case when
+        // a reader keeps up: its one descriptor of the chunk retires).
+        let hash_map::Entry::Occupied(mut found) = self.chunks.entry(key.chunk) else { return false };
+        let e = found.get_mut();
         if e.epoch != key.epoch {
             return false;
         }
@@ -138,12 +142,11 @@ impl Tracker {
             return false;
         }
         if e.held == 0 && (e.postponed.is_some() || e.snapshots.is_empty()) {
-            if let Some(e) = self.chunks.remove(&key.chunk) {
-                if let Some(len) = e.postponed {
-                    e.snapshots.into_iter().for_each(&mut invalidate);
-                    self.postponed -= 1;
-                    due.push((key.chunk, len));
-                }
+            let e = found.remove();
+            if let Some(len) = e.postponed {
+                e.snapshots.into_iter().for_each(&mut invalidate);
+                self.postponed -= 1;
+                due.push((key.chunk, len));
             }
         }
         key.held
