@@ -251,8 +251,9 @@ fn rate_line(last: &Totals, now: &Totals, reader: &Reader, secs: f64) -> String 
     )
 }
 
-/// Past this fraction of a ring in backlog, drain again at once.
-const BUSY_BACKLOG: f64 = 0.25;
+/// Past this fraction of a ring in backlog, drain again at once: twice
+/// what the pacer aims a drain to find ([`crate::pace::TARGET_FILL`]).
+const BUSY_BACKLOG: f64 = 0.5;
 
 /// Runs a capture until a stop condition, the server going away, or
 /// `stop` being set. The pcap is complete whenever this returns.
