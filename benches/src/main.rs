@@ -66,7 +66,7 @@ enum Command {
         /// Runs per (workload, allocator) of P1, P2, P4 and P6 (P5: at least 5).
         #[arg(long, default_value_t = 3)]
         repeat: usize,
-        /// Replays per (trace, allocator): a replay takes 20-150 ms, so five
+        /// Replays per (trace, allocator): a replay takes 10-150 ms, so five
         /// cost little and steady the medians on a shared host.
         #[arg(long, default_value_t = 5)]
         trace_runs: usize,

@@ -20,8 +20,9 @@
 //!   default `Pool` maps every segment from a memfd so that it can be
 //!   exported, and a first touch of a shmem page costs the kernel more than
 //!   one of an anonymous page (page cache, accounting): in the tshark trace,
-//!   about a fifth of NTA's replay time. That configuration has a row of its
-//!   own (`nta-memfd`), so what exportability costs stays visible.
+//!   a quarter to a third of NTA's replay time on memfd. That configuration
+//!   has a row of its own (`nta-memfd`), so what exportability costs stays
+//!   visible.
 //! - Within a round the allocators take turns in an order rotated every
 //!   round, so that none is always first (or last) after the others.
 
