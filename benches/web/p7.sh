@@ -11,7 +11,8 @@
 # same round), what a reader costs in CPU (the server's CPU time per
 # request, and nta-sniffer's own CPU time per descriptor), and what each
 # reader says it saw and dropped. On a shared 2-CPU host req/s moves by
-# +-10% from run to run; the CPU figures move less.
+# +-10% from round to round, so read the rounds' ratios as well as the
+# medians' (and, for a verdict, more than one run).
 #
 #   bash benches/web/p7.sh                   # ~2 minutes
 #   ROUNDS=1 SECONDS_PER_RUN=3 bash benches/web/p7.sh   # a quick look
