@@ -141,7 +141,7 @@ fn replay_once(exe: &Path, trace: &Path, row: &TraceRow, tuning: &NtaTuning) -> 
     // The same NTA settings as the workload tables (diagnostics included),
     // on private memory unless this is the memfd row (module notes).
     command.args(tuning.args());
-    if row.kind == PeerKind::Nta && !row.memfd && tuning.exportable.is_none() {
+    if row.is_goal_nta() && tuning.exportable.is_none() {
         command.arg("--nta-private");
     }
     if crate::mem_stats::thp_disabled() != Some(true) {

@@ -283,8 +283,7 @@ pub fn run(opts: &CaptureOptions, stop: &AtomicBool) -> Result<Summary> {
     let mut last_beat = Instant::now();
     let mut last_tick = Instant::now();
     let mut last_totals = reader.totals;
-    let mut pacer = Pacer::new(Instant::now());
-    let mut paced_descriptors = reader.totals.descriptors;
+    let mut pacer = Pacer::new(Instant::now(), reader.totals.descriptors);
     let mut failure = None;
     reader.heartbeat();
     let beater = reader.heartbeat_thread(beat_every).map_err(|e| Error::Io("starting the heartbeat thread", e))?;
@@ -305,9 +304,7 @@ pub fn run(opts: &CaptureOptions, stop: &AtomicBool) -> Result<Summary> {
         // drain again without deferring. Otherwise wait as long as the
         // pacer says (a socket message ends the wait) so that descriptors
         // are taken in batches, unless a ring is already filling up.
-        let found = reader.totals.descriptors - paced_descriptors;
-        paced_descriptors = reader.totals.descriptors;
-        let paced = pacer.next_wait(found, Instant::now(), u64::from(hello.slots));
+        let paced = pacer.next_wait(reader.totals.descriptors, Instant::now(), u64::from(hello.slots));
         let busy = reader.deferred() || reader.backlog() > BUSY_BACKLOG;
         let mut wait = if busy { Duration::ZERO } else { paced };
         loop {

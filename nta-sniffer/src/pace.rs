@@ -38,17 +38,22 @@ pub struct Pacer {
     rate: f64,
     /// When the previous drain was.
     last: Instant,
+    /// The reader's descriptor count at the previous drain.
+    seen: u64,
 }
 
 impl Pacer {
-    /// A pacer whose first interval starts at `now`.
-    pub fn new(now: Instant) -> Pacer {
-        Pacer { rate: 0.0, last: now }
+    /// A pacer whose first interval starts at `now`, when the reader had
+    /// read `descriptors`.
+    pub fn new(now: Instant, descriptors: u64) -> Pacer {
+        Pacer { rate: 0.0, last: now, seen: descriptors }
     }
 
-    /// A drain at `now` found `found` descriptors in rings of `slots`
-    /// slots: returns how long to wait before the next one.
-    pub fn next_wait(&mut self, found: u64, now: Instant, slots: u64) -> Duration {
+    /// A drain at `now` left the reader at `descriptors` read in all, from
+    /// rings of `slots` slots: returns how long to wait before the next one.
+    pub fn next_wait(&mut self, descriptors: u64, now: Instant, slots: u64) -> Duration {
+        let found = descriptors.saturating_sub(self.seen);
+        self.seen = descriptors;
         let secs = now.saturating_duration_since(self.last).as_secs_f64();
         self.last = now;
         if secs > 0.0 {
@@ -75,27 +80,27 @@ mod tests {
     #[test]
     fn the_wait_lets_a_drain_find_a_quarter_of_a_ring() {
         let t0 = Instant::now();
-        let mut p = Pacer::new(t0);
+        let mut p = Pacer::new(t0, 0);
         // 270k descriptors a second into rings of 4096: 1024 per drain is
         // about 3.8 ms.
         let w = p.next_wait(2700, t0 + Duration::from_millis(10), 4096);
         assert!((w.as_secs_f64() - 1024.0 / 270_000.0).abs() < 1e-4, "{w:?}");
         // Nothing published: the longest wait.
-        let mut idle = Pacer::new(t0);
-        assert_eq!(idle.next_wait(0, t0 + Duration::from_millis(10), 4096), MAX_WAIT);
+        let mut idle = Pacer::new(t0, 500);
+        assert_eq!(idle.next_wait(500, t0 + Duration::from_millis(10), 4096), MAX_WAIT);
         // A flood: never below the shortest wait.
-        assert_eq!(p.next_wait(1_000_000, t0 + Duration::from_millis(20), 4096), MIN_WAIT);
+        assert_eq!(p.next_wait(1_002_700, t0 + Duration::from_millis(20), 4096), MIN_WAIT);
     }
 
     #[test]
     fn a_rise_counts_at_once_and_a_fall_slowly() {
         let t0 = Instant::now();
-        let mut p = Pacer::new(t0);
+        let mut p = Pacer::new(t0, 0);
         p.next_wait(1000, t0 + Duration::from_millis(10), 4096);
         assert_eq!(p.rate(), 100_000.0);
-        p.next_wait(4000, t0 + Duration::from_millis(20), 4096);
+        p.next_wait(5000, t0 + Duration::from_millis(20), 4096);
         assert_eq!(p.rate(), 400_000.0, "a rise is taken as seen");
-        p.next_wait(0, t0 + Duration::from_millis(30), 4096);
+        p.next_wait(5000, t0 + Duration::from_millis(30), 4096);
         assert_eq!(p.rate(), 300_000.0, "a fall loses a quarter per drain");
     }
 }
